@@ -1,0 +1,128 @@
+//! Serving a service: health, reflection, auth, tracing and shutdown.
+
+use std::{future::Future, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    service::{InterceptorLayer, Routes},
+    transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming},
+};
+use tonic_health::ServingStatus;
+
+use crate::{auth::Authenticator, config::TlsConfig, telemetry};
+
+/// What `serve` needs besides the routes.
+pub struct ServeOptions {
+    /// Fully qualified gRPC service names reported through health.
+    pub health_services: Vec<&'static str>,
+    pub authenticator: Authenticator,
+    /// How long in-flight requests may run on after shutdown begins.
+    pub grace: Duration,
+    pub tls: Option<TlsConfig>,
+}
+
+/// Serves `routes` on an already bound `listener` (so callers, tests
+/// included, know the address before serving starts) until `shutdown` is
+/// cancelled. Health reports NOT_SERVING until `ready` resolves, and again
+/// as soon as shutdown begins, so balancers stop routing here first.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    options: ServeOptions,
+    ready: impl Future<Output = anyhow::Result<()>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut names = options.health_services.clone();
+    names.push("");
+    for name in &names {
+        health.set_service_status(*name, ServingStatus::NotServing).await;
+    }
+
+    let reflection_v1 = reflection(&options.health_services).build_v1()?;
+    // grpcurl and many other tools still speak only v1alpha.
+    let reflection_v1alpha = reflection(&options.health_services).build_v1alpha()?;
+
+    let mut builder = Server::builder();
+    if let Some(tls) = &options.tls {
+        let cert = std::fs::read(&tls.cert_file)?;
+        let key = std::fs::read(&tls.key_file)?;
+        builder = builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
+    }
+    let router = builder
+        .trace_fn(telemetry::request_span)
+        .layer(InterceptorLayer::new(options.authenticator.interceptor()))
+        .add_routes(routes)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+
+    let address = listener.local_addr()?;
+    let stopping = shutdown.clone();
+    let server =
+        tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopping.cancelled_owned()));
+    tracing::info!(%address, "listening");
+
+    tokio::select! {
+        result = ready => {
+            result?;
+            for name in &names {
+                health.set_service_status(*name, ServingStatus::Serving).await;
+            }
+            tracing::info!("ready");
+        }
+        () = shutdown.cancelled() => {}
+    }
+
+    shutdown.cancelled().await;
+    for name in &names {
+        health.set_service_status(*name, ServingStatus::NotServing).await;
+    }
+    tracing::info!(grace_secs = options.grace.as_secs(), "shutting down");
+    match tokio::time::timeout(options.grace, server).await {
+        Ok(joined) => joined??,
+        Err(_) => tracing::warn!("grace period over; dropping in-flight requests"),
+    }
+    Ok(())
+}
+
+/// Reflection over the agentmesh contracts that lists only what this
+/// binary serves: every contract is compiled in, but `grpcurl list` should
+/// not promise services that answer UNIMPLEMENTED.
+fn reflection<'b>(services: &[&'static str]) -> tonic_reflection::server::Builder<'b> {
+    services
+        .iter()
+        .chain(&["grpc.health.v1.Health"])
+        .fold(tonic_reflection::server::Builder::configure(), |builder, name| builder.with_service_name(*name))
+        .register_encoded_file_descriptor_set(agentmesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM; a second signal exits
+/// at once, for operators who do not want to wait out the grace period.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for round in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round > 0 {
+                tracing::warn!("second signal; exiting now");
+                std::process::exit(130);
+            }
+            cancel.cancel();
+        }
+    });
+    token
+}

@@ -1,0 +1,31 @@
+//! Status details that let clients act on an error without parsing prose.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every agentmesh error.
+pub const ERROR_DOMAIN: &str = "agentmesh.dev";
+
+/// `UNAVAILABLE` with a machine-readable reason and, when known, when to retry.
+pub fn unavailable(message: impl Into<String>, reason: &str, retry_after: Option<Duration>) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
+    if let Some(delay) = retry_after {
+        details.set_retry_info(Some(delay));
+    }
+    Status::with_error_details(Code::Unavailable, message, details)
+}
+
+/// `INVALID_ARGUMENT` naming the offending field.
+pub fn invalid_field(field: &str, problem: impl Into<String>) -> Status {
+    let problem = problem.into();
+    let details = ErrorDetails::with_bad_request_violation(field, problem.clone());
+    Status::with_error_details(Code::InvalidArgument, format!("{field}: {problem}"), details)
+}
+
+/// `FAILED_PRECONDITION` with a machine-readable reason.
+pub fn failed_precondition(message: impl Into<String>, reason: &str) -> Status {
+    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
+    Status::with_error_details(Code::FailedPrecondition, message, details)
+}

@@ -1,0 +1,143 @@
+//! Opens a service's store: an embedded SQLite file by default (nothing to
+//! install), PostgreSQL when configured (ARCH-2).
+//!
+//! Services write their SQL once, in the subset both engines understand
+//! (`$1` placeholders, `RETURNING`, `ON CONFLICT`), and run it through one
+//! `AnyPool`. The few places where the engines differ ask [`Dialect`].
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    Any, AnyPool, Executor, Transaction,
+    any::AnyPoolOptions,
+    migrate::{MigrateError, Migrator},
+};
+
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database url (expected sqlite: or postgres://)")]
+    UnsupportedUrl,
+    #[error("cannot create the directory of the SQLite file: {0}")]
+    CreateDir(#[source] std::io::Error),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migrating the schema failed: {0}")]
+    Migrate(#[from] MigrateError),
+}
+
+/// A connection pool and the engine behind it.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Database {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`), creating the
+    /// SQLite file and its directory when missing.
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let dialect: Dialect = url.parse()?;
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = path.split('?').next().unwrap_or_default();
+                if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(DbError::CreateDir)?;
+                }
+                let url = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+                // One connection: SQLite has a single writer anyway, and a
+                // lone connection never meets SQLITE_BUSY on a read-to-write
+                // upgrade, which no busy timeout can resolve.
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Dialect::Postgres => {
+                AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5)).connect(url).await?
+            }
+        };
+        Ok(Self { pool, dialect })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Applies the migrations of this database's engine.
+    pub async fn migrate(&self, sqlite: &Migrator, postgres: &Migrator) -> Result<(), DbError> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => sqlite,
+            Dialect::Postgres => postgres,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Begins a transaction that commits in order with every other
+    /// transaction begun with the same `lock_key`, across replicas.
+    ///
+    /// Rows numbered by a sequence inside such transactions become visible
+    /// in number order, so a reader that tails them by number never skips
+    /// one that commits late. SQLite has one writer, so it only needs the
+    /// write lock taken at the start.
+    pub async fn begin_ordered(&self, lock_key: i64) -> Result<Transaction<'static, Any>, DbError> {
+        match self.dialect {
+            Dialect::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_key).execute(&mut *tx).await?;
+                Ok(tx)
+            }
+            // Taking the write lock up front lets the busy timeout queue
+            // writers from other processes; a deferred transaction that
+            // upgrades later fails at once with SQLITE_BUSY instead.
+            Dialect::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Whether an error is a unique-constraint violation.
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl FromStr for Dialect {
+    type Err = DbError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else {
+            Err(DbError::UnsupportedUrl)
+        }
+    }
+}

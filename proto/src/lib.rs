@@ -1,0 +1,33 @@
+//! The gRPC contracts every agentmesh service speaks, generated from `proto/`.
+//!
+//! One crate owns all of them so that services built separately still agree
+//! on every message, and so that each service can serve the full descriptor
+//! set through reflection.
+
+pub mod registry {
+    pub mod v1 {
+        tonic::include_proto!("agentmesh.registry.v1");
+    }
+}
+
+pub mod provisioner {
+    pub mod v1 {
+        tonic::include_proto!("agentmesh.provisioner.v1");
+    }
+}
+
+pub mod scheduler {
+    pub mod v1 {
+        tonic::include_proto!("agentmesh.scheduler.v1");
+    }
+}
+
+pub mod gateway {
+    pub mod v1 {
+        tonic::include_proto!("agentmesh.gateway.v1");
+    }
+}
+
+/// The encoded descriptors of every agentmesh contract (and their imports),
+/// for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("agentmesh_descriptor");

@@ -1,0 +1,1 @@
+//! The agentmesh provisioner service. Its contract lives in `proto/`; the service itself is built by its own issue.

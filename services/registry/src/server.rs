@@ -1,0 +1,50 @@
+//! Assembles a running registry from its configuration; shared by the
+//! binary and by tests that need a real server.
+
+use std::{sync::Arc, time::Duration};
+
+use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config};
+use agentmesh_netguard::UrlGuard;
+use agentmesh_proto::registry::v1::registry_service_server::{RegistryServiceServer, SERVICE_NAME};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::{
+    events::EventHub,
+    grpc::RegistryGrpc,
+    registry::Registry,
+    settings::RegistrySettings,
+    store::{RegistryStore, SqlStore},
+    sweeper::Sweeper,
+};
+
+/// Runs a registry on `listener` until `shutdown`, checking agent URLs with
+/// `url_guard` (normally `UrlGuard::new` of the configured network mode).
+pub async fn run(
+    config: Config<RegistrySettings>,
+    listener: TcpListener,
+    authenticator: Authenticator,
+    url_guard: UrlGuard,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let url = config.server.database_url_or_default("registry");
+    let store = Arc::new(SqlStore::connect(&url).await?);
+    let signal = store.events_signal();
+    let store: Arc<dyn RegistryStore> = store;
+    let settings = config.service.clone();
+    let events =
+        EventHub::start(store.clone(), signal, Duration::from_millis(settings.event_poll_ms), shutdown.clone()).await?;
+    let registry = Arc::new(Registry::new(store.clone(), url_guard));
+    tokio::spawn(Sweeper::new(store.clone(), settings).run(shutdown.clone()));
+
+    let routes = Routes::new(RegistryServiceServer::new(RegistryGrpc::new(registry, events, shutdown.clone())));
+    let options = ServeOptions {
+        health_services: vec![SERVICE_NAME],
+        authenticator,
+        grace: config.server.shutdown_grace(),
+        tls: config.server.tls.clone(),
+    };
+    let ready = async move { Ok(store.ping().await?) };
+    agentmesh_chassis::serve(listener, routes, options, ready, shutdown).await
+}
