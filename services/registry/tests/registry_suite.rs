@@ -393,7 +393,26 @@ async fn queries_filter_page_and_relate(backend: Backend) {
     assert!(!can(children[0], children[3]).await, "removed is denied");
 }
 
+async fn a_cursor_older_than_retention_is_refused(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let node = Node::start(&db.url, test_settings()).await;
+    let (id, token) = online(&node, "pruned", false).await;
+    let head = node.store.head().await.unwrap();
+    let far_future = agentmesh_registry::model::now_millis() + 10_000_000;
+    // Heartbeats age out first; other events stay.
+    assert!(node.store.prune_events(far_future, 0).await.unwrap() > 0);
+    let statuses = EventFilter { kinds: [EventKind::StatusChanged].into(), ..Default::default() };
+    assert!(node.events.watch(statuses, Some(0), node.shutdown.clone()).await.is_ok());
+    let error = node.events.watch(EventFilter::default(), Some(0), node.shutdown.clone()).await.unwrap_err();
+    assert!(matches!(error, RegistryError::CursorExpired { .. }), "{error}");
+    // A cursor at the pruned point is still complete.
+    status_after(&node, id, &token, 0.0, "").await;
+    let mut watch = node.events.watch(EventFilter::default(), Some(head), node.shutdown.clone()).await.unwrap();
+    assert_eq!(watch.recv().await.unwrap().unwrap().draft.kind, EventKind::Heartbeat);
+}
+
 on_every_backend!(
+    a_cursor_older_than_retention_is_refused,
     heartbeats_follow_the_transition_table_with_hysteresis,
     wedged_degrades_with_and_without_native_status_management,
     heartbeat_never_revives_a_lifecycle_status,

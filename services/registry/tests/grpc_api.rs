@@ -1,0 +1,224 @@
+//! The registry's gRPC surface: status codes, authentication, SSRF refusals
+//! at the edge, and that refused requests change nothing. Runs a real server
+//! on each backend.
+
+mod common;
+
+use agentmesh_netguard::NetworkMode;
+use agentmesh_proto::registry::v1::{self as pb};
+use common::{Backend, OPERATOR_TOKEN, Server, TestDb};
+use tonic::Code;
+
+fn create_request(name: &str) -> pb::CreateWorkspaceRequest {
+    pb::CreateWorkspaceRequest {
+        name: name.to_owned(),
+        runtime_kind: pb::RuntimeKind::External.into(),
+        runtime_instance: "external".to_owned(),
+        ..Default::default()
+    }
+}
+
+fn register_request(id: &str, url: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest { workspace_id: id.to_owned(), url: url.to_owned(), ..Default::default() }
+}
+
+async fn hostile_urls_are_refused_with_the_reason_and_change_nothing(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = Server::start(&db.url, NetworkMode::Strict).await;
+    let mut operator = server.client(Some(OPERATOR_TOKEN)).await;
+    let mut anonymous = server.client(None).await;
+    let workspace = operator.create_workspace(create_request("target")).await.unwrap().into_inner().workspace.unwrap();
+
+    let hostile = [
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://[::ffff:169.254.169.254]/", "link-local"),
+        ("http://[::ffff:127.0.0.1]:8080/", "loopback"),
+        ("http://[fe80::1]/", "link-local"),
+        ("http://2852039166/", "link-local"),
+        ("http://metadata.test/", "169.254.169.254"),
+        ("http://mixed.test/", "10.0.0.7"),
+        ("http://127.0.0.1:9000/", "loopback"),
+        ("http://10.1.2.3/", "private"),
+        ("http://100.64.0.1/", "100.64.0.1"),
+        ("http://192.0.2.10/", "192.0.2.10"),
+        ("http://0.0.0.0/", "0.0.0.0"),
+        ("http://unknown.test/", "resolve"),
+        ("ftp://agent.test/", "scheme"),
+        ("http://user:secret@agent.test/", "password"),
+        ("not a url", "url"),
+    ];
+    for (url, why) in hostile {
+        let status = anonymous.register(register_request(&workspace.id, url)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{url}: {status:?}");
+        assert!(status.message().starts_with("url:"), "{url}: {}", status.message());
+        assert!(status.message().to_lowercase().contains(why), "{url}: {}", status.message());
+    }
+    let after = operator
+        .get_workspace(pb::GetWorkspaceRequest { workspace_id: workspace.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .workspace
+        .unwrap();
+    assert_eq!(after, workspace, "refused registrations wrote nothing");
+    // No refused attempt claimed the token: the real agent still gets it.
+    let registered = anonymous.register(register_request(&workspace.id, "https://agent.test/a2a")).await.unwrap();
+    assert!(!registered.into_inner().token.is_empty());
+    server.stop().await;
+}
+
+async fn malformed_and_oversized_fields_are_invalid_arguments(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = Server::start(&db.url, NetworkMode::Strict).await;
+    let mut operator = server.client(Some(OPERATOR_TOKEN)).await;
+
+    let mut cases: Vec<(&str, pb::CreateWorkspaceRequest)> = Vec::new();
+    cases.push(("name", create_request("")));
+    cases.push(("name", create_request(&"n".repeat(129))));
+    cases.push(("name", create_request("bad\u{7}bell")));
+    let mut r = create_request("ok");
+    r.runtime_kind = 0;
+    cases.push(("runtime_kind", r));
+    let mut r = create_request("ok");
+    r.runtime_kind = 99;
+    cases.push(("runtime_kind", r));
+    let mut r = create_request("ok");
+    r.labels.insert("bad key!".into(), "v".into());
+    cases.push(("labels", r));
+    let mut r = create_request("ok");
+    r.parent_id = Some("not-a-uuid".into());
+    cases.push(("parent_id", r));
+    let mut r = create_request("ok");
+    r.description = "d".repeat(4097);
+    cases.push(("description", r));
+    let mut r = create_request("ok");
+    r.max_concurrent_tasks = 10_001;
+    cases.push(("max_concurrent_tasks", r));
+    let mut r = create_request("ok");
+    r.agent_runtime = "Upper Case".into();
+    cases.push(("agent_runtime", r));
+    for (field, request) in cases {
+        let status = operator.create_workspace(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().starts_with(field), "{field}: {}", status.message());
+    }
+    let listed = operator.list_workspaces(pb::ListWorkspacesRequest::default()).await.unwrap().into_inner();
+    assert!(listed.workspaces.is_empty(), "refused creates wrote nothing");
+
+    let created = operator.create_workspace(create_request("target")).await.unwrap().into_inner().workspace.unwrap();
+    let mut anonymous = server.client(None).await;
+    let mut bad_card = register_request(&created.id, "https://agent.test/");
+    bad_card.agent_card_json = "[1, 2]".into();
+    let status = anonymous.register(bad_card).await.unwrap_err();
+    assert_eq!((status.code(), status.message().starts_with("agent_card_json")), (Code::InvalidArgument, true));
+    let status = anonymous.register(register_request("1234", "https://agent.test/")).await.unwrap_err();
+    assert_eq!((status.code(), status.message().starts_with("workspace_id")), (Code::InvalidArgument, true));
+
+    let token =
+        anonymous.register(register_request(&created.id, "https://agent.test/")).await.unwrap().into_inner().token;
+    let mut agent = server.client(Some(&token)).await;
+    let heartbeat = |error_rate: f64, idle: Option<u32>| pb::HeartbeatRequest {
+        workspace_id: created.id.clone(),
+        error_rate,
+        runtime_metadata: Some(pb::RuntimeMetadata { capabilities: None, idle_timeout_seconds: idle }),
+        ..Default::default()
+    };
+    for (field, request) in [
+        ("error_rate", heartbeat(1.5, None)),
+        ("error_rate", heartbeat(f64::NAN, None)),
+        ("runtime_metadata.idle_timeout_seconds", heartbeat(0.0, Some(86_401))),
+    ] {
+        let status = agent.heartbeat(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().starts_with(field), "{field}: {}", status.message());
+    }
+    let status = operator
+        .list_workspaces(pb::ListWorkspacesRequest { page_size: 5000, ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = operator
+        .list_workspaces(pb::ListWorkspacesRequest { page_token: "garbage".into(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    server.stop().await;
+}
+
+async fn status_codes_name_the_callers_mistake(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = Server::start(&db.url, NetworkMode::Strict).await;
+    let mut operator = server.client(Some(OPERATOR_TOKEN)).await;
+    let mut anonymous = server.client(None).await;
+    let mut stranger = server.client(Some("some-other-token")).await;
+
+    assert_eq!(anonymous.create_workspace(create_request("x")).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(stranger.create_workspace(create_request("x")).await.unwrap_err().code(), Code::PermissionDenied);
+    let missing = pb::GetWorkspaceRequest { workspace_id: uuid::Uuid::new_v4().to_string() };
+    assert_eq!(operator.get_workspace(missing).await.unwrap_err().code(), Code::NotFound);
+
+    let created = operator.create_workspace(create_request("x")).await.unwrap().into_inner().workspace.unwrap();
+    let heartbeat = pb::HeartbeatRequest { workspace_id: created.id.clone(), ..Default::default() };
+    let status = anonymous.heartbeat(heartbeat.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "heartbeat before register: {status:?}");
+
+    let illegal = pb::TransitionWorkspaceRequest {
+        workspace_id: created.id.clone(),
+        status: pb::WorkspaceStatus::Hibernated.into(),
+        ..Default::default()
+    };
+    let status = operator.transition_workspace(illegal).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("awaiting_agent to hibernated"), "{}", status.message());
+
+    let foreign = pb::TransitionWorkspaceRequest {
+        workspace_id: created.id.clone(),
+        status: pb::WorkspaceStatus::Offline.into(),
+        acting_runtime_instance: "docker:elsewhere".into(),
+        ..Default::default()
+    };
+    assert_eq!(operator.transition_workspace(foreign).await.unwrap_err().code(), Code::FailedPrecondition);
+
+    let removed = pb::TransitionWorkspaceRequest {
+        workspace_id: created.id.clone(),
+        status: pb::WorkspaceStatus::Removed.into(),
+        reason: "deleted".into(),
+        ..Default::default()
+    };
+    assert!(operator.transition_workspace(removed).await.unwrap().into_inner().changed);
+    let status = anonymous.register(register_request(&created.id, "https://agent.test/")).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("removed"));
+    server.stop().await;
+}
+
+async fn watch_streams_over_grpc_and_shutdown_ends_them(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = Server::start(&db.url, NetworkMode::Strict).await;
+    let mut operator = server.client(Some(OPERATOR_TOKEN)).await;
+    let mut stream = operator
+        .watch_events(pb::WatchEventsRequest { after_cursor: Some(0), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let created = operator.create_workspace(create_request("watched")).await.unwrap().into_inner().workspace.unwrap();
+    let event = stream.message().await.unwrap().unwrap().event.unwrap();
+    assert_eq!(event.workspace_id, created.id);
+    assert_eq!(event.r#type(), pb::EventType::WorkspaceCreated);
+    assert_eq!(event.status(), pb::WorkspaceStatus::AwaitingAgent);
+
+    let bad = pb::WatchEventsRequest { workspace_ids: vec!["nope".into()], ..Default::default() };
+    assert_eq!(operator.watch_events(bad).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // Shutdown ends open streams instead of waiting out the grace period.
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), server.stop()).await;
+    assert!(stopped.is_ok(), "shutdown waited on an open watch stream");
+    assert!(stream.message().await.map(|m| m.is_none()).unwrap_or(true));
+}
+
+on_every_backend!(
+    hostile_urls_are_refused_with_the_reason_and_change_nothing,
+    malformed_and_oversized_fields_are_invalid_arguments,
+    status_codes_name_the_callers_mistake,
+    watch_streams_over_grpc_and_shutdown_ends_them,
+);
