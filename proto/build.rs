@@ -8,6 +8,8 @@ const PROTOS: &[&str] = &[
     "agentmesh/provisioner/v1/provisioner.proto",
     "agentmesh/scheduler/v1/scheduler.proto",
     "agentmesh/gateway/v1/gateway.proto",
+    // Described for reflection only: the Rust types come from tonic-types.
+    "google/rpc/error_details.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("agentmesh_descriptor.bin"))
+        .extern_path(".google.rpc", "::tonic_types")
         .compile_with_config(config, &protos, &[root])?;
     Ok(())
 }

@@ -4,6 +4,10 @@
 //! on every message, and so that each service can serve the full descriptor
 //! set through reflection.
 
+// Generated code: its doc comments are the .proto comments as written for
+// grpcurl readers, not rustdoc.
+#![allow(clippy::all)]
+
 pub mod registry {
     pub mod v1 {
         tonic::include_proto!("agentmesh.registry.v1");

@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::auth::AuthConfig;
 
+const ENV_PREFIX: &str = "AGENTMESH_";
+
 /// Flags every binary accepts. Flags win over the environment, which wins
 /// over the file, which wins over the defaults.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -146,6 +148,10 @@ pub trait ServiceSettings: Default + Serialize + DeserializeOwned + Clone + std:
 pub struct Config<S> {
     pub server: ServerConfig,
     pub service: S,
+    /// `AGENTMESH_*` variables that name no setting of this binary. They are
+    /// ignored rather than refused, because agentmesh binaries and the
+    /// agents they start share the prefix; the binary logs them at start.
+    pub ignored_env: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,10 +169,22 @@ pub enum ConfigError {
 impl<S: ServiceSettings> Config<S> {
     /// Loads the configuration from the process environment and `args`.
     pub fn load(defaults: ServerConfig, args: &CommonArgs) -> Result<Self, ConfigError> {
-        Self::from_figment(Self::figment(defaults, args)?)
+        let (figment, ignored_env) = Self::figment(defaults, args)?;
+        Self::from_figment(figment, ignored_env)
     }
 
-    fn figment(defaults: ServerConfig, args: &CommonArgs) -> Result<Figment, ConfigError> {
+    fn known_keys() -> Result<BTreeSet<String>, ConfigError> {
+        Ok(Figment::from(Serialized::defaults(ServerConfig::default()))
+            .data()
+            .map_err(Box::new)?
+            .into_values()
+            .flat_map(|dict| dict.into_keys())
+            .chain([S::SECTION.to_owned()])
+            .collect())
+    }
+
+    fn figment(defaults: ServerConfig, args: &CommonArgs) -> Result<(Figment, Vec<String>), ConfigError> {
+        let known = Self::known_keys()?;
         let mut figment =
             Figment::new().merge(Serialized::defaults(defaults)).merge(Serialized::default(S::SECTION, S::default()));
         if let Some(path) = &args.config {
@@ -175,7 +193,17 @@ impl<S: ServiceSettings> Config<S> {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("AGENTMESH_").split("__"));
+        let top_level = |key: &str| key.split('.').next().unwrap_or_default().to_ascii_lowercase();
+        let ignored_env = std::env::vars()
+            .filter_map(|(name, _)| {
+                let key = name.strip_prefix(ENV_PREFIX)?.replace("__", ".");
+                (!known.contains(&top_level(&key))).then_some(name)
+            })
+            .collect();
+        let settings = known.clone();
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX).split("__").filter(move |key| settings.contains(&top_level(key.as_str()))),
+        );
         // The OpenTelemetry variable is the one every operator already knows.
         if let Ok(endpoint) = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
             figment = figment.merge(Serialized::default("otlp_endpoint", endpoint));
@@ -189,17 +217,11 @@ impl<S: ServiceSettings> Config<S> {
         if let Some(dir) = &args.data_dir {
             figment = figment.merge(Serialized::default("data_dir", dir));
         }
-        Ok(figment)
+        Ok((figment, ignored_env))
     }
 
-    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let known: BTreeSet<String> = Figment::from(Serialized::defaults(ServerConfig::default()))
-            .data()
-            .map_err(Box::new)?
-            .into_values()
-            .flat_map(|dict| dict.into_keys())
-            .chain([S::SECTION.to_owned()])
-            .collect();
+    fn from_figment(figment: Figment, ignored_env: Vec<String>) -> Result<Self, ConfigError> {
+        let known = Self::known_keys()?;
         let unknown: Vec<String> = figment
             .data()
             .map_err(Box::new)?
@@ -215,7 +237,7 @@ impl<S: ServiceSettings> Config<S> {
         let mut errors = Vec::new();
         server.validate(&mut errors);
         service.validate(&mut errors);
-        if errors.is_empty() { Ok(Self { server, service }) } else { Err(ConfigError::Invalid(errors)) }
+        if errors.is_empty() { Ok(Self { server, service, ignored_env }) } else { Err(ConfigError::Invalid(errors)) }
     }
 
     /// The configuration as TOML, with every secret replaced.
@@ -253,6 +275,8 @@ pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+// figment's Jail fixes the closure's error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -301,9 +325,14 @@ mod tests {
     #[test]
     fn unknown_keys_and_invalid_values_are_reported_by_name() {
         figment::Jail::expect_with(|jail| {
-            jail.set_env("AGENTMESH_LISTN", "127.0.0.1:1");
-            let err = load(&CommonArgs::default()).unwrap_err();
+            jail.create_file("agentmesh.toml", "listn = \"127.0.0.1:1\"\n")?;
+            let args = CommonArgs { config: Some("agentmesh.toml".into()), ..Default::default() };
+            let err = load(&args).unwrap_err();
             assert!(matches!(&err, ConfigError::UnknownKeys(keys) if keys == "listn"), "{err}");
+            // A variable naming no setting is set aside, not applied.
+            jail.set_env("AGENTMESH_LISTN", "127.0.0.1:1");
+            let config = load(&CommonArgs::default()).unwrap();
+            assert!(config.ignored_env.contains(&"AGENTMESH_LISTN".to_owned()), "{:?}", config.ignored_env);
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
@@ -320,10 +349,10 @@ mod tests {
 
     #[test]
     fn printed_config_hides_secrets() {
-        let mut server = ServerConfig::default();
-        server.database_url = Some("postgres://mesh:hunter2@db/agentmesh".into());
+        let mut server =
+            ServerConfig { database_url: Some("postgres://mesh:hunter2@db/agentmesh".into()), ..Default::default() };
         server.auth.operator_tokens = vec!["operator-secret".into()];
-        let printed = Config { server, service: Demo::default() }.to_redacted_toml();
+        let printed = Config { server, service: Demo::default(), ignored_env: vec![] }.to_redacted_toml();
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("operator-secret"), "{printed}");
         assert!(printed.contains("[demo]"), "{printed}");

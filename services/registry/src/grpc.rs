@@ -52,29 +52,28 @@ impl RegistryService for RegistryGrpc {
     ) -> Result<Response<pb::CreateWorkspaceResponse>, Status> {
         Caller::of(&request).require_management()?;
         let r = request.into_inner();
-        let kind = runtime_kind_from_pb(enum_value("runtime_kind", r.runtime_kind)?)
-            .ok_or_else(|| RegistryError::invalid("runtime_kind", "is required"))?;
-        if r.max_concurrent_tasks > validate::MAX_CONCURRENT_TASKS {
-            return Err(RegistryError::invalid(
-                "max_concurrent_tasks",
-                format!("at most {}", validate::MAX_CONCURRENT_TASKS),
-            )
-            .into());
-        }
         let new = NewWorkspace {
             name: validate::required_line("name", &r.name, validate::MAX_NAME)?,
             role: validate::text("role", &r.role, validate::MAX_ROLE)?,
             description: validate::text("description", &r.description, validate::MAX_DESCRIPTION)?,
             labels: validate::labels(r.labels)?,
             parent_id: r.parent_id.as_deref().map(|p| validate::uuid("parent_id", p)).transpose()?,
-            runtime_kind: kind,
+            runtime_kind: runtime_kind_from_pb(enum_value("runtime_kind", r.runtime_kind)?)
+                .ok_or_else(|| RegistryError::invalid("runtime_kind", "is required"))?,
             runtime_instance: validate::required_line(
                 "runtime_instance",
                 &r.runtime_instance,
                 validate::MAX_RUNTIME_INSTANCE,
             )?,
             agent_runtime: validate::slug("agent_runtime", &r.agent_runtime, validate::MAX_AGENT_RUNTIME, false)?,
-            max_concurrent_tasks: r.max_concurrent_tasks.max(1),
+            max_concurrent_tasks: match r.max_concurrent_tasks {
+                0 => 1,
+                n if n <= validate::MAX_CONCURRENT_TASKS => n,
+                _ => {
+                    let limit = format!("at most {}", validate::MAX_CONCURRENT_TASKS);
+                    return Err(RegistryError::invalid("max_concurrent_tasks", limit).into());
+                }
+            },
             issue_token: r.issue_token,
         };
         let (workspace, token) = self.registry.create(new).await?;

@@ -22,6 +22,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let _telemetry = telemetry::init("agentmesh-registry", &config.server)?;
+    for name in &config.ignored_env {
+        tracing::warn!(variable = %name, "ignoring an environment variable that names no registry setting");
+    }
     let (authenticator, token_file) =
         config.server.auth.authenticator(&config.server.data_dir).context("cannot set up operator credentials")?;
     if let Some(path) = token_file {

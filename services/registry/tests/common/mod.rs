@@ -121,7 +121,7 @@ impl Server {
         let mut server =
             ServerConfig { database_url: Some(url.to_owned()), data_dir: dir.clone(), ..ServerConfig::default() };
         server.auth = AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![] };
-        let config = Config { server, service: test_settings() };
+        let config = Config { server, service: test_settings(), ignored_env: vec![] };
         let (authenticator, _) = config.server.auth.authenticator(&dir).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
