@@ -4,10 +4,31 @@
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
+
 const BINARY: &str = env!("CARGO_BIN_EXE_agentmesh-registry");
+
+/// Collects the spans an OTLP exporter sends.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
 
 struct Running {
     child: Child,
@@ -17,11 +38,12 @@ struct Running {
 
 /// Starts the binary on an ephemeral port and reads the bound address from
 /// its first JSON log lines.
-fn start() -> Running {
+fn start(env: &[(&str, &str)]) -> Running {
     let data_dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BINARY)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir.path())
+        .envs(env.iter().copied())
         .env("AGENTMESH_LOG_JSON", "true")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -59,7 +81,7 @@ fn grpcurl(args: &[&str]) -> Option<String> {
 
 #[test]
 fn grpcurl_lists_describes_and_calls_the_registry_through_reflection() {
-    let mut running = start();
+    let mut running = start(&[]);
     let address = running.address.clone();
     if let Some(health) = grpcurl(&["-plaintext", &address, "grpc.health.v1.Health/Check"]) {
         assert!(health.contains("SERVING"), "{health}");
@@ -86,17 +108,55 @@ fn grpcurl_lists_describes_and_calls_the_registry_through_reflection() {
     }
 
     // SIGTERM drains and exits cleanly.
+    stop(&mut running);
+}
+
+/// Sends SIGTERM and waits for a clean exit within the grace period.
+fn stop(running: &mut Running) {
     let stopped = Command::new("kill").args(["-TERM", &running.child.id().to_string()]).status().unwrap();
     assert!(stopped.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = running.child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "the registry did not stop within its grace period");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_continue_the_callers_trace_and_export_over_otlp() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut running =
+        tokio::task::spawn_blocking(move || start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)])).await.unwrap();
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.address)).unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.connect().await.unwrap());
+    let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest::default());
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    request.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+    health.check(request).await.unwrap();
+
+    // Stopping flushes the exporter.
+    tokio::task::spawn_blocking(move || stop(&mut running)).await.unwrap();
+    let exported = collector.0.lock().unwrap().clone();
+    let spans: Vec<_> =
+        exported.iter().flat_map(|r| &r.resource_spans).flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
+    let span = spans.iter().find(|s| s.name == "/grpc.health.v1.Health/Check").unwrap_or_else(|| {
+        panic!("no span for the request among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
+    });
+    assert_eq!(hex::encode(&span.trace_id), trace_id, "the span continues the caller's trace");
+    assert_eq!(hex::encode(&span.parent_span_id), "00f067aa0ba902b7");
 }
 
 #[test]

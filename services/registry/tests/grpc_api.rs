@@ -222,3 +222,78 @@ on_every_backend!(
     status_codes_name_the_callers_mistake,
     watch_streams_over_grpc_and_shutdown_ends_them,
 );
+
+/// A store outage is UNAVAILABLE with a machine-readable reason and a retry
+/// hint, and the message names no host, user or password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_is_unavailable_without_leaking_the_connection_string() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else { return };
+    let server = Server::start(&db.url, NetworkMode::Strict).await;
+    let mut operator = server.client(Some(OPERATOR_TOKEN)).await;
+    operator.create_workspace(create_request("before")).await.unwrap();
+
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let admin_url = std::env::var("AGENTMESH_TEST_POSTGRES_URL").unwrap();
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
+    for statement in [
+        format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"),
+    ] {
+        sqlx::Executor::execute(&mut admin, statement.as_str()).await.unwrap();
+    }
+
+    let status = operator.create_workspace(create_request("during")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    assert_eq!(details.error_info().map(|i| i.reason.as_str()), Some("STORE_UNAVAILABLE"));
+    assert!(details.retry_info().is_some(), "retry information is attached");
+    for secret in ["postgres:postgres", "127.0.0.1", &name] {
+        assert!(!status.message().contains(secret), "message leaks {secret}: {}", status.message());
+    }
+
+    sqlx::Executor::execute(&mut admin, format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true").as_str())
+        .await
+        .unwrap();
+    operator.create_workspace(create_request("after")).await.expect("the registry recovers with its store");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_over_tls_when_configured() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let tls = agentmesh_chassis::config::TlsConfig {
+        cert_file: dir.path().join("cert.pem"),
+        key_file: dir.path().join("key.pem"),
+    };
+    std::fs::write(&tls.cert_file, &cert_pem).unwrap();
+    std::fs::write(&tls.key_file, certified.key_pair.serialize_pem()).unwrap();
+    let server = Server::launch(&db.url, NetworkMode::Strict, Some(tls)).await;
+
+    let client_tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&cert_pem))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(format!("https://{}", server.address))
+        .unwrap()
+        .tls_config(client_tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    server.wait_until_serving(channel.clone()).await;
+    let mut client = pb::registry_service_client::RegistryServiceClient::new(channel);
+    let mut request = tonic::Request::new(create_request("over-tls"));
+    request.metadata_mut().insert("authorization", format!("Bearer {OPERATOR_TOKEN}").parse().unwrap());
+    assert!(client.create_workspace(request).await.is_ok());
+
+    // Plaintext is refused by a TLS listener.
+    let plaintext =
+        tonic::transport::Channel::from_shared(format!("http://{}", server.address)).unwrap().connect().await;
+    if let Ok(channel) = plaintext {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        assert!(health.check(tonic_health::pb::HealthCheckRequest::default()).await.is_err());
+    }
+    server.stop().await;
+}

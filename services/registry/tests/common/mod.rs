@@ -5,7 +5,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use agentmesh_chassis::{AuthConfig, ServerConfig, config::Config};
+use agentmesh_chassis::{
+    AuthConfig, ServerConfig,
+    config::{Config, TlsConfig},
+};
 use agentmesh_netguard::{NetworkMode, StaticResolver, UrlGuard};
 use agentmesh_proto::registry::v1::registry_service_client::RegistryServiceClient;
 use agentmesh_registry::{
@@ -117,9 +120,16 @@ pub struct Server {
 
 impl Server {
     pub async fn start(url: &str, mode: NetworkMode) -> Self {
+        let server = Self::launch(url, mode, None).await;
+        server.wait_until_serving(server.channel().await).await;
+        server
+    }
+
+    /// Starts without waiting for readiness, optionally serving TLS.
+    pub async fn launch(url: &str, mode: NetworkMode, tls: Option<TlsConfig>) -> Self {
         let dir = std::env::temp_dir();
         let mut server =
-            ServerConfig { database_url: Some(url.to_owned()), data_dir: dir.clone(), ..ServerConfig::default() };
+            ServerConfig { database_url: Some(url.to_owned()), data_dir: dir.clone(), tls, ..ServerConfig::default() };
         server.auth = AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![] };
         let config = Config { server, service: test_settings(), ignored_env: vec![] };
         let (authenticator, _) = config.server.auth.authenticator(&dir).unwrap();
@@ -133,13 +143,11 @@ impl Server {
             test_guard(mode),
             shutdown.clone(),
         ));
-        let server = Self { address, shutdown, task };
-        server.wait_until_serving().await;
-        server
+        Self { address, shutdown, task }
     }
 
-    async fn wait_until_serving(&self) {
-        let channel = self.channel().await;
+    /// Waits on the health stream until the server reports SERVING.
+    pub async fn wait_until_serving(&self, channel: Channel) {
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         let mut watch =
             health.watch(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
