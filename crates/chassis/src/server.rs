@@ -33,7 +33,7 @@ pub async fn serve(
     ready: impl Future<Output = anyhow::Result<()>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (mut health, health_service) = tonic_health::server::health_reporter();
     let mut names = options.health_services.clone();
     names.push("");
     for name in &names {
@@ -78,6 +78,9 @@ pub async fn serve(
     shutdown.cancelled().await;
     for name in &names {
         health.set_service_status(*name, ServingStatus::NotServing).await;
+        // Ends open health watches after they have seen NOT_SERVING, so
+        // they do not hold the drain until the grace period runs out.
+        health.clear_service_status(name).await;
     }
     tracing::info!(grace_secs = options.grace.as_secs(), "shutting down");
     match tokio::time::timeout(options.grace, server).await {
