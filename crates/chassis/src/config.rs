@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeSet,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
@@ -267,11 +267,6 @@ pub fn redact_url_password(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// Creates `dir` (and parents) if it is missing.
-pub fn ensure_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)
 }
 
 #[cfg(test)]

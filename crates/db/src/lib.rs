@@ -123,11 +123,6 @@ impl Database {
     }
 }
 
-/// Whether an error is a unique-constraint violation.
-pub fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 impl FromStr for Dialect {
     type Err = DbError;
 

@@ -54,12 +54,6 @@ impl Status {
         }
     }
 
-    /// Statuses only a lifecycle operation leaves; a heartbeat, however
-    /// fresh, must not undo them (REG-5).
-    pub fn is_settled_by_lifecycle(self) -> bool {
-        matches!(self, Status::Stopped | Status::PolicyStopped | Status::Failed | Status::Removed)
-    }
-
     /// Statuses in which the agent is expected to heartbeat.
     pub fn expects_heartbeats(self) -> bool {
         matches!(self, Status::Online | Status::Degraded)

@@ -124,10 +124,6 @@ impl Registry {
         Self { store, url_guard, heartbeats }
     }
 
-    pub fn store(&self) -> &Arc<dyn RegistryStore> {
-        &self.store
-    }
-
     pub fn url_guard(&self) -> &UrlGuard {
         &self.url_guard
     }

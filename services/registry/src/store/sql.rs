@@ -62,10 +62,6 @@ impl SqlStore {
     pub fn events_signal(&self) -> Arc<Notify> {
         self.events_signal.clone()
     }
-
-    pub fn dialect(&self) -> Dialect {
-        self.db.dialect()
-    }
 }
 
 async fn listen_for_remote_events(url: String, signal: Arc<Notify>) {
