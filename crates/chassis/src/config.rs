@@ -5,12 +5,7 @@
 //! settings sit in a table named after it (`[registry]` in the file,
 //! `AGENTMESH_REGISTRY__LIVENESS_TTL_SECS` in the environment).
 
-use std::{
-    collections::BTreeSet,
-    net::SocketAddr,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use figment::{
     Figment, Provider,

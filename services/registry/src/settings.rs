@@ -100,15 +100,8 @@ impl RegistrySettings {
         Duration::from_secs(secs)
     }
 
-    fn shortest(default: u64, overrides: &BTreeMap<String, u64>) -> Duration {
-        Duration::from_secs(overrides.values().copied().chain([default]).min().unwrap_or(default))
-    }
-
-    pub fn shortest_liveness_ttl(&self) -> Duration {
-        Self::shortest(self.liveness_ttl_secs, &self.liveness_ttl_secs_by_runtime_kind)
-    }
-
     pub fn shortest_provisioning_timeout(&self) -> Duration {
-        Self::shortest(self.provisioning_timeout_secs, &self.provisioning_timeout_secs_by_agent_runtime)
+        let overrides = self.provisioning_timeout_secs_by_agent_runtime.values().copied();
+        Duration::from_secs(overrides.chain([self.provisioning_timeout_secs]).min().unwrap_or_default())
     }
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::{RegistryError, Result},
-    model::{EventDraft, EventKind, Status, Workspace},
+    model::{EventDraft, EventKind, RuntimeKind, Status, Workspace},
     settings::RegistrySettings,
     store::{Mutation, Mutator, RegistryStore, SweepQuery},
 };
@@ -69,18 +69,25 @@ impl Sweeper {
         Ok(SweepReport { marked_offline, failed_provisioning, pruned_events })
     }
 
+    /// One pass per runtime kind, so that a kind with a long TTL never
+    /// crowds out the candidates of a kind with a short one.
     async fn expire_silent(&self, now: i64) -> Result<usize> {
-        let settings = self.settings.clone();
-        self.flip_all(SweepQuery::SilentSince(now - millis(settings.shortest_liveness_ttl())), move |workspace| {
-            let ttl = settings.liveness_ttl(workspace.runtime_kind);
-            let silent = workspace.last_heartbeat_at.is_none_or(|at| at < now - millis(ttl));
-            (workspace.status.expects_heartbeats() && silent).then(|| Flip {
-                to: Status::Offline,
-                reason: format!("no heartbeat for {}s (liveness TTL)", ttl.as_secs()),
-                kind: EventKind::LivenessExpired,
-            })
-        })
-        .await
+        let mut flipped = 0;
+        for kind in RuntimeKind::ALL {
+            let ttl = self.settings.liveness_ttl(kind);
+            let cutoff = now - millis(ttl);
+            flipped += self
+                .flip_all(SweepQuery::SilentSince(kind, cutoff), move |workspace| {
+                    let silent = workspace.last_heartbeat_at.is_none_or(|at| at < cutoff);
+                    (workspace.status.expects_heartbeats() && silent).then(|| Flip {
+                        to: Status::Offline,
+                        reason: format!("no heartbeat for {}s (liveness TTL)", ttl.as_secs()),
+                        kind: EventKind::LivenessExpired,
+                    })
+                })
+                .await?;
+        }
+        Ok(flipped)
     }
 
     async fn expire_provisioning(&self, now: i64) -> Result<usize> {

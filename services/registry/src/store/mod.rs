@@ -65,8 +65,9 @@ pub type PageCursor = (i64, Uuid);
 /// Which workspaces the sweeps should look at.
 #[derive(Debug, Clone, Copy)]
 pub enum SweepQuery {
-    /// Heartbeating workspaces whose last heartbeat is older than this.
-    SilentSince(i64),
+    /// Heartbeating workspaces of one runtime kind whose last heartbeat is
+    /// older than this.
+    SilentSince(RuntimeKind, i64),
     /// Provisioning workspaces that entered provisioning before this.
     ProvisioningSince(i64),
 }

@@ -370,19 +370,27 @@ impl RegistryStore for SqlStore {
     }
 
     async fn sweep_candidates(&self, query: SweepQuery, limit: u32) -> Result<Vec<Workspace>> {
-        let (condition, before) = match query {
-            SweepQuery::SilentSince(before) => {
-                ("status IN ('online', 'degraded') AND last_heartbeat_at < $1 ORDER BY last_heartbeat_at", before)
+        let rows = match query {
+            SweepQuery::SilentSince(kind, before) => {
+                let sql = format!(
+                    "SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE status IN ('online', 'degraded') \
+                     AND runtime_kind = $1 AND last_heartbeat_at < $2 ORDER BY last_heartbeat_at LIMIT $3"
+                );
+                sqlx::query(&sql)
+                    .bind(kind.as_str())
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.db.pool())
+                    .await?
             }
             SweepQuery::ProvisioningSince(before) => {
-                ("status = 'provisioning' AND status_changed_at < $1 ORDER BY status_changed_at", before)
+                let sql = format!(
+                    "SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE status = 'provisioning' \
+                     AND status_changed_at < $1 ORDER BY status_changed_at LIMIT $2"
+                );
+                sqlx::query(&sql).bind(before).bind(i64::from(limit)).fetch_all(self.db.pool()).await?
             }
         };
-        let rows = sqlx::query(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE {condition} LIMIT $2"))
-            .bind(before)
-            .bind(i64::from(limit))
-            .fetch_all(self.db.pool())
-            .await?;
         rows.iter().map(workspace_from_row).collect()
     }
 
