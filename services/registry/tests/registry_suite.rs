@@ -411,7 +411,38 @@ async fn a_cursor_older_than_retention_is_refused(backend: Backend) {
     assert_eq!(watch.recv().await.unwrap().unwrap().draft.kind, EventKind::Heartbeat);
 }
 
+async fn one_batch_applies_items_in_order_and_isolates_failures(backend: Backend) {
+    use agentmesh_registry::store::{Mutation, Mutator};
+    let Some(db) = TestDb::new(backend).await else { return };
+    let node = Node::start(&db.url, test_settings()).await;
+    let (a, _) = node.registry.create(new_workspace("a", RuntimeKind::Docker)).await.unwrap();
+    let (b, _) = node.registry.create(new_workspace("b", RuntimeKind::Docker)).await.unwrap();
+    let bump = |task: &'static str| -> Mutator {
+        Box::new(move |mut w| {
+            w.current_task = format!("{}{task}", w.current_task);
+            let event = agentmesh_registry::model::EventDraft::of(EventKind::Heartbeat, &w, None, 0);
+            Ok(Mutation::changed(w, vec![event]))
+        })
+    };
+    let refuse: Mutator = Box::new(|_| Err(RegistryError::FailedPrecondition("refused".into())));
+    let missing = Uuid::new_v4();
+    let outcomes = node
+        .store
+        .mutate_batch(vec![(a.id, bump("1")), (missing, bump("x")), (b.id, refuse), (a.id, bump("2"))])
+        .await
+        .unwrap();
+    assert!(matches!(outcomes[1], Err(RegistryError::NotFound(id)) if id == missing));
+    assert!(matches!(outcomes[2], Err(RegistryError::FailedPrecondition(_))));
+    let (first, first_events) = outcomes[0].as_ref().unwrap();
+    let (second, second_events) = outcomes[3].as_ref().unwrap();
+    assert_eq!((first.current_task.as_str(), second.current_task.as_str()), ("1", "12"));
+    assert!(second_events[0].cursor > first_events[0].cursor, "events are numbered in item order");
+    assert_eq!(node.registry.get(a.id).await.unwrap().current_task, "12");
+    assert_eq!(node.registry.get(b.id).await.unwrap(), b, "a refused item writes nothing");
+}
+
 on_every_backend!(
+    one_batch_applies_items_in_order_and_isolates_failures,
     a_cursor_older_than_retention_is_refused,
     heartbeats_follow_the_transition_table_with_hysteresis,
     wedged_degrades_with_and_without_native_status_management,

@@ -1,6 +1,10 @@
 //! The registry store in SQL that both SQLite and PostgreSQL run.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use agentmesh_db::{Database, Dialect};
 use async_trait::async_trait;
@@ -206,20 +210,82 @@ fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Events per INSERT statement (4 parameters each, far below either
+/// engine's limit on parameters).
+const EVENTS_PER_STATEMENT: usize = 1000;
+
+/// Inserts events in as few statements as possible and numbers them.
 async fn insert_events(tx: &mut sqlx::Transaction<'static, Any>, drafts: Vec<EventDraft>) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(drafts.len());
-    for draft in drafts {
-        let row = sqlx::query("INSERT INTO events (workspace_id, kind, at, data) VALUES ($1, $2, $3, $4) RETURNING id")
-            .bind(draft.workspace_id.to_string())
-            .bind(draft.kind.as_str())
-            .bind(draft.at)
-            .bind(json(&draft.data))
-            .fetch_one(&mut **tx)
-            .await?;
-        let id: i64 = row.try_get("id")?;
-        events.push(Event { cursor: from_i64("id", id)?, draft });
+    let mut drafts = drafts.into_iter().peekable();
+    while drafts.peek().is_some() {
+        let chunk: Vec<EventDraft> = drafts.by_ref().take(EVENTS_PER_STATEMENT).collect();
+        let rows = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 4 + 1, 4))).collect::<Vec<_>>();
+        let sql = format!("INSERT INTO events (workspace_id, kind, at, data) VALUES {} RETURNING id", rows.join(", "));
+        let mut query = sqlx::query(&sql);
+        for draft in &chunk {
+            query = query
+                .bind(draft.workspace_id.to_string())
+                .bind(draft.kind.as_str())
+                .bind(draft.at)
+                .bind(json(&draft.data));
+        }
+        // Both engines number the rows of one INSERT in VALUES order; RETURNING
+        // alone does not promise that order, so sort the numbers first.
+        let mut ids = query
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64, _>("id").map_err(RegistryError::from).and_then(|id| from_i64("id", id)))
+            .collect::<Result<Vec<u64>>>()?;
+        ids.sort_unstable();
+        events.extend(ids.into_iter().zip(chunk).map(|(cursor, draft)| Event { cursor, draft }));
     }
     Ok(events)
+}
+
+/// Workspace rows per upsert statement (27 parameters each).
+const ROWS_PER_STATEMENT: usize = 256;
+/// Ids per `IN (...)` list.
+const IDS_PER_STATEMENT: usize = 500;
+
+async fn load_workspaces(tx: &mut sqlx::Transaction<'static, Any>, ids: &[Uuid]) -> Result<HashMap<Uuid, Workspace>> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let sql = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id IN ({})", placeholders(1, chunk.len()));
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let workspace = workspace_from_row(&row)?;
+            found.insert(workspace.id, workspace);
+        }
+    }
+    Ok(found)
+}
+
+/// Writes whole rows of existing workspaces, many per statement. An upsert
+/// is the multi-row update both engines spell the same way.
+async fn write_workspaces(tx: &mut sqlx::Transaction<'static, Any>, rows: &[&Workspace]) -> Result<()> {
+    let columns: Vec<&str> = WORKSPACE_COLUMNS.split(',').map(str::trim).collect();
+    let assignments =
+        columns.iter().filter(|c| **c != "id").map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let values = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(i * columns.len() + 1, columns.len())))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES {values} ON CONFLICT (id) DO UPDATE SET {assignments}"
+        );
+        let mut query = sqlx::query(&sql);
+        for workspace in chunk {
+            query = bind_workspace(query, workspace);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 impl SqlStore {
@@ -271,37 +337,49 @@ impl RegistryStore for SqlStore {
     }
 
     async fn mutate_batch(&self, items: Vec<(Uuid, Mutator)>) -> Result<Vec<Result<(Workspace, Vec<Event>)>>> {
+        // A handful of statements per batch, not a few per item: on SQLite
+        // every statement is a hand-off to the connection's thread, on
+        // PostgreSQL a network round trip.
         let mut tx = self.db.begin_ordered(EVENT_ORDER_LOCK).await?;
-        let select = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1");
-        let update = format!(
-            "UPDATE workspaces SET ({WORKSPACE_COLUMNS}) = ({}) WHERE id = $1",
-            placeholders(1, WORKSPACE_COLUMNS.split(',').count())
-        );
+        let mut ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut current = load_workspaces(&mut tx, &ids).await?;
+
+        let mut changed: Vec<Uuid> = Vec::new();
+        let mut written: HashSet<Uuid> = HashSet::new();
+        let mut drafts = Vec::new();
         let mut outcomes = Vec::with_capacity(items.len());
-        let mut wrote_events = false;
         for (id, mutator) in items {
-            let row = sqlx::query(&select).bind(id.to_string()).fetch_optional(&mut *tx).await?;
-            let Some(row) = row else {
+            // Several items for one workspace apply in order, each seeing the last.
+            let Some(workspace) = current.get(&id).cloned() else {
                 outcomes.push(Err(RegistryError::NotFound(id)));
                 continue;
             };
-            let current = workspace_from_row(&row)?;
-            let mutation = match mutator(current) {
-                Ok(mutation) => mutation,
-                Err(e) => {
-                    outcomes.push(Err(e));
-                    continue;
+            match mutator(workspace) {
+                Ok(mutation) => {
+                    if mutation.write {
+                        current.insert(id, mutation.workspace.clone());
+                        if written.insert(id) {
+                            changed.push(id);
+                        }
+                    }
+                    outcomes.push(Ok((mutation.workspace, drafts.len()..drafts.len() + mutation.events.len())));
+                    drafts.extend(mutation.events);
                 }
-            };
-            if mutation.write {
-                bind_workspace(sqlx::query(&update), &mutation.workspace).execute(&mut *tx).await?;
+                Err(error) => outcomes.push(Err(error)),
             }
-            wrote_events |= !mutation.events.is_empty();
-            let events = insert_events(&mut tx, mutation.events).await?;
-            outcomes.push(Ok((mutation.workspace, events)));
         }
+
+        let rows: Vec<&Workspace> = changed.iter().filter_map(|id| current.get(id)).collect();
+        write_workspaces(&mut tx, &rows).await?;
+        let wrote_events = !drafts.is_empty();
+        let events = insert_events(&mut tx, drafts).await?;
         self.commit_with_events(tx, wrote_events).await?;
-        Ok(outcomes)
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.map(|(workspace, range)| (workspace, events[range].to_vec())))
+            .collect())
     }
 
     async fn list(&self, filter: &ListFilter, after: Option<PageCursor>, limit: u32) -> Result<Vec<Workspace>> {
@@ -412,20 +490,23 @@ impl RegistryStore for SqlStore {
     async fn prune_events(&self, heartbeats_before: i64, others_before: i64) -> Result<u64> {
         let mut tx = self.db.pool().begin().await?;
         let mut deleted = 0;
-        for (key, condition, before) in [
+        for (key, kind_condition, before) in [
             ("pruned_through_heartbeats", "kind = 'heartbeat'", heartbeats_before),
             ("pruned_through_others", "kind <> 'heartbeat'", others_before),
         ] {
-            let row =
-                sqlx::query(&format!("SELECT COALESCE(MAX(id), 0) AS id FROM events WHERE {condition} AND at < $1"))
-                    .bind(before)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let through: i64 = row.try_get("id")?;
-            if through == 0 {
-                continue;
-            }
-            let result = sqlx::query(&format!("DELETE FROM events WHERE {condition} AND id <= $1"))
+            // The newest expired event bounds a prefix of ids: events are
+            // numbered in commit order and stamped inside the same ordered
+            // transaction. Walking an index on time from the cutoff finds it
+            // without scanning what stays.
+            let boundary = sqlx::query(&format!(
+                "SELECT id FROM events WHERE {kind_condition} AND at < $1 ORDER BY at DESC, id DESC LIMIT 1"
+            ))
+            .bind(before)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(boundary) = boundary else { continue };
+            let through: i64 = boundary.try_get("id")?;
+            let result = sqlx::query(&format!("DELETE FROM events WHERE {kind_condition} AND id <= $1"))
                 .bind(through)
                 .execute(&mut *tx)
                 .await?;
