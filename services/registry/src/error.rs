@@ -32,6 +32,9 @@ pub enum RegistryError {
     StoreUnavailable(#[source] Arc<agentmesh_db::DbError>),
     #[error("the registry is shutting down")]
     ShuttingDown,
+    /// A bug on our side; the request may be retried.
+    #[error("{0}")]
+    Internal(&'static str),
 }
 
 impl RegistryError {
@@ -71,6 +74,7 @@ impl From<RegistryError> for Status {
                 status::unavailable(message, "STORE_UNAVAILABLE", Some(Duration::from_secs(1)))
             }
             RegistryError::ShuttingDown => status::unavailable(message, "SHUTTING_DOWN", Some(Duration::from_secs(1))),
+            RegistryError::Internal(_) => Status::internal(message),
         }
     }
 }

@@ -2,10 +2,11 @@
 //! adapter in `grpc.rs` validates requests into these commands and maps
 //! [`RegistryError`] back to status codes.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, panic::AssertUnwindSafe, sync::Arc};
 
 use agentmesh_chassis::auth::{generate_token, token_digest};
 use agentmesh_netguard::UrlGuard;
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -444,15 +445,23 @@ async fn write_heartbeats(store: Arc<dyn RegistryStore>, mut receiver: mpsc::Rec
     let mut buffer = Vec::with_capacity(HEARTBEAT_BATCH);
     while receiver.recv_many(&mut buffer, HEARTBEAT_BATCH).await > 0 {
         let (items, replies): (Vec<_>, Vec<_>) = buffer.drain(..).map(|(id, m, reply)| ((id, m), reply)).unzip();
-        match store.mutate_batch(items).await {
-            Ok(outcomes) => {
+        // A bug that panics in one batch must not stop every later heartbeat.
+        let written = AssertUnwindSafe(store.mutate_batch(items)).catch_unwind().await;
+        match written {
+            Ok(Ok(outcomes)) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
+                }
+            }
+            Err(_) => {
+                tracing::error!(batch = replies.len(), "writing a heartbeat batch panicked");
+                for reply in replies {
+                    let _ = reply.send(Err(RegistryError::Internal("writing the heartbeat failed")));
                 }
             }
         }

@@ -206,8 +206,17 @@ fn bind_workspace<'q>(
         .bind(w.token_digest.map(hex::encode))
 }
 
-fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+/// `count` parameters bound in order, starting at number `from`.
+///
+/// SQLite gets anonymous `?`: sqlx asks SQLite for every parameter's name,
+/// and SQLite finds a numbered name by a linear search, which turns a
+/// statement with thousands of `$n` parameters quadratic.
+fn placeholders(dialect: Dialect, from: usize, count: usize) -> String {
+    let one = |i: usize| match dialect {
+        Dialect::Sqlite => "?".to_owned(),
+        Dialect::Postgres => format!("${i}"),
+    };
+    (from..from + count).map(one).collect::<Vec<_>>().join(", ")
 }
 
 /// Events per INSERT statement (4 parameters each, far below either
@@ -215,12 +224,16 @@ fn placeholders(from: usize, count: usize) -> String {
 const EVENTS_PER_STATEMENT: usize = 1000;
 
 /// Inserts events in as few statements as possible and numbers them.
-async fn insert_events(tx: &mut sqlx::Transaction<'static, Any>, drafts: Vec<EventDraft>) -> Result<Vec<Event>> {
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    dialect: Dialect,
+    drafts: Vec<EventDraft>,
+) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(drafts.len());
     let mut drafts = drafts.into_iter().peekable();
     while drafts.peek().is_some() {
         let chunk: Vec<EventDraft> = drafts.by_ref().take(EVENTS_PER_STATEMENT).collect();
-        let rows = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 4 + 1, 4))).collect::<Vec<_>>();
+        let rows = (0..chunk.len()).map(|i| format!("({})", placeholders(dialect, i * 4 + 1, 4))).collect::<Vec<_>>();
         let sql = format!("INSERT INTO events (workspace_id, kind, at, data) VALUES {} RETURNING id", rows.join(", "));
         let mut query = sqlx::query(&sql);
         for draft in &chunk {
@@ -249,10 +262,17 @@ const ROWS_PER_STATEMENT: usize = 256;
 /// Ids per `IN (...)` list.
 const IDS_PER_STATEMENT: usize = 500;
 
-async fn load_workspaces(tx: &mut sqlx::Transaction<'static, Any>, ids: &[Uuid]) -> Result<HashMap<Uuid, Workspace>> {
+async fn load_workspaces(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    dialect: Dialect,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Workspace>> {
     let mut found = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
-        let sql = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id IN ({})", placeholders(1, chunk.len()));
+        let sql = format!(
+            "SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id IN ({})",
+            placeholders(dialect, 1, chunk.len())
+        );
         let mut query = sqlx::query(&sql);
         for id in chunk {
             query = query.bind(id.to_string());
@@ -267,13 +287,17 @@ async fn load_workspaces(tx: &mut sqlx::Transaction<'static, Any>, ids: &[Uuid])
 
 /// Writes whole rows of existing workspaces, many per statement. An upsert
 /// is the multi-row update both engines spell the same way.
-async fn write_workspaces(tx: &mut sqlx::Transaction<'static, Any>, rows: &[&Workspace]) -> Result<()> {
+async fn write_workspaces(
+    tx: &mut sqlx::Transaction<'static, Any>,
+    dialect: Dialect,
+    rows: &[&Workspace],
+) -> Result<()> {
     let columns: Vec<&str> = WORKSPACE_COLUMNS.split(',').map(str::trim).collect();
     let assignments =
         columns.iter().filter(|c| **c != "id").map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ");
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let values = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(i * columns.len() + 1, columns.len())))
+            .map(|i| format!("({})", placeholders(dialect, i * columns.len() + 1, columns.len())))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
@@ -312,7 +336,7 @@ impl RegistryStore for SqlStore {
         let mut tx = self.db.begin_ordered(EVENT_ORDER_LOCK).await?;
         let insert = format!(
             "INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES ({})",
-            placeholders(1, WORKSPACE_COLUMNS.split(',').count())
+            placeholders(self.db.dialect(), 1, WORKSPACE_COLUMNS.split(',').count())
         );
         bind_workspace(sqlx::query(&insert), workspace).execute(&mut *tx).await?;
         for (key, value) in &workspace.labels {
@@ -323,7 +347,7 @@ impl RegistryStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let mut events = insert_events(&mut tx, vec![event]).await?;
+        let mut events = insert_events(&mut tx, self.db.dialect(), vec![event]).await?;
         self.commit_with_events(tx, true).await?;
         Ok(events.remove(0))
     }
@@ -344,7 +368,7 @@ impl RegistryStore for SqlStore {
         let mut ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut current = load_workspaces(&mut tx, &ids).await?;
+        let mut current = load_workspaces(&mut tx, self.db.dialect(), &ids).await?;
 
         let mut changed: Vec<Uuid> = Vec::new();
         let mut written: HashSet<Uuid> = HashSet::new();
@@ -372,9 +396,9 @@ impl RegistryStore for SqlStore {
         }
 
         let rows: Vec<&Workspace> = changed.iter().filter_map(|id| current.get(id)).collect();
-        write_workspaces(&mut tx, &rows).await?;
+        write_workspaces(&mut tx, self.db.dialect(), &rows).await?;
         let wrote_events = !drafts.is_empty();
-        let events = insert_events(&mut tx, drafts).await?;
+        let events = insert_events(&mut tx, self.db.dialect(), drafts).await?;
         self.commit_with_events(tx, wrote_events).await?;
         Ok(outcomes
             .into_iter()
