@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub otlp_endpoint: Option<String>,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
+    /// How often dependencies are checked for the health status, in ms.
+    pub readiness_interval_ms: u64,
     /// Who may call what.
     pub auth: AuthConfig,
     /// Serve over TLS when set.
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             log_json: false,
             otlp_endpoint: None,
             shutdown_grace_secs: 10,
+            readiness_interval_ms: 5_000,
             auth: AuthConfig::default(),
             tls: None,
         }
@@ -100,6 +103,10 @@ impl ServerConfig {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
+    pub fn readiness_interval(&self) -> Duration {
+        Duration::from_millis(self.readiness_interval_ms)
+    }
+
     /// The store URL, defaulting to `<data_dir>/<file_stem>.db`.
     pub fn database_url_or_default(&self, file_stem: &str) -> String {
         match &self.database_url {
@@ -111,6 +118,9 @@ impl ServerConfig {
     fn validate(&self, errors: &mut Vec<String>) {
         if self.shutdown_grace_secs == 0 || self.shutdown_grace_secs > 3600 {
             errors.push("shutdown_grace_secs: must be between 1 and 3600".to_owned());
+        }
+        if !(100..=600_000).contains(&self.readiness_interval_ms) {
+            errors.push("readiness_interval_ms: must be between 100 and 600000".to_owned());
         }
         if self.data_dir.as_os_str().is_empty() {
             errors.push("data_dir: must not be empty".to_owned());

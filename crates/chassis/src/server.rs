@@ -20,19 +20,27 @@ pub struct ServeOptions {
     /// How long in-flight requests may run on after shutdown begins.
     pub grace: Duration,
     pub tls: Option<TlsConfig>,
+    /// How often readiness is checked again once serving.
+    pub readiness_interval: Duration,
 }
 
 /// Serves `routes` on an already bound `listener` (so callers, tests
 /// included, know the address before serving starts) until `shutdown` is
-/// cancelled. Health reports NOT_SERVING until `ready` resolves, and again
-/// as soon as shutdown begins, so balancers stop routing here first.
-pub async fn serve(
+/// cancelled. Health follows `ready`, checked at once and then every
+/// `readiness_interval`: NOT_SERVING until it first passes, NOT_SERVING again
+/// while a dependency is down, and NOT_SERVING as soon as shutdown begins, so
+/// balancers stop routing here first.
+pub async fn serve<Ready, Check>(
     listener: TcpListener,
     routes: Routes,
     options: ServeOptions,
-    ready: impl Future<Output = anyhow::Result<()>>,
+    ready: Ready,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    Ready: Fn() -> Check,
+    Check: Future<Output = anyhow::Result<()>>,
+{
     let (mut health, health_service) = tonic_health::server::health_reporter();
     let mut names = options.health_services.clone();
     names.push("");
@@ -64,18 +72,39 @@ pub async fn serve(
         tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopping.cancelled_owned()));
     tracing::info!(%address, "listening");
 
-    tokio::select! {
-        result = ready => {
-            result?;
-            for name in &names {
-                health.set_service_status(*name, ServingStatus::Serving).await;
-            }
-            tracing::info!("ready");
+    let mut serving = false;
+    let mut checks = tokio::time::interval(options.readiness_interval);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = checks.tick() => {}
         }
-        () = shutdown.cancelled() => {}
+        let ready_now = match tokio::time::timeout(options.readiness_interval, ready()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "not ready");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness check timed out");
+                false
+            }
+        };
+        if ready_now != serving {
+            serving = ready_now;
+            let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            for name in &names {
+                health.set_service_status(*name, status).await;
+            }
+            if serving {
+                tracing::info!("ready");
+            } else {
+                tracing::warn!("not ready: health reports NOT_SERVING");
+            }
+        }
     }
 
-    shutdown.cancelled().await;
     for name in &names {
         health.set_service_status(*name, ServingStatus::NotServing).await;
         // Ends open health watches after they have seen NOT_SERVING, so

@@ -1,7 +1,13 @@
 //! What every agentmesh server does before any service logic: health that
 //! waits for readiness, reflection in both versions, and a bounded shutdown.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use agentmesh_chassis::{AuthConfig, ServeOptions, serve};
 use futures::StreamExt;
@@ -21,19 +27,16 @@ async fn health_waits_for_readiness_and_both_reflection_versions_answer() {
         authenticator,
         grace: Duration::from_secs(5),
         tls: None,
+        readiness_interval: Duration::from_millis(100),
     };
-    let (release, ready) = tokio::sync::oneshot::channel::<()>();
+    let dependency_up = Arc::new(AtomicBool::new(false));
+    let up = dependency_up.clone();
+    let ready = move || {
+        let up = up.load(Ordering::SeqCst);
+        async move { if up { Ok(()) } else { Err(anyhow::anyhow!("dependency down")) } }
+    };
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(
-        listener,
-        Routes::default(),
-        options,
-        async move {
-            ready.await?;
-            Ok(())
-        },
-        shutdown.clone(),
-    ));
+    let server = tokio::spawn(serve(listener, Routes::default(), options, ready, shutdown.clone()));
 
     let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel.clone());
@@ -41,9 +44,15 @@ async fn health_waits_for_readiness_and_both_reflection_versions_answer() {
     let mut watch = health.watch(request.clone()).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::NotServing, "not ready yet");
-    release.send(()).unwrap();
+    dependency_up.store(true, Ordering::SeqCst);
     let next = watch.message().await.unwrap().unwrap();
     assert_eq!(next.status(), ServingStatus::Serving);
+    dependency_up.store(false, Ordering::SeqCst);
+    let next = watch.message().await.unwrap().unwrap();
+    assert_eq!(next.status(), ServingStatus::NotServing, "a dependency going away turns health off");
+    dependency_up.store(true, Ordering::SeqCst);
+    let next = watch.message().await.unwrap().unwrap();
+    assert_eq!(next.status(), ServingStatus::Serving, "and its return turns it on again");
 
     let list = v1::ServerReflectionRequest {
         host: String::new(),

@@ -44,7 +44,11 @@ pub async fn run(
         authenticator,
         grace: config.server.shutdown_grace(),
         tls: config.server.tls.clone(),
+        readiness_interval: config.server.readiness_interval(),
     };
-    let ready = async move { Ok(store.ping().await?) };
+    let ready = move || {
+        let store = store.clone();
+        async move { Ok(store.ping().await?) }
+    };
     agentmesh_chassis::serve(listener, routes, options, ready, shutdown).await
 }

@@ -49,10 +49,16 @@ fn start(env: &[(&str, &str)]) -> Running {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Lines are read on a thread of their own, which also keeps draining the
+    // pipe so the child never blocks on it; a binary that never gets ready
+    // fails the test instead of hanging it.
+    let (lines, received) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|line| lines.send(line)));
     let mut address = None;
-    for line in lines.by_ref() {
-        let line: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+    loop {
+        let line = received.recv_timeout(Duration::from_secs(30)).expect("the registry gets ready within 30 s");
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
         if line["fields"]["message"] == "listening" {
             address = line["fields"]["address"].as_str().map(str::to_owned);
         }
@@ -60,8 +66,7 @@ fn start(env: &[(&str, &str)]) -> Running {
             break;
         }
     }
-    // Keep draining so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    std::thread::spawn(move || received.into_iter().for_each(drop));
     Running { child, address: address.expect("the binary logs its address"), data_dir }
 }
 

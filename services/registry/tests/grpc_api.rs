@@ -242,6 +242,12 @@ async fn a_store_outage_is_unavailable_without_leaking_the_connection_string() {
         sqlx::Executor::execute(&mut admin, statement.as_str()).await.unwrap();
     }
 
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let mut watch = health.watch(tonic_health::pb::HealthCheckRequest::default()).await.unwrap().into_inner();
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(watch.message().await.unwrap().unwrap().status, serving);
+    assert_ne!(watch.message().await.unwrap().unwrap().status, serving, "health turns off while the store is down");
+
     let status = operator.create_workspace(create_request("during")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     let details = tonic_types::StatusExt::get_error_details(&status);
@@ -254,6 +260,7 @@ async fn a_store_outage_is_unavailable_without_leaking_the_connection_string() {
     sqlx::Executor::execute(&mut admin, format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true").as_str())
         .await
         .unwrap();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, serving, "and on again when it is back");
     operator.create_workspace(create_request("after")).await.expect("the registry recovers with its store");
     server.stop().await;
 }

@@ -128,8 +128,13 @@ impl Server {
     /// Starts without waiting for readiness, optionally serving TLS.
     pub async fn launch(url: &str, mode: NetworkMode, tls: Option<TlsConfig>) -> Self {
         let dir = std::env::temp_dir();
-        let mut server =
-            ServerConfig { database_url: Some(url.to_owned()), data_dir: dir.clone(), tls, ..ServerConfig::default() };
+        let mut server = ServerConfig {
+            database_url: Some(url.to_owned()),
+            data_dir: dir.clone(),
+            tls,
+            readiness_interval_ms: 200,
+            ..ServerConfig::default()
+        };
         server.auth = AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![] };
         let config = Config { server, service: test_settings(), ignored_env: vec![] };
         let (authenticator, _) = config.server.auth.authenticator(&dir).unwrap();
