@@ -5,7 +5,7 @@ use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -86,7 +86,7 @@ fn grpcurl(args: &[&str]) -> Option<String> {
 
 #[test]
 fn grpcurl_lists_describes_and_calls_the_registry_through_reflection() {
-    let mut running = start(&[]);
+    let running = start(&[]);
     let address = running.address.clone();
     if let Some(health) = grpcurl(&["-plaintext", &address, "grpc.health.v1.Health/Check"]) {
         assert!(health.contains("SERVING"), "{health}");
@@ -113,22 +113,20 @@ fn grpcurl_lists_describes_and_calls_the_registry_through_reflection() {
     }
 
     // SIGTERM drains and exits cleanly.
-    stop(&mut running);
+    stop(running);
 }
 
 /// Sends SIGTERM and waits for a clean exit within the grace period.
-fn stop(running: &mut Running) {
-    let stopped = Command::new("kill").args(["-TERM", &running.child.id().to_string()]).status().unwrap();
+fn stop(running: Running) {
+    let Running { mut child, data_dir, .. } = running;
+    let stopped = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(stopped.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "the registry did not stop within its grace period");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || exited.send(child.wait()));
+    let status =
+        exit.recv_timeout(Duration::from_secs(15)).expect("the registry stops within its grace period").unwrap();
+    assert!(status.success(), "exit status {status}");
+    drop(data_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +139,7 @@ async fn requests_continue_the_callers_trace_and_export_over_otlp() {
             .add_service(TraceServiceServer::new(collector.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let mut running =
+    let running =
         tokio::task::spawn_blocking(move || start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)])).await.unwrap();
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -153,7 +151,7 @@ async fn requests_continue_the_callers_trace_and_export_over_otlp() {
     health.check(request).await.unwrap();
 
     // Stopping flushes the exporter.
-    tokio::task::spawn_blocking(move || stop(&mut running)).await.unwrap();
+    tokio::task::spawn_blocking(move || stop(running)).await.unwrap();
     let exported = collector.0.lock().unwrap().clone();
     let spans: Vec<_> =
         exported.iter().flat_map(|r| &r.resource_spans).flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
