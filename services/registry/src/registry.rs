@@ -199,31 +199,10 @@ impl Registry {
             if !credential.check(&workspace)? {
                 workspace.token_digest = Some(candidate_digest);
             }
-            let now = now_millis();
-            let mut events = Vec::new();
             workspace.url = registration.url;
             workspace.agent_card_json = registration.agent_card_json;
-            let capabilities_changed = apply_metadata(&mut workspace, registration.metadata);
-            workspace.last_heartbeat_at = Some(now);
-            workspace.updated_at = now;
             // Registering proves the agent is up, as a heartbeat does.
-            let report = HealthReport {
-                error_rate: workspace.error_rate,
-                runtime_state: &workspace.runtime_state,
-                sample_error: "",
-            };
-            let next = status_after_heartbeat(workspace.status, report, workspace.capabilities.native_status_mgmt);
-            let previous = match next {
-                Some((to, reason)) => workspace.move_to(to, reason, now)?,
-                None => None,
-            };
-            events.push(EventDraft::of(EventKind::WorkspaceRegistered, &workspace, None, now));
-            if capabilities_changed {
-                events.push(EventDraft::of(EventKind::CapabilitiesChanged, &workspace, None, now));
-            }
-            if let Some(previous) = previous {
-                events.push(EventDraft::of(EventKind::StatusChanged, &workspace, Some(previous), now));
-            }
+            let events = proof_of_life(&mut workspace, EventKind::WorkspaceRegistered, registration.metadata)?;
             Ok(Mutation::changed(workspace, events))
         });
         let (workspace, _) = self.mutate(registration.workspace_id, mutator).await?;
@@ -244,35 +223,15 @@ impl Registry {
                     "this workspace has not registered yet: call Register first".to_owned(),
                 ));
             }
-            let now = now_millis();
             workspace.error_rate = report.error_rate;
             workspace.sample_error = report.sample_error;
             workspace.active_tasks = report.active_tasks;
             workspace.current_task = report.current_task;
             workspace.uptime_seconds = report.uptime_seconds;
             workspace.runtime_state = report.runtime_state;
-            workspace.last_heartbeat_at = Some(now);
-            workspace.updated_at = now;
-            let capabilities_changed = apply_metadata(&mut workspace, report.metadata);
-            let health = HealthReport {
-                error_rate: workspace.error_rate,
-                runtime_state: &workspace.runtime_state,
-                sample_error: &workspace.sample_error,
-            };
-            let next = status_after_heartbeat(workspace.status, health, workspace.capabilities.native_status_mgmt);
-            let previous = match next {
-                Some((to, reason)) => workspace.move_to(to, reason, now)?,
-                None => None,
-            };
             // Every heartbeat is announced, changed or not: other services
             // use it as proof of life (idle timeouts, drains).
-            let mut events = vec![EventDraft::of(EventKind::Heartbeat, &workspace, None, now)];
-            if capabilities_changed {
-                events.push(EventDraft::of(EventKind::CapabilitiesChanged, &workspace, None, now));
-            }
-            if let Some(previous) = previous {
-                events.push(EventDraft::of(EventKind::StatusChanged, &workspace, Some(previous), now));
-            }
+            let events = proof_of_life(&mut workspace, EventKind::Heartbeat, report.metadata)?;
             Ok(Mutation::changed(workspace, events))
         });
         let (reply, answer) = oneshot::channel();
@@ -421,6 +380,34 @@ impl Registry {
         let mut outcomes = self.store.mutate_batch(vec![(id, mutator)]).await?;
         outcomes.pop().unwrap_or(Err(RegistryError::NotFound(id)))
     }
+}
+
+/// What a register or a heartbeat does beyond its own fields: records the
+/// contact and the declared runtime metadata, infers the status from the
+/// health the workspace now reports, and returns its events — `kind` always,
+/// then capability and status changes when there were any.
+fn proof_of_life(workspace: &mut Workspace, kind: EventKind, metadata: RuntimeMetadata) -> Result<Vec<EventDraft>> {
+    let now = now_millis();
+    workspace.last_heartbeat_at = Some(now);
+    workspace.updated_at = now;
+    let capabilities_changed = apply_metadata(workspace, metadata);
+    let health = HealthReport {
+        error_rate: workspace.error_rate,
+        runtime_state: &workspace.runtime_state,
+        sample_error: &workspace.sample_error,
+    };
+    let previous = match status_after_heartbeat(workspace.status, health, workspace.capabilities.native_status_mgmt) {
+        Some((to, reason)) => workspace.move_to(to, reason, now)?,
+        None => None,
+    };
+    let mut events = vec![EventDraft::of(kind, workspace, None, now)];
+    if capabilities_changed {
+        events.push(EventDraft::of(EventKind::CapabilitiesChanged, workspace, None, now));
+    }
+    if let Some(previous) = previous {
+        events.push(EventDraft::of(EventKind::StatusChanged, workspace, Some(previous), now));
+    }
+    Ok(events)
 }
 
 /// Applies declared runtime metadata; returns whether it changed anything.
