@@ -38,8 +38,38 @@ fn agent_credential(caller: &Caller) -> AgentCredential {
     }
 }
 
-fn enum_value<E: TryFrom<i32>>(field: &'static str, value: i32) -> Result<E, RegistryError> {
-    E::try_from(value).map_err(|_| RegistryError::invalid(field, format!("unknown value {value}")))
+/// A wire enum value as its domain value; `None` for UNSPECIFIED.
+fn from_wire<W: TryFrom<i32>, D>(
+    field: &'static str,
+    value: i32,
+    convert: fn(W) -> Option<D>,
+) -> Result<Option<D>, RegistryError> {
+    let wire = W::try_from(value).map_err(|_| RegistryError::invalid(field, format!("unknown value {value}")))?;
+    Ok(convert(wire))
+}
+
+/// A wire enum value that must be given.
+fn required<W: TryFrom<i32>, D>(
+    field: &'static str,
+    value: i32,
+    convert: fn(W) -> Option<D>,
+) -> Result<D, RegistryError> {
+    from_wire(field, value, convert)?.ok_or_else(|| RegistryError::invalid(field, "is required"))
+}
+
+/// A list of wire enum values, none of them UNSPECIFIED.
+fn each<W: TryFrom<i32>, D, C: FromIterator<D>>(
+    field: &'static str,
+    values: &[i32],
+    convert: fn(W) -> Option<D>,
+) -> Result<C, RegistryError> {
+    values
+        .iter()
+        .map(|value| {
+            from_wire(field, *value, convert)?
+                .ok_or_else(|| RegistryError::invalid(field, "UNSPECIFIED is not a value to filter on"))
+        })
+        .collect()
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEventsResponse, Status>> + Send>>;
@@ -58,8 +88,7 @@ impl RegistryService for RegistryGrpc {
             description: validate::text("description", &r.description, validate::MAX_DESCRIPTION)?,
             labels: validate::labels(r.labels)?,
             parent_id: r.parent_id.as_deref().map(|p| validate::uuid("parent_id", p)).transpose()?,
-            runtime_kind: runtime_kind_from_pb(enum_value("runtime_kind", r.runtime_kind)?)
-                .ok_or_else(|| RegistryError::invalid("runtime_kind", "is required"))?,
+            runtime_kind: required("runtime_kind", r.runtime_kind, runtime_kind_from_pb)?,
             runtime_instance: validate::required_line(
                 "runtime_instance",
                 &r.runtime_instance,
@@ -132,18 +161,8 @@ impl RegistryService for RegistryGrpc {
     ) -> Result<Response<pb::TransitionWorkspaceResponse>, Status> {
         Caller::of(&request).require_management()?;
         let r = request.into_inner();
-        let to = status_from_pb(enum_value("status", r.status)?)
-            .ok_or_else(|| RegistryError::invalid("status", "is required"))?;
-        let expected_current = r
-            .expected_current
-            .iter()
-            .map(|s| {
-                enum_value("expected_current", *s).and_then(|s| {
-                    status_from_pb(s)
-                        .ok_or_else(|| RegistryError::invalid("expected_current", "UNSPECIFIED is not a status"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let to = required("status", r.status, status_from_pb)?;
+        let expected_current = each("expected_current", &r.expected_current, status_from_pb)?;
         let actor = r.acting_runtime_instance.trim();
         let command = TransitionCommand {
             workspace_id: validate::uuid("workspace_id", &r.workspace_id)?,
@@ -175,20 +194,12 @@ impl RegistryService for RegistryGrpc {
     ) -> Result<Response<pb::ListWorkspacesResponse>, Status> {
         Caller::of(&request).require_management()?;
         let r = request.into_inner();
-        let statuses = r
-            .statuses
-            .iter()
-            .map(|s| {
-                enum_value("statuses", *s).and_then(|s| {
-                    status_from_pb(s).ok_or_else(|| RegistryError::invalid("statuses", "UNSPECIFIED is not a status"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let statuses = each("statuses", &r.statuses, status_from_pb)?;
         let query = validate::text("query", r.query.trim(), validate::MAX_QUERY)?.to_lowercase();
         let instance = r.runtime_instance.trim();
         let filter = ListFilter {
             statuses,
-            runtime_kind: runtime_kind_from_pb(enum_value("runtime_kind", r.runtime_kind)?),
+            runtime_kind: from_wire("runtime_kind", r.runtime_kind, runtime_kind_from_pb)?,
             runtime_instance: (!instance.is_empty())
                 .then(|| validate::text("runtime_instance", instance, validate::MAX_RUNTIME_INSTANCE))
                 .transpose()?,
@@ -242,16 +253,7 @@ impl RegistryService for RegistryGrpc {
                 .iter()
                 .map(|id| validate::uuid("workspace_ids", id))
                 .collect::<Result<_, _>>()?,
-            kinds: r
-                .types
-                .iter()
-                .map(|t| {
-                    enum_value("types", *t).and_then(|t| {
-                        event_kind_from_pb(t)
-                            .ok_or_else(|| RegistryError::invalid("types", "UNSPECIFIED is not an event type"))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+            kinds: each("types", &r.types, event_kind_from_pb)?,
         };
         let receiver = self.events.watch(filter, r.after_cursor, self.shutdown.child_token()).await?;
         let stream = ReceiverStream::new(receiver).map(|item| match item {
