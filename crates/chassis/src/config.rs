@@ -174,8 +174,9 @@ pub enum ConfigError {
 impl<S: ServiceSettings> Config<S> {
     /// Loads the configuration from the process environment and `args`.
     pub fn load(defaults: ServerConfig, args: &CommonArgs) -> Result<Self, ConfigError> {
-        let (figment, ignored_env) = Self::figment(defaults, args)?;
-        Self::from_figment(figment, ignored_env)
+        let known = Self::known_keys()?;
+        let (figment, ignored_env) = Self::figment(defaults, args, &known)?;
+        Self::from_figment(figment, ignored_env, &known)
     }
 
     fn known_keys() -> Result<BTreeSet<String>, ConfigError> {
@@ -188,8 +189,11 @@ impl<S: ServiceSettings> Config<S> {
             .collect())
     }
 
-    fn figment(defaults: ServerConfig, args: &CommonArgs) -> Result<(Figment, Vec<String>), ConfigError> {
-        let known = Self::known_keys()?;
+    fn figment(
+        defaults: ServerConfig,
+        args: &CommonArgs,
+        known: &BTreeSet<String>,
+    ) -> Result<(Figment, Vec<String>), ConfigError> {
         let mut figment =
             Figment::new().merge(Serialized::defaults(defaults)).merge(Serialized::default(S::SECTION, S::default()));
         if let Some(path) = &args.config {
@@ -225,8 +229,7 @@ impl<S: ServiceSettings> Config<S> {
         Ok((figment, ignored_env))
     }
 
-    fn from_figment(figment: Figment, ignored_env: Vec<String>) -> Result<Self, ConfigError> {
-        let known = Self::known_keys()?;
+    fn from_figment(figment: Figment, ignored_env: Vec<String>, known: &BTreeSet<String>) -> Result<Self, ConfigError> {
         let unknown: Vec<String> = figment
             .data()
             .map_err(Box::new)?
