@@ -139,6 +139,8 @@ async fn first_registration_claims_the_token_and_strangers_cannot_hijack(backend
         node.registry.register(registration("https://agent.test/a2a"), AgentCredential::None).await.unwrap();
     let token = token.expect("first registration returns the token");
     assert_eq!(registered.status, Status::Online);
+    let stored = node.store.get(workspace.id).await.unwrap().unwrap();
+    assert_eq!(stored.token_digest, Some(agentmesh_chassis::auth::token_digest(&token)), "only the digest is kept");
 
     let error = node.registry.register(registration("https://evil.test/"), AgentCredential::None).await.unwrap_err();
     assert!(matches!(error, RegistryError::Unauthenticated(_)), "{error}");
