@@ -1,1 +1,4 @@
-//! The agentmesh provisioner service. Its contract lives in `proto/`; the service itself is built by its own issue.
+//! The agentmesh provisioner: turns workspace specs into running agents and
+//! keeps the registry truthful about what runs (SPEC §3).
+
+pub mod runtime;

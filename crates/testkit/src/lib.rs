@@ -1,0 +1,3 @@
+//! Test support shared by the services' integration tests.
+
+pub mod images;
