@@ -1,19 +1,62 @@
 #!/usr/bin/env bash
-# Builds and runs every agentmesh service on this machine, each with its
+# Builds and runs the agentmesh services on this machine, each with its
 # embedded SQLite store under ./data, until Ctrl-C. Agent URLs on loopback
-# and private networks are allowed (dev network mode).
+# and private networks are allowed (dev network mode). With a Docker engine,
+# the echo agent image is built too, so a workspace can be created at once.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --bin agentmesh-registry
-mkdir -p data
-export AGENTMESH_DATA_DIR="${AGENTMESH_DATA_DIR:-$PWD/data}"
-export AGENTMESH_REGISTRY__NETWORK_MODE="${AGENTMESH_REGISTRY__NETWORK_MODE:-dev}"
+cargo build --release --bin agentmesh-registry --bin agentmesh-provisioner
+data="${AGENTMESH_DATA_DIR:-$PWD/data}"
+mkdir -p "$data/registry" "$data/provisioner"
+
+# Containers reach the registry through the Docker bridge's gateway, so it
+# listens on every interface; without Docker, loopback is enough.
+registry_host=127.0.0.1
+listen_host=127.0.0.1
+if docker info >/dev/null 2>&1; then
+  deploy/images/build.sh
+  registry_host=$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}')
+  listen_host=0.0.0.0
+fi
+
+# One operator token for every service, and one token the services present
+# to each other; generated once.
+token() {
+  [ -s "$1" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1")
+  cat "$1"
+}
+operator_token=$(token "$data/operator.token")
+service_token=$(token "$data/service.token")
+
+cat >"$data/registry.toml" <<TOML
+listen = "$listen_host:50051"
+data_dir = "$data/registry"
+[auth]
+operator_tokens = ["$operator_token"]
+service_tokens = ["$service_token"]
+[registry]
+network_mode = "dev"
+TOML
+cat >"$data/provisioner.toml" <<TOML
+listen = "127.0.0.1:50052"
+data_dir = "$data/provisioner"
+[auth]
+operator_tokens = ["$operator_token"]
+service_tokens = ["$service_token"]
+[provisioner]
+registry_address = "http://127.0.0.1:50051"
+registry_token = "$service_token"
+workload_registry_address = "http://$registry_host:50051"
+TOML
 
 pids=()
 trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' INT TERM EXIT
-AGENTMESH_LISTEN="${AGENTMESH_REGISTRY_LISTEN:-127.0.0.1:50051}" ./target/release/agentmesh-registry &
+./target/release/agentmesh-registry --config "$data/registry.toml" &
+pids+=($!)
+./target/release/agentmesh-provisioner --config "$data/provisioner.toml" &
 pids+=($!)
 
-echo "registry on ${AGENTMESH_REGISTRY_LISTEN:-127.0.0.1:50051}; operator token in $AGENTMESH_DATA_DIR/operator.token"
+echo "registry on :50051, provisioner on 127.0.0.1:50052"
+echo "operator token (authorization: Bearer …): $data/operator.token"
 wait -n

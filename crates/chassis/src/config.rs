@@ -146,6 +146,11 @@ pub trait ServiceSettings: Default + Serialize + DeserializeOwned + Clone + std:
 
     /// Pushes one `field: problem` line per invalid setting.
     fn validate(&self, errors: &mut Vec<String>);
+
+    /// A copy fit for printing: settings that hold secrets replaced.
+    fn redacted(&self) -> Self {
+        self.clone()
+    }
 }
 
 /// The effective configuration of one binary.
@@ -256,7 +261,7 @@ impl<S: ServiceSettings> Config<S> {
             server.database_url = Some(redact_url_password(url));
         }
         let mut table = toml::Table::try_from(&server).unwrap_or_default();
-        if let Ok(service) = toml::Value::try_from(&self.service) {
+        if let Ok(service) = toml::Value::try_from(self.service.redacted()) {
             table.insert(S::SECTION.to_owned(), service);
         }
         toml::to_string_pretty(&table).unwrap_or_default()

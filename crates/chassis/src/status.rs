@@ -29,3 +29,16 @@ pub fn failed_precondition(message: impl Into<String>, reason: &str) -> Status {
     let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
     Status::with_error_details(Code::FailedPrecondition, message, details)
 }
+
+/// An error of `code` with a machine-readable reason and metadata such as a
+/// "hint" of what to do instead.
+pub fn with_reason<'a>(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: impl IntoIterator<Item = (&'a str, String)>,
+) -> Status {
+    let metadata = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<std::collections::HashMap<_, _>>();
+    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    Status::with_error_details(code, message, details)
+}

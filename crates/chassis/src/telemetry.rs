@@ -79,3 +79,22 @@ pub fn request_span(request: &http::Request<()>) -> tracing::Span {
     let _ = span.set_parent(parent);
     span
 }
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes());
+        let value = tonic::metadata::MetadataValue::try_from(value);
+        if let (Ok(key), Ok(value)) = (key, value) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Writes the current span's W3C trace context into an outgoing request, so
+/// the service called continues this trace.
+pub fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
+    let context = tracing::Span::current().context();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut MetadataInjector(metadata)));
+}

@@ -1,0 +1,75 @@
+//! The echo agent and the agent shim as static binaries and as the local
+//! image `agentmesh/echo-agent:dev`, for tests that run agents as processes
+//! or containers.
+//!
+//! Both come from `deploy/images/build.sh`, run at most once per test
+//! process for each and serialized across test processes by a file lock.
+//! The script is incremental (cargo and the Docker build cache), so where CI
+//! already ran it the helpers only confirm everything is up to date; from a
+//! clean checkout the first call builds (minutes).
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+/// The echo agent wrapped by the shim; container arguments go to the agent.
+pub const ECHO_AGENT_IMAGE: &str = "agentmesh/echo-agent:dev";
+
+/// Paths of the statically linked binaries.
+#[derive(Debug)]
+pub struct StaticBinaries {
+    pub echo_agent: PathBuf,
+    pub shim: PathBuf,
+}
+
+/// The static binaries, built first if needed.
+pub fn static_binaries() -> &'static StaticBinaries {
+    static BINARIES: OnceLock<StaticBinaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let dir = PathBuf::from(run_build_script(&["--binaries-only"]));
+        StaticBinaries { echo_agent: dir.join("agentmesh-echo-agent"), shim: dir.join("agentmesh-agent-shim") }
+    })
+}
+
+/// [`ECHO_AGENT_IMAGE`], built first if needed (requires Docker).
+pub fn echo_agent_image() -> &'static str {
+    static IMAGE: OnceLock<()> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        run_build_script(&[]);
+    });
+    ECHO_AGENT_IMAGE
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs the build script under an exclusive lock and returns the last line
+/// it printed on stdout.
+fn run_build_script(args: &[&str]) -> String {
+    let root = workspace_root();
+    let lock_dir = root.join("target");
+    std::fs::create_dir_all(&lock_dir).expect("creating target/");
+    let lock = File::create(lock_dir.join(".agentmesh-images.lock")).expect("creating the build lock file");
+    lock.lock().expect("taking the build lock");
+    eprintln!("agentmesh-testkit: running deploy/images/build.sh {} (the first build takes minutes)", args.join(" "));
+    let output = Command::new("bash")
+        .arg(root.join("deploy/images/build.sh"))
+        .args(args)
+        .current_dir(&root)
+        .output()
+        .expect("running deploy/images/build.sh");
+    drop(lock);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "deploy/images/build.sh {args:?} failed ({}):\n{}\n{}",
+        output.status,
+        stdout,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout.lines().last().expect("build.sh prints its result").trim().to_owned()
+}

@@ -31,10 +31,13 @@ pub fn is_allowed(from: Status, to: Status) -> bool {
         Offline => {
             matches!(to, Provisioning | Online | Degraded | Failed | Stopping | Stopped | PolicyStopped | Hibernated)
         }
-        Failed => matches!(to, Provisioning | Stopping | Stopped | PolicyStopped),
-        Stopping => matches!(to, Stopped | Failed | PolicyStopped | Offline),
-        Stopped => matches!(to, Provisioning | PolicyStopped),
-        PolicyStopped => matches!(to, Provisioning | Stopped),
+        // Starting again: a container workload re-provisions, an external
+        // agent is awaited again.
+        Failed => matches!(to, Provisioning | AwaitingAgent | Stopping | Stopped | PolicyStopped),
+        // A restart goes on to provisioning once its stop is done.
+        Stopping => matches!(to, Provisioning | Stopped | Failed | PolicyStopped | Offline),
+        Stopped => matches!(to, Provisioning | AwaitingAgent | PolicyStopped),
+        PolicyStopped => matches!(to, Provisioning | AwaitingAgent | Stopped),
         Hibernated => matches!(to, Provisioning | Online | Stopping | Stopped | PolicyStopped | Failed),
         Removed => false,
     }

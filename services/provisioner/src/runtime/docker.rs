@@ -1,0 +1,865 @@
+//! [`Runtime`] on a Docker engine (PRV-2): one container per workspace, named
+//! [`Identity::workload_name`] and labelled with the runtime's identity, and
+//! one named volume per workspace mounted at [`DATA_DIR`] that outlives the
+//! container. Images must already be on the engine (built or loaded locally)
+//! unless [`DockerSettings::pull_missing_images`] is set.
+
+use std::{
+    collections::HashMap,
+    future::{Future, ready},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+use bollard::{
+    API_DEFAULT_VERSION, Docker,
+    container::LogOutput,
+    errors::Error as BollardError,
+    exec::{StartExecOptions, StartExecResults},
+    models::{
+        ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, EventMessage,
+        ExecConfig, HostConfig, Mount, MountType, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    },
+    query_parameters::{
+        CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
+        RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+    },
+};
+use futures::{
+    StreamExt, TryStreamExt,
+    stream::{self, BoxStream},
+};
+use tokio::sync::OnceCell;
+
+use super::{
+    EngineInfo, ExecOutput, Identity, LogLine, LogRequest, LogStream, ManagedWorkload, Probe, Runtime, RuntimeError,
+    RuntimeKind, StopOutcome, WorkloadEvent, WorkloadInfo, WorkloadSpec, labels,
+};
+
+/// Where the workspace's volume is mounted in its container.
+pub const DATA_DIR: &str = "/data";
+
+/// The workspace's human name, so that `docker ps` says whose container it is.
+const WORKSPACE_NAME_LABEL: &str = "dev.agentmesh/workspace-name";
+
+/// The container events after which a probe may answer differently.
+const WATCHED_EVENTS: [&str; 6] = ["start", "die", "destroy", "oom", "kill", "stop"];
+
+/// The engine's usual socket, when neither the endpoint nor `DOCKER_HOST` names one.
+const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Our own deadlines bound every call (see [`DockerSettings::request_timeout`]);
+/// the client's is only a backstop and must not cut a long stop short.
+const CLIENT_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// How a Docker runtime runs its workloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// The network workloads are attached to (e.g. a user-defined bridge that
+    /// reaches the registry); `None` is the engine's default bridge.
+    pub network: Option<String>,
+    /// The grace the engine gives a workload when it stops it on its own
+    /// (`docker stop` without a timeout, engine shutdown); the provisioner's
+    /// own stops pass theirs.
+    pub stop_timeout: Duration,
+    /// Pull an image the engine lacks; when off, images must have been built
+    /// or loaded on the engine, and a missing one fails the start.
+    pub pull_missing_images: bool,
+    /// How long a pull may take.
+    pub pull_timeout: Duration,
+    /// Run an init process as PID 1 so that agents which install no signal
+    /// handler still die on SIGTERM, within the grace, and zombies are reaped.
+    pub init: bool,
+    /// Bound on every engine call that does not wait for a workload.
+    pub request_timeout: Duration,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        Self {
+            network: None,
+            stop_timeout: Duration::from_secs(10),
+            pull_missing_images: false,
+            pull_timeout: Duration::from_secs(300),
+            init: true,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where the client comes from; it is built on first use so that the
+/// provisioner can start before the engine and ride out its restarts.
+#[derive(Debug)]
+enum ClientSource {
+    Endpoint(String),
+    Client(Docker),
+}
+
+/// A Docker engine as a [`Runtime`].
+#[derive(Debug)]
+pub struct DockerRuntime {
+    identity: Identity,
+    /// [`Identity::instance_label`], computed once.
+    instance_label: String,
+    settings: DockerSettings,
+    source: ClientSource,
+    client: OnceCell<Docker>,
+}
+
+impl DockerRuntime {
+    /// A runtime on the engine at `endpoint`: "unix:///path", "tcp://host:port",
+    /// "http://host:port", or "" for `DOCKER_HOST` or the local socket. Nothing is
+    /// contacted yet: an unreachable engine shows in the calls, not here.
+    pub fn connect(endpoint: &str, identity: Identity, settings: DockerSettings) -> Result<Self, RuntimeError> {
+        let endpoint = match endpoint.trim() {
+            "" => std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_DOCKER_HOST.to_owned()),
+            given => given.to_owned(),
+        };
+        if !["unix://", "tcp://", "http://"].iter().any(|scheme| endpoint.starts_with(scheme)) {
+            return Err(RuntimeError::NotSupported {
+                message: format!("unsupported docker endpoint {endpoint:?}"),
+                hint: "use unix:///path/to/docker.sock, tcp://host:port or http://host:port".to_owned(),
+            });
+        }
+        Ok(Self::with_source(ClientSource::Endpoint(endpoint), identity, settings))
+    }
+
+    /// A runtime on an existing client. Its API version is still negotiated
+    /// with the engine on first use; its own timeout must exceed the longest
+    /// stop grace.
+    pub fn new(docker: Docker, identity: Identity, settings: DockerSettings) -> Self {
+        Self::with_source(ClientSource::Client(docker), identity, settings)
+    }
+
+    fn with_source(source: ClientSource, identity: Identity, settings: DockerSettings) -> Self {
+        Self { instance_label: identity.instance_label(), identity, settings, source, client: OnceCell::new() }
+    }
+
+    /// The client, speaking the engine's API version.
+    async fn client(&self) -> Result<&Docker, EngineError> {
+        self.client
+            .get_or_try_init(|| async {
+                let docker = match &self.source {
+                    ClientSource::Client(docker) => docker.clone(),
+                    ClientSource::Endpoint(endpoint) => open(endpoint)?,
+                };
+                // bollard speaks a newer API than many engines (20.10 knows 1.41);
+                // the negotiated version is shared by every clone of the client.
+                call("negotiate api version", self.timeout(), docker.negotiate_version()).await
+            })
+            .await
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.request_timeout
+    }
+
+    fn volume_name(&self, workspace_id: &str) -> String {
+        format!("{}-data", self.identity.workload_name(workspace_id))
+    }
+
+    fn labels(&self, workspace_id: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::MESH_ID.to_owned(), self.identity.mesh_id.clone()),
+            (labels::RUNTIME_INSTANCE.to_owned(), self.instance_label.clone()),
+            (labels::WORKSPACE_ID.to_owned(), workspace_id.to_owned()),
+            (labels::MANAGED_BY.to_owned(), labels::MANAGED_BY_VALUE.to_owned()),
+        ])
+    }
+
+    /// The engine-side filter selecting what carries this instance's identity.
+    fn label_filter(&self) -> Vec<String> {
+        vec![
+            format!("{}={}", labels::MESH_ID, self.identity.mesh_id),
+            format!("{}={}", labels::RUNTIME_INSTANCE, self.instance_label),
+        ]
+    }
+
+    fn owns(&self, labels: Option<&HashMap<String, String>>, workspace_id: &str) -> bool {
+        labels.is_some_and(|labels| {
+            labels.get(labels::MESH_ID) == Some(&self.identity.mesh_id)
+                && labels.get(labels::RUNTIME_INSTANCE) == Some(&self.instance_label)
+                && labels.get(labels::WORKSPACE_ID).map(String::as_str) == Some(workspace_id)
+        })
+    }
+
+    /// The workspace's container, if there is one. A container that has the
+    /// name but not our labels is an error: it is never ours to touch.
+    async fn find(&self, workspace_id: &str) -> Result<Option<ContainerInspectResponse>, EngineError> {
+        let docker = self.client().await?;
+        let name = self.identity.workload_name(workspace_id);
+        let container = match call("inspect container", self.timeout(), docker.inspect_container(&name, None)).await {
+            Ok(container) => container,
+            Err(err) if err.is_not_found() => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if !self.owns(container.config.as_ref().and_then(|config| config.labels.as_ref()), workspace_id) {
+            return Err(EngineError::Foreign(format!(
+                "container {name} exists but is not labelled as this runtime instance's"
+            )));
+        }
+        Ok(Some(container))
+    }
+
+    async fn remove_container(&self, docker: &Docker, container: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions { force: true, ..Default::default() };
+        match call("remove container", self.timeout(), docker.remove_container(container, Some(options))).await {
+            Err(err) if err.is_not_found() => Ok(()),
+            done => done,
+        }
+    }
+
+    async fn ensure_image(&self, docker: &Docker, image: &str) -> Result<(), RuntimeError> {
+        match call("inspect image", self.timeout(), docker.inspect_image(image)).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_not_found() && self.settings.pull_missing_images => {
+                tracing::info!(image, "pulling missing image");
+                let options = CreateImageOptions {
+                    from_image: Some(image.to_owned()),
+                    tag: pull_tag(image),
+                    ..Default::default()
+                };
+                let pull = docker.create_image(Some(options), None, None).try_for_each(|_| ready(Ok(())));
+                Ok(call("pull image", self.settings.pull_timeout, pull).await?)
+            }
+            Err(err) if err.is_not_found() => {
+                Err(RuntimeError::Workload(format!("image {image} not found on the engine")))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Creates the workspace's volume, or finds it from an earlier start.
+    async fn ensure_volume(&self, docker: &Docker, workspace_id: &str) -> Result<String, EngineError> {
+        let name = self.volume_name(workspace_id);
+        let request = VolumeCreateRequest {
+            name: Some(name.clone()),
+            labels: Some(self.labels(workspace_id)),
+            ..Default::default()
+        };
+        let volume = call("create volume", self.timeout(), docker.create_volume(request)).await?;
+        if !self.owns(Some(&volume.labels), workspace_id) {
+            return Err(EngineError::Foreign(format!(
+                "volume {name} exists but is not labelled as this runtime instance's"
+            )));
+        }
+        Ok(name)
+    }
+
+    fn container_body(&self, spec: &WorkloadSpec, volume: String) -> ContainerCreateBody {
+        let limits = spec.limits;
+        let memory = (limits.memory_bytes > 0).then(|| i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX));
+        let host_config = HostConfig {
+            nano_cpus: (limits.cpu_millis > 0).then(|| i64::from(limits.cpu_millis) * 1_000_000),
+            memory,
+            // Equal to the memory limit: no swap, so the limit is what the workload gets.
+            memory_swap: memory,
+            pids_limit: (limits.pids_limit > 0).then(|| i64::from(limits.pids_limit)),
+            mounts: Some(vec![Mount {
+                target: Some(DATA_DIR.to_owned()),
+                source: Some(volume),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            }]),
+            network_mode: self.settings.network.clone(),
+            init: Some(self.settings.init),
+            // The provisioner restarts workloads itself, through the policy gate (PRV-10).
+            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
+            ..Default::default()
+        };
+        let (entrypoint, cmd) = if spec.command.is_empty() {
+            (None, (!spec.args.is_empty()).then(|| spec.args.clone()))
+        } else {
+            (Some(vec![spec.command.clone()]), Some(spec.args.clone()))
+        };
+        let mut labels = self.labels(&spec.workspace_id);
+        labels.insert(WORKSPACE_NAME_LABEL.to_owned(), spec.workspace_name.clone());
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint,
+            cmd,
+            env: Some(spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect()),
+            labels: Some(labels),
+            stop_timeout: Some(i64::try_from(self.settings.stop_timeout.as_secs()).unwrap_or(i64::MAX)),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Docker
+    }
+
+    fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    async fn engine_info(&self) -> Result<EngineInfo, RuntimeError> {
+        let docker = self.client().await?;
+        let version = call("version", self.timeout(), docker.version()).await?;
+        Ok(EngineInfo {
+            version: format!(
+                "Docker {} (API {})",
+                version.version.as_deref().unwrap_or("unknown"),
+                version.api_version.as_deref().unwrap_or("unknown")
+            ),
+        })
+    }
+
+    async fn start(&self, spec: &WorkloadSpec) -> Result<WorkloadInfo, RuntimeError> {
+        if spec.image.is_empty() {
+            return Err(RuntimeError::Workload("a docker workload needs an image".to_owned()));
+        }
+        let docker = self.client().await?;
+        let name = self.identity.workload_name(&spec.workspace_id);
+        if let Some(existing) = self.find(&spec.workspace_id).await? {
+            if is_up(&status_of(&existing)) {
+                return Ok(workload_info(&existing));
+            }
+            // An exited container from an earlier run holds the name; the workspace's data is in the volume.
+            self.remove_container(docker, existing.id.as_deref().unwrap_or(&name)).await?;
+        }
+        self.ensure_image(docker, &spec.image).await?;
+        let volume = self.ensure_volume(docker, &spec.workspace_id).await?;
+        let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
+        let body = self.container_body(spec, volume);
+        let created = call("create container", self.timeout(), docker.create_container(Some(options), body)).await?;
+        if let Err(err) = call("start container", self.timeout(), docker.start_container(&created.id, None)).await {
+            // A container that never ran would only hold the name and read as exited.
+            if let Err(cleanup) = self.remove_container(docker, &created.id).await {
+                tracing::warn!(container = %name, error = %cleanup, "could not remove a container that failed to start");
+            }
+            return Err(err.into());
+        }
+        tracing::info!(workspace_id = %spec.workspace_id, container = %name, "started container");
+        let started = call("inspect container", self.timeout(), docker.inspect_container(&created.id, None)).await?;
+        Ok(workload_info(&started))
+    }
+
+    async fn stop(&self, workspace_id: &str, grace: Duration) -> Result<StopOutcome, RuntimeError> {
+        let Some(container) = self.find(workspace_id).await? else {
+            return Ok(StopOutcome::AlreadyGone);
+        };
+        let docker = self.client().await?;
+        let id = container.id.unwrap_or_else(|| self.identity.workload_name(workspace_id));
+        let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let options = StopContainerOptions { t: Some(i32::try_from(seconds).unwrap_or(i32::MAX)), signal: None };
+        match call("stop container", grace + self.timeout(), docker.stop_container(&id, Some(options))).await {
+            Ok(()) => {}
+            Err(err) if err.is_not_found() => return Ok(StopOutcome::AlreadyGone),
+            Err(err) => return Err(err.into()),
+        }
+        self.remove_container(docker, &id).await?;
+        tracing::info!(workspace_id, container = %id, "stopped and removed container");
+        Ok(StopOutcome::Stopped)
+    }
+
+    async fn purge(&self, workspace_id: &str) -> Result<(), RuntimeError> {
+        if self.find(workspace_id).await?.is_some() {
+            return Err(RuntimeError::Workload(format!(
+                "the workload of workspace {workspace_id} still exists: stop it before removing its volume"
+            )));
+        }
+        let docker = self.client().await?;
+        let name = self.volume_name(workspace_id);
+        match call("inspect volume", self.timeout(), docker.inspect_volume(&name)).await {
+            Ok(volume) if self.owns(Some(&volume.labels), workspace_id) => {}
+            Ok(_) => {
+                return Err(RuntimeError::Workload(format!(
+                    "volume {name} is not labelled as this runtime instance's; left in place"
+                )));
+            }
+            Err(err) if err.is_not_found() => return Ok(()),
+            Err(err) => return Err(err.into()),
+        }
+        match call("remove volume", self.timeout(), docker.remove_volume(&name, None::<RemoveVolumeOptions>)).await {
+            Err(err) if !err.is_not_found() => return Err(err.into()),
+            _ => {}
+        }
+        tracing::info!(workspace_id, volume = %name, "removed volume");
+        Ok(())
+    }
+
+    async fn probe(&self, workspace_id: &str) -> Probe {
+        match self.find(workspace_id).await {
+            Ok(Some(container)) => probe_of(&container),
+            Ok(None) => Probe::Absent,
+            Err(err) => Probe::Unknown(err.to_string()),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ManagedWorkload>, RuntimeError> {
+        let docker = self.client().await?;
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), self.label_filter())])),
+            ..Default::default()
+        };
+        let containers = call("list containers", self.timeout(), docker.list_containers(Some(options))).await?;
+        Ok(containers.into_iter().filter_map(|container| managed(&self.identity, container)).collect())
+    }
+
+    async fn watch(&self) -> Result<BoxStream<'static, WorkloadEvent>, RuntimeError> {
+        let docker = self.client().await?;
+        // The engine subscribes only when the stream is first polled; replaying
+        // from just before this call keeps the events in between. Duplicated
+        // hints are harmless.
+        let since = SystemTime::now() - Duration::from_secs(1);
+        let since = since.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("label".to_owned(), self.label_filter()),
+            ("event".to_owned(), WATCHED_EVENTS.iter().map(|event| (*event).to_owned()).collect()),
+        ]);
+        let options = EventsOptions {
+            since: Some(format!("{}.{:09}", since.as_secs(), since.subsec_nanos())),
+            until: None,
+            filters: Some(filters),
+        };
+        let identity = self.identity.clone();
+        let events = docker
+            .events(Some(options))
+            .take_while(|event| {
+                if let Err(err) = event {
+                    tracing::debug!(error = %err, "docker event stream ended");
+                }
+                ready(event.is_ok())
+            })
+            .filter_map(move |event| ready(event.ok().and_then(|event| event_of(&identity, event))));
+        Ok(events.boxed())
+    }
+
+    async fn logs(
+        &self,
+        workspace_id: &str,
+        request: LogRequest,
+    ) -> Result<BoxStream<'static, Result<LogLine, RuntimeError>>, RuntimeError> {
+        let container =
+            self.find(workspace_id).await?.ok_or_else(|| RuntimeError::NoWorkload(workspace_id.to_owned()))?;
+        let docker = self.client().await?;
+        let id = container.id.unwrap_or_else(|| self.identity.workload_name(workspace_id));
+        let since_secs = request
+            .since
+            .and_then(|since| since.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |since| i32::try_from(since.as_secs()).unwrap_or(i32::MAX));
+        let options = LogsOptions {
+            follow: request.follow,
+            stdout: true,
+            stderr: true,
+            since: since_secs,
+            until: 0,
+            timestamps: true,
+            tail: request.tail_lines.to_string(),
+        };
+        let mut splitter = LineSplitter::new(request.since);
+        let lines = docker
+            .logs(&id, Some(options))
+            .map(Some)
+            // The end of the stream flushes a last line that had no line ending.
+            .chain(stream::once(ready(None)))
+            .flat_map(move |frame| stream::iter(splitter.push(frame)));
+        Ok(lines.boxed())
+    }
+
+    async fn exec(
+        &self,
+        workspace_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        if command.is_empty() {
+            return Err(RuntimeError::Workload("exec needs a command".to_owned()));
+        }
+        let no_workload = || RuntimeError::NoWorkload(workspace_id.to_owned());
+        let container = self.find(workspace_id).await?.ok_or_else(no_workload)?;
+        if !is_up(&status_of(&container)) {
+            return Err(no_workload());
+        }
+        let docker = self.client().await?;
+        let id = container.id.unwrap_or_else(|| self.identity.workload_name(workspace_id));
+        let config = ExecConfig {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        let exec = match call("create exec", self.timeout(), docker.create_exec(&id, config)).await {
+            Ok(exec) => exec,
+            // 409: the container stopped (or was paused) since we looked.
+            Err(EngineError::Refused { status: Some(409), .. }) => return Err(no_workload()),
+            Err(err) => return Err(err.into()),
+        };
+        let run = async {
+            let options = StartExecOptions { detach: false, tty: false, output_capacity: None };
+            let StartExecResults::Attached { mut output, .. } = docker.start_exec(&exec.id, Some(options)).await?
+            else {
+                return Err(BollardError::DockerStreamError { error: "the engine detached the exec".to_owned() });
+            };
+            let mut collected = ExecOutput::default();
+            while let Some(frame) = output.try_next().await? {
+                match frame {
+                    LogOutput::StdErr { message } => collected.stderr.extend_from_slice(&message),
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        collected.stdout.extend_from_slice(&message)
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+            Ok(collected)
+        };
+        let mut output = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(err)) => return Err(engine_error("run exec", err).into()),
+            Err(_) => {
+                // The engine API has no way to kill an exec, and dropping the
+                // connection does not end it: say where it runs so that an
+                // operator can.
+                let pid =
+                    call("inspect exec", self.timeout(), docker.inspect_exec(&exec.id)).await.ok().and_then(|e| e.pid);
+                tracing::warn!(
+                    workspace_id,
+                    exec_id = %exec.id,
+                    host_pid = ?pid,
+                    "exec timed out and keeps running until it exits or the workload stops"
+                );
+                return Err(RuntimeError::TimedOut(timeout));
+            }
+        };
+        let exit_code = async {
+            loop {
+                let inspected = docker.inspect_exec(&exec.id).await?;
+                // The output can end a moment before the engine records the exit.
+                match (inspected.running, inspected.exit_code) {
+                    (Some(false), Some(code)) => return Ok(code),
+                    _ => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        };
+        let code = call("inspect exec", self.timeout(), exit_code).await?;
+        output.exit_code = i32::try_from(code).unwrap_or(i32::MAX);
+        Ok(output)
+    }
+}
+
+/// What went wrong talking to the engine.
+#[derive(Debug, thiserror::Error)]
+enum EngineError {
+    /// The engine answered and refused (with the HTTP status when it gave one).
+    #[error("{message}")]
+    Refused { status: Option<u16>, message: String },
+    /// The engine could not be reached, or did not answer in time.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The name is taken by something without our labels.
+    #[error("{0}")]
+    Foreign(String),
+}
+
+impl EngineError {
+    fn is_not_found(&self) -> bool {
+        matches!(self, Self::Refused { status: Some(404), .. })
+    }
+}
+
+impl From<EngineError> for RuntimeError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::Refused { message, .. } | EngineError::Foreign(message) => RuntimeError::Workload(message),
+            EngineError::Unreachable(message) => RuntimeError::Unavailable(message),
+        }
+    }
+}
+
+fn engine_error(op: &str, err: BollardError) -> EngineError {
+    match err {
+        BollardError::DockerResponseServerError { status_code, message } => {
+            EngineError::Refused { status: Some(status_code), message: format!("{op}: {message}") }
+        }
+        BollardError::DockerStreamError { error } => {
+            EngineError::Refused { status: None, message: format!("{op}: {error}") }
+        }
+        other => EngineError::Unreachable(format!("{op}: {other}")),
+    }
+}
+
+/// One engine call, bounded by `limit`.
+async fn call<T>(
+    op: &str,
+    limit: Duration,
+    request: impl Future<Output = Result<T, BollardError>>,
+) -> Result<T, EngineError> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(result) => result.map_err(|err| engine_error(op, err)),
+        Err(_) => Err(EngineError::Unreachable(format!("{op}: the docker engine did not answer within {limit:?}"))),
+    }
+}
+
+fn open(endpoint: &str) -> Result<Docker, EngineError> {
+    let docker = if endpoint.starts_with("unix://") {
+        Docker::connect_with_unix(endpoint, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
+    } else {
+        Docker::connect_with_http(endpoint, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
+    };
+    docker.map_err(|err| EngineError::Unreachable(format!("docker engine at {endpoint}: {err}")))
+}
+
+/// The tag to pull: without one the engine would pull every tag of the repository.
+fn pull_tag(image: &str) -> Option<String> {
+    let last_segment = image.rsplit('/').next().unwrap_or(image);
+    (!image.contains('@') && !last_segment.contains(':')).then(|| "latest".to_owned())
+}
+
+fn status_of(container: &ContainerInspectResponse) -> Option<ContainerStateStatusEnum> {
+    container.state.as_ref().and_then(|state| state.status)
+}
+
+/// Whether a process of the container is alive (paused and restarting included).
+fn is_up(status: &Option<ContainerStateStatusEnum>) -> bool {
+    use ContainerStateStatusEnum::{PAUSED, RESTARTING, RUNNING, STOPPING};
+    matches!(status, Some(RUNNING | PAUSED | RESTARTING | STOPPING))
+}
+
+fn workload_info(container: &ContainerInspectResponse) -> WorkloadInfo {
+    let state = container.state.clone().unwrap_or_default();
+    let status = state.status.map_or_else(|| "unknown".to_owned(), |status| status.to_string());
+    let started_at = state.started_at.as_deref().and_then(parse_time);
+    let mut info = WorkloadInfo {
+        workload_id: container.id.clone().unwrap_or_default(),
+        detail: status.clone(),
+        exit_code: None,
+        started_at,
+        finished_at: None,
+    };
+    if is_up(&state.status) {
+        return info;
+    }
+    info.finished_at = state.finished_at.as_deref().and_then(parse_time);
+    if matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)) {
+        info.exit_code = state.exit_code.and_then(|code| i32::try_from(code).ok());
+        let oom = if state.oom_killed == Some(true) { ", oom-killed" } else { "" };
+        info.detail = format!("{status} ({}{oom})", info.exit_code.unwrap_or(-1));
+    }
+    if let Some(error) = state.error.filter(|error| !error.is_empty()) {
+        info.detail = format!("{}: {error}", info.detail);
+    }
+    info
+}
+
+fn probe_of(container: &ContainerInspectResponse) -> Probe {
+    use ContainerStateStatusEnum::{CREATED, DEAD, EXITED, REMOVING};
+    let status = status_of(container);
+    match status {
+        _ if is_up(&status) => Probe::Running(workload_info(container)),
+        Some(CREATED | EXITED | DEAD) => Probe::Exited(workload_info(container)),
+        // Being removed: the destroy event follows, and the probe then says Absent.
+        Some(REMOVING) => Probe::Unknown("the container is being removed".to_owned()),
+        _ => Probe::Unknown(format!("the container is in an unknown state {:?}", workload_info(container).detail)),
+    }
+}
+
+/// A listed container, if its name and labels both say it is ours (PRV-9).
+fn managed(identity: &Identity, container: ContainerSummary) -> Option<ManagedWorkload> {
+    let names = container.names.unwrap_or_default();
+    // Linked containers also list "/other/alias" names; the own name has no inner slash.
+    let name = names.iter().map(|name| name.trim_start_matches('/')).find(|name| !name.contains('/'))?;
+    let workspace_id = identity.workspace_of_name(name);
+    let labelled = container.labels.as_ref().and_then(|labels| labels.get(labels::WORKSPACE_ID));
+    if workspace_id.is_none() || workspace_id.map(str::to_owned).as_ref() != labelled {
+        tracing::debug!(name, "skipping a labelled container whose name or workspace label is not ours");
+        return None;
+    }
+    let running = container.state.is_some_and(|state| {
+        use bollard::models::ContainerSummaryStateEnum::{PAUSED, RESTARTING, RUNNING, STOPPING};
+        matches!(state, RUNNING | PAUSED | RESTARTING | STOPPING)
+    });
+    Some(ManagedWorkload {
+        workload_id: container.id?,
+        name: name.to_owned(),
+        workspace_id: workspace_id?.to_owned(),
+        running,
+    })
+}
+
+fn event_of(identity: &Identity, event: EventMessage) -> Option<WorkloadEvent> {
+    let attributes = event.actor?.attributes?;
+    let workspace_id = identity.workspace_of_name(attributes.get("name")?)?;
+    (attributes.get(labels::WORKSPACE_ID).map(String::as_str) == Some(workspace_id))
+        .then(|| WorkloadEvent { workspace_id: workspace_id.to_owned() })
+}
+
+/// Docker writes "zero" (year 1) times for "never".
+fn parse_time(text: &str) -> Option<SystemTime> {
+    let time: jiff::Timestamp = text.parse().ok()?;
+    (time > jiff::Timestamp::UNIX_EPOCH).then(|| time.into())
+}
+
+/// A line being assembled from the frames of one output stream.
+#[derive(Default)]
+struct Pending {
+    text: Vec<u8>,
+    time: Option<SystemTime>,
+}
+
+/// Turns log frames into lines. With timestamps on, the engine sends one
+/// frame per logged message, "<RFC 3339 time> <text>"; a message longer than
+/// the logging driver's buffer arrives in several frames without line
+/// endings, each with its own time, and makes one line.
+struct LineSplitter {
+    since: Option<SystemTime>,
+    stdout: Pending,
+    stderr: Pending,
+    other: Pending,
+    ended: bool,
+}
+
+impl LineSplitter {
+    fn new(since: Option<SystemTime>) -> Self {
+        Self { since, stdout: Pending::default(), stderr: Pending::default(), other: Pending::default(), ended: false }
+    }
+
+    /// The lines a frame completes; `None` is the end of the stream.
+    fn push(&mut self, frame: Option<Result<LogOutput, BollardError>>) -> Vec<Result<LogLine, RuntimeError>> {
+        if self.ended {
+            return Vec::new();
+        }
+        let (stream, message) = match frame {
+            Some(Ok(LogOutput::StdOut { message })) => (LogStream::Stdout, message),
+            Some(Ok(LogOutput::StdErr { message })) => (LogStream::Stderr, message),
+            Some(Ok(LogOutput::Console { message })) => (LogStream::Unknown, message),
+            Some(Ok(LogOutput::StdIn { .. })) => return Vec::new(),
+            Some(Err(err)) => {
+                let mut lines = self.flush();
+                lines.push(Err(engine_error("read logs", err).into()));
+                return lines;
+            }
+            None => return self.flush(),
+        };
+        let (time, text) = split_timestamp(&message);
+        let since = self.since;
+        let pending = self.pending(stream);
+        if pending.text.is_empty() {
+            pending.time = time;
+        }
+        pending.text.extend_from_slice(text);
+        let mut lines = Vec::new();
+        while let Some(end) = pending.text.iter().position(|byte| *byte == b'\n') {
+            let rest = pending.text.split_off(end + 1);
+            let line = std::mem::replace(&mut pending.text, rest);
+            lines.extend(make_line(since, stream, pending.time, &line).map(Ok));
+            // What follows in the same frame was written at the same time.
+            pending.time = time;
+        }
+        lines
+    }
+
+    fn pending(&mut self, stream: LogStream) -> &mut Pending {
+        match stream {
+            LogStream::Stdout => &mut self.stdout,
+            LogStream::Stderr => &mut self.stderr,
+            LogStream::Unknown => &mut self.other,
+        }
+    }
+
+    fn flush(&mut self) -> Vec<Result<LogLine, RuntimeError>> {
+        self.ended = true;
+        let since = self.since;
+        [LogStream::Stdout, LogStream::Stderr, LogStream::Unknown]
+            .into_iter()
+            .filter_map(|stream| {
+                let pending = std::mem::take(self.pending(stream));
+                if pending.text.is_empty() {
+                    return None;
+                }
+                make_line(since, stream, pending.time, &pending.text).map(Ok)
+            })
+            .collect()
+    }
+}
+
+/// Splits "<time> <text>" when the frame starts with a time.
+fn split_timestamp(frame: &[u8]) -> (Option<SystemTime>, &[u8]) {
+    let Some(space) = frame.iter().take(40).position(|byte| *byte == b' ') else {
+        return (None, frame);
+    };
+    match std::str::from_utf8(&frame[..space]).ok().and_then(parse_time) {
+        Some(time) => (Some(time), &frame[space + 1..]),
+        None => (None, frame),
+    }
+}
+
+/// The line without its ending; `None` when it is older than `since` (the
+/// engine filters whole seconds only).
+fn make_line(since: Option<SystemTime>, stream: LogStream, time: Option<SystemTime>, raw: &[u8]) -> Option<LogLine> {
+    if let (Some(since), Some(time)) = (since, time)
+        && time < since
+    {
+        return None;
+    }
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    Some(LogLine { time, stream, text: String::from_utf8_lossy(raw).into_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(stream: LogStream, text: &str) -> Option<Result<LogOutput, BollardError>> {
+        let message = text.to_owned().into();
+        Some(Ok(match stream {
+            LogStream::Stderr => LogOutput::StdErr { message },
+            _ => LogOutput::StdOut { message },
+        }))
+    }
+
+    fn texts(lines: Vec<Result<LogLine, RuntimeError>>) -> Vec<(LogStream, String)> {
+        lines.into_iter().map(|line| line.expect("a line")).map(|line| (line.stream, line.text)).collect()
+    }
+
+    #[test]
+    fn splits_frames_into_lines_per_stream() {
+        let mut splitter = LineSplitter::new(None);
+        let first = splitter.push(frame(LogStream::Stdout, "2024-05-01T10:00:00.123456789Z hello\n"));
+        let first = first.into_iter().next().expect("one line").expect("a line");
+        assert_eq!(first.text, "hello");
+        let expected = UNIX_EPOCH + Duration::new(1_714_557_600, 123_456_789);
+        assert_eq!(first.time, Some(expected));
+
+        // A long message arrives in frames without line endings, interleaved with the other stream.
+        assert!(splitter.push(frame(LogStream::Stdout, "2024-05-01T10:00:01Z part one, ")).is_empty());
+        let err = splitter.push(frame(LogStream::Stderr, "2024-05-01T10:00:01Z oops\r\n"));
+        assert_eq!(texts(err), vec![(LogStream::Stderr, "oops".to_owned())]);
+        let joined = splitter.push(frame(LogStream::Stdout, "2024-05-01T10:00:02Z part two\n"));
+        assert_eq!(texts(joined), vec![(LogStream::Stdout, "part one, part two".to_owned())]);
+
+        assert!(splitter.push(frame(LogStream::Stdout, "no time and no ending")).is_empty());
+        let last = splitter.push(None);
+        assert_eq!(texts(last), vec![(LogStream::Stdout, "no time and no ending".to_owned())]);
+    }
+
+    #[test]
+    fn drops_lines_older_than_since() {
+        let since = UNIX_EPOCH + Duration::new(1_714_557_600, 500_000_000);
+        let mut splitter = LineSplitter::new(Some(since));
+        assert!(splitter.push(frame(LogStream::Stdout, "2024-05-01T10:00:00.4Z early\n")).is_empty());
+        let late = splitter.push(frame(LogStream::Stdout, "2024-05-01T10:00:00.6Z late\n"));
+        assert_eq!(texts(late), vec![(LogStream::Stdout, "late".to_owned())]);
+    }
+
+    #[test]
+    fn zero_times_are_none() {
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
+        assert!(parse_time("2024-05-01T10:00:00.5Z").is_some());
+    }
+
+    #[test]
+    fn pulls_a_tag_only_when_the_image_names_none() {
+        assert_eq!(pull_tag("busybox").as_deref(), Some("latest"));
+        assert_eq!(pull_tag("registry:5000/team/agent").as_deref(), Some("latest"));
+        assert_eq!(pull_tag("registry:5000/team/agent:v1"), None);
+        assert_eq!(pull_tag("agent@sha256:abc"), None);
+    }
+}

@@ -64,7 +64,8 @@ impl Identity {
 
     /// The workspace id a workload name of ours carries, if it is ours.
     pub fn workspace_of_name<'a>(&self, name: &'a str) -> Option<&'a str> {
-        let id = name.trim_start_matches('/').strip_prefix("am-")?.strip_prefix(self.mesh_id.as_str())?.strip_prefix('-')?;
+        let id =
+            name.trim_start_matches('/').strip_prefix("am-")?.strip_prefix(self.mesh_id.as_str())?.strip_prefix('-')?;
         uuid::Uuid::parse_str(id).ok().map(|_| id)
     }
 }

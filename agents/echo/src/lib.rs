@@ -1,0 +1,254 @@
+//! An A2A agent that echoes every text message back, for tests and
+//! benchmarks. It speaks A2A over JSON-RPC 2.0 in both the 1.0 shape (what
+//! a2a-sdk 1.x clients send) and the 0.3 shape, and can be told to be slow,
+//! busy, or to exit.
+//!
+//! # HTTP surface
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /.well-known/agent-card.json`, `GET /.well-known/agent.json` | the agent card (A2A 1.0 fields plus the 0.3 `url`, `protocolVersion`, `preferredTransport`) |
+//! | `POST /` | JSON-RPC 2.0: `SendMessage`, `SendStreamingMessage`, `GetTask`, `CancelTask`, `SubscribeToTask` (1.0) and `message/send`, `message/stream`, `tasks/get`, `tasks/cancel`, `tasks/resubscribe` (0.3) |
+//! | `GET /agentmesh/status` | `{"active_tasks": n, "error_rate": 0.0, "runtime_state": "", "capabilities": {"native_session": b, "native_scheduler": b, "native_status_mgmt": b}, "idle_timeout_seconds": n or null}`, read by the agent shim |
+//! | `GET /healthz` | 200 |
+//! | `POST /admin/busy` `{"busy": bool}` | answer every message busy until switched back |
+//! | `POST /admin/exit` `{"code": n}` | answer, then exit with code `n` (0..=255) |
+//! | `GET /admin/received` | the texts of every accepted message, in arrival order (text parts joined by `\n`) |
+//!
+//! The reply to a message is one agent message with a single text part
+//! `"echo: <text>"`, the request's `contextId` (a new one when absent) and a
+//! new `messageId`. A streaming request gets two SSE events: a `working`
+//! status update, then, after the configured delay, that message. The agent
+//! keeps no tasks, so every task method answers A2A's "task not found"
+//! (-32001).
+//!
+//! # The busy answer
+//!
+//! A message that arrives while the agent is switched busy, or while
+//! `max_concurrent` messages are already in flight, is not processed (nor
+//! recorded) and gets:
+//!
+//! ```text
+//! HTTP/1.1 503 Service Unavailable
+//! Retry-After: 1
+//! Content-Type: application/json
+//!
+//! {"jsonrpc":"2.0","id":<request id>,"error":{"code":-32000,"message":"agent busy","data":{"retryAfterSeconds":1}}}
+//! ```
+//!
+//! Only message methods are ever busy. Malformed requests are rejected before
+//! the busy check, so a busy answer always means "the same request may succeed
+//! later". Every other JSON-RPC error is an HTTP 200 with the standard codes
+//! (-32700 parse, -32600 invalid request, -32601 method not found, -32602
+//! invalid params).
+
+mod card;
+mod rpc;
+
+use std::{
+    future::IntoFuture,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight requests may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the agent declares it does on its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    pub native_session: bool,
+    pub native_scheduler: bool,
+    pub native_status_mgmt: bool,
+}
+
+/// How the agent behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The name in the agent card.
+    pub name: String,
+    /// The URL advertised in the card; derived from each request's `Host`
+    /// header when absent.
+    pub public_url: Option<String>,
+    /// How long to wait before answering each message.
+    pub delay: Duration,
+    /// Messages processed at once before the rest are answered busy; 0 means
+    /// no limit.
+    pub max_concurrent: usize,
+    /// Exit on its own after this long, with this code.
+    pub exit_after: Option<(Duration, u8)>,
+    pub capabilities: Capabilities,
+    pub idle_timeout_seconds: Option<u32>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: "echo".to_owned(),
+            public_url: None,
+            delay: Duration::ZERO,
+            max_concurrent: 0,
+            exit_after: None,
+            capabilities: Capabilities::default(),
+            idle_timeout_seconds: None,
+        }
+    }
+}
+
+struct AgentState {
+    config: Config,
+    card: card::Card,
+    in_flight: AtomicUsize,
+    busy: AtomicBool,
+    received: Mutex<Vec<String>>,
+    exit_code: AtomicU8,
+    shutdown: CancellationToken,
+}
+
+impl AgentState {
+    /// Counts a message in, or `None` when the agent must answer busy.
+    fn admit(self: &Arc<Self>) -> Option<InFlight> {
+        if self.busy.load(Ordering::Relaxed) {
+            return None;
+        }
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let admitted = InFlight(self.clone());
+        (self.config.max_concurrent == 0 || before < self.config.max_concurrent).then_some(admitted)
+    }
+
+    fn record(&self, text: String) {
+        self.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(text);
+    }
+
+    fn exit(&self, code: u8) {
+        self.exit_code.store(code, Ordering::Relaxed);
+        self.shutdown.cancel();
+    }
+}
+
+/// One message in progress; counted until dropped (for a stream, until its
+/// last event is produced).
+struct InFlight(Arc<AgentState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Serves the agent on `listener` until `shutdown` is cancelled or the agent
+/// is told to exit, then lets in-flight requests finish (for at most
+/// [`SHUTDOWN_GRACE`]). Returns the exit code the process should end with: 0
+/// after `shutdown`, the requested code after `/admin/exit` or `exit_after`.
+pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<u8> {
+    let state = Arc::new(AgentState {
+        card: card::Card::new(&config),
+        config,
+        in_flight: AtomicUsize::new(0),
+        busy: AtomicBool::new(false),
+        received: Mutex::new(Vec::new()),
+        exit_code: AtomicU8::new(0),
+        shutdown: shutdown.clone(),
+    });
+    if let Some((after, code)) = state.config.exit_after {
+        let state = state.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(after) => {
+                    tracing::info!(code, "exiting as configured");
+                    state.exit(code);
+                }
+                () = state.shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    let server = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    tokio::select! {
+        served = server => served?,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight requests did not finish in time");
+        }
+    }
+    Ok(state.exit_code.load(Ordering::Relaxed))
+}
+
+fn router(state: Arc<AgentState>) -> Router {
+    Router::new()
+        .route("/", post(rpc::handle))
+        .route("/.well-known/agent-card.json", get(agent_card))
+        .route("/.well-known/agent.json", get(agent_card))
+        .route("/agentmesh/status", get(status))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/admin/busy", post(set_busy))
+        .route("/admin/exit", post(exit))
+        .route("/admin/received", get(received))
+        .with_state(state)
+}
+
+async fn agent_card(State(state): State<Arc<AgentState>>, headers: HeaderMap) -> Response {
+    let host = headers.get(header::HOST).and_then(|host| host.to_str().ok());
+    ([(header::CONTENT_TYPE, "application/json")], state.card.render(host)).into_response()
+}
+
+#[derive(Serialize)]
+struct Status {
+    active_tasks: usize,
+    error_rate: f64,
+    runtime_state: &'static str,
+    capabilities: Capabilities,
+    idle_timeout_seconds: Option<u32>,
+}
+
+async fn status(State(state): State<Arc<AgentState>>) -> Json<Status> {
+    Json(Status {
+        active_tasks: state.in_flight.load(Ordering::Relaxed),
+        error_rate: 0.0,
+        runtime_state: "",
+        capabilities: state.config.capabilities,
+        idle_timeout_seconds: state.config.idle_timeout_seconds,
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct Busy {
+    busy: bool,
+}
+
+async fn set_busy(State(state): State<Arc<AgentState>>, Json(request): Json<Busy>) -> Json<Busy> {
+    state.busy.store(request.busy, Ordering::Relaxed);
+    tracing::info!(busy = request.busy, "busy switched");
+    Json(request)
+}
+
+#[derive(Deserialize)]
+struct Exit {
+    code: u8,
+}
+
+async fn exit(State(state): State<Arc<AgentState>>, Json(request): Json<Exit>) -> StatusCode {
+    tracing::info!(code = request.code, "exiting on request");
+    // Graceful shutdown still delivers this answer before the process ends.
+    state.exit(request.code);
+    StatusCode::OK
+}
+
+async fn received(State(state): State<Arc<AgentState>>) -> Json<Vec<String>> {
+    Json(state.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
+}

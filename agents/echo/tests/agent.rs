@@ -1,0 +1,300 @@
+//! The echo agent in process, over real HTTP: card, both A2A dialects,
+//! errors, busy answers, admin endpoints and shutdown.
+
+use std::time::Duration;
+
+use agentmesh_echo_agent::{Capabilities, Config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+struct Agent {
+    base: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<u8>>,
+}
+
+impl Agent {
+    async fn start(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agentmesh_echo_agent::serve(listener, config, shutdown.clone()));
+        Self { base, client: reqwest::Client::new(), shutdown, task }
+    }
+
+    async fn rpc(&self, request: Value) -> (StatusCode, Value) {
+        let response = self.client.post(format!("{}/", self.base)).json(&request).send().await.unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn raw(&self, body: &'static str) -> Value {
+        let response = self.client.post(format!("{}/", self.base)).body(body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> StatusCode {
+        self.client.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap().status()
+    }
+
+    /// The `data:` payloads of an SSE answer, in order.
+    async fn stream(&self, request: Value) -> Vec<Value> {
+        let response = self.client.post(format!("{}/", self.base)).json(&request).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        let body = response.text().await.unwrap();
+        body.lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|data| serde_json::from_str(data.trim()).unwrap())
+            .collect()
+    }
+
+    async fn stop(self) -> u8 {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap()
+    }
+}
+
+fn send_v1(text: &str, context_id: Option<&str>) -> Value {
+    let mut message = json!({"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": text}]});
+    if let Some(context_id) = context_id {
+        message["contextId"] = json!(context_id);
+    }
+    json!({"jsonrpc": "2.0", "id": "req-1", "method": "SendMessage", "params": {"message": message}})
+}
+
+fn send_v03(method: &str, text: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 5, "method": method, "params": {"message": {
+        "kind": "message", "messageId": "m-2", "role": "user", "parts": [{"kind": "text", "text": text}]
+    }}})
+}
+
+#[tokio::test]
+async fn card_is_valid_for_a2a_1_0_and_0_3_and_names_the_host_it_was_asked_on() {
+    let agent = Agent::start(Config { name: "echo-1".into(), ..Config::default() }).await;
+    let url = format!("{}/", agent.base);
+    for path in ["/.well-known/agent-card.json", "/.well-known/agent.json"] {
+        let card = agent.get(path).await;
+        assert_eq!(card["name"], "echo-1");
+        assert_eq!(
+            card["supportedInterfaces"],
+            json!([{"url": url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}])
+        );
+        assert_eq!(card["capabilities"]["streaming"], true);
+        assert_eq!(card["defaultInputModes"], json!(["text/plain"]));
+        assert_eq!(card["skills"][0]["id"], "echo");
+        assert!(card["description"].as_str().is_some_and(|d| !d.is_empty()));
+        assert!(card["version"].as_str().is_some());
+        assert_eq!(
+            (&card["url"], &card["protocolVersion"], &card["preferredTransport"]),
+            (&json!(url), &json!("0.3.0"), &json!("JSONRPC"))
+        );
+    }
+    agent.stop().await;
+
+    let public = "http://agent.example:9000/";
+    let agent = Agent::start(Config { public_url: Some(public.into()), ..Config::default() }).await;
+    let card = agent.get("/.well-known/agent-card.json").await;
+    assert_eq!((&card["url"], &card["supportedInterfaces"][0]["url"]), (&json!(public), &json!(public)));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn send_message_echoes_in_the_1_0_shape() {
+    let agent = Agent::start(Config::default()).await;
+    let (status, reply) = agent.rpc(send_v1("hello", Some("ctx-9"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((&reply["jsonrpc"], &reply["id"]), (&json!("2.0"), &json!("req-1")));
+    let message = &reply["result"]["message"];
+    assert_eq!(message["role"], "ROLE_AGENT");
+    assert_eq!(message["parts"], json!([{"text": "echo: hello"}]));
+    assert_eq!(message["contextId"], "ctx-9");
+    assert!(message["messageId"].as_str().is_some_and(|id| !id.is_empty() && id != "m-1"));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn message_send_echoes_in_the_0_3_shape_with_a_new_context_when_none_was_given() {
+    let agent = Agent::start(Config::default()).await;
+    let (_, reply) = agent.rpc(send_v03("message/send", "hi")).await;
+    assert_eq!(reply["id"], 5);
+    let message = &reply["result"];
+    assert_eq!((&message["kind"], &message["role"]), (&json!("message"), &json!("agent")));
+    assert_eq!(message["parts"], json!([{"kind": "text", "text": "echo: hi"}]));
+    assert!(message["contextId"].as_str().is_some_and(|id| !id.is_empty()));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn streams_a_working_update_then_the_message_in_both_dialects() {
+    let agent = Agent::start(Config { delay: Duration::from_millis(20), ..Config::default() }).await;
+
+    let events = agent
+        .stream(json!({"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {
+            "message": {"messageId": "m", "role": "ROLE_USER", "contextId": "c", "parts": [{"text": "s"}]}
+        }}))
+        .await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let update = &events[0]["result"]["statusUpdate"];
+    assert_eq!((&update["status"]["state"], &update["contextId"]), (&json!("TASK_STATE_WORKING"), &json!("c")));
+    assert!(update["taskId"].as_str().is_some());
+    assert_eq!(events[1]["result"]["message"]["parts"], json!([{"text": "echo: s"}]));
+    assert_eq!(events[1]["id"], 1);
+
+    let events = agent.stream(send_v03("message/stream", "t")).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let update = &events[0]["result"];
+    assert_eq!(
+        (&update["kind"], &update["status"]["state"], &update["final"]),
+        (&json!("status-update"), &json!("working"), &json!(false))
+    );
+    assert_eq!(events[1]["result"]["kind"], "message");
+    assert_eq!(events[1]["result"]["contextId"], update["contextId"]);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn task_methods_answer_task_not_found() {
+    let agent = Agent::start(Config::default()).await;
+    for method in ["tasks/get", "tasks/cancel", "GetTask", "CancelTask"] {
+        let (_, reply) =
+            agent.rpc(json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": {"id": "nope"}})).await;
+        assert_eq!(reply["error"]["code"], -32001, "{method}: {reply}");
+        assert_eq!(reply["id"], 3);
+    }
+    let (_, reply) = agent.rpc(json!({"jsonrpc": "2.0", "id": 3, "method": "GetTask", "params": {"id": "nope"}})).await;
+    assert_eq!(reply["error"]["data"][0]["reason"], "TASK_NOT_FOUND");
+    let (_, reply) = agent.rpc(json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/get", "params": {}})).await;
+    assert_eq!(reply["error"]["code"], -32602);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_json_rpc_errors() {
+    let agent = Agent::start(Config::default()).await;
+    let reply = agent.raw("{not json").await;
+    assert_eq!((&reply["error"]["code"], &reply["id"]), (&json!(-32700), &Value::Null));
+    assert_eq!(agent.raw(r#"[{"jsonrpc":"2.0","id":1,"method":"SendMessage"}]"#).await["error"]["code"], -32600);
+    assert_eq!(agent.raw(r#"{"jsonrpc":"2.0","id":1}"#).await["error"]["code"], -32600);
+    let reply = agent.raw(r#"{"jsonrpc":"2.0","id":1,"method":"message/explode"}"#).await;
+    assert_eq!((&reply["error"]["code"], &reply["id"]), (&json!(-32601), &json!(1)));
+    let reply = agent.raw(r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{}}}"#).await;
+    assert_eq!(reply["error"]["code"], -32602);
+    assert!(agent.get("/admin/received").await.as_array().unwrap().is_empty());
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn busy_switch_answers_503_with_retry_after_and_records_nothing() {
+    let agent = Agent::start(Config::default()).await;
+    assert_eq!(agent.post("/admin/busy", json!({"busy": true})).await, StatusCode::OK);
+    let response = agent.client.post(format!("{}/", agent.base)).json(&send_v1("x", None)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"jsonrpc": "2.0", "id": "req-1", "error": {"code": -32000, "message": "agent busy", "data": {"retryAfterSeconds": 1}}})
+    );
+    // Task methods are never busy.
+    let (status, _) = agent.rpc(json!({"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "t"}})).await;
+    assert_eq!(status, StatusCode::OK);
+
+    assert_eq!(agent.post("/admin/busy", json!({"busy": false})).await, StatusCode::OK);
+    assert_eq!(agent.rpc(send_v1("y", None)).await.0, StatusCode::OK);
+    assert_eq!(agent.get("/admin/received").await, json!(["y"]));
+    assert!(agent.post("/admin/busy", json!({"busy": "yes"})).await.is_client_error());
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn messages_beyond_max_concurrent_are_busy_and_in_flight_ones_count_as_active() {
+    let config = Config { delay: Duration::from_millis(400), max_concurrent: 2, ..Config::default() };
+    let agent = Agent::start(config).await;
+    let sends = (0..3).map(|i| {
+        let request = send_v1(&format!("m{i}"), None);
+        let (client, url) = (agent.client.clone(), format!("{}/", agent.base));
+        tokio::spawn(async move { client.post(url).json(&request).send().await.unwrap().status() })
+    });
+    let sends: Vec<_> = sends.collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(agent.get("/agentmesh/status").await["active_tasks"], 2);
+    let mut statuses = Vec::new();
+    for send in sends {
+        statuses.push(send.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
+    assert_eq!(agent.get("/agentmesh/status").await["active_tasks"], 0);
+    assert_eq!(agent.get("/admin/received").await.as_array().unwrap().len(), 2);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn received_lists_texts_in_arrival_order() {
+    let agent = Agent::start(Config::default()).await;
+    for text in ["one", "two", "three"] {
+        agent.rpc(send_v1(text, None)).await;
+    }
+    agent.stream(send_v03("message/stream", "four")).await;
+    assert_eq!(agent.get("/admin/received").await, json!(["one", "two", "three", "four"]));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn status_reports_declared_capabilities_for_the_shim() {
+    let capabilities = Capabilities { native_session: true, native_scheduler: false, native_status_mgmt: true };
+    let agent = Agent::start(Config { capabilities, idle_timeout_seconds: Some(42), ..Config::default() }).await;
+    assert_eq!(
+        agent.get("/agentmesh/status").await,
+        json!({
+            "active_tasks": 0, "error_rate": 0.0, "runtime_state": "",
+            "capabilities": {"native_session": true, "native_scheduler": false, "native_status_mgmt": true},
+            "idle_timeout_seconds": 42,
+        })
+    );
+    assert_eq!(agent.client.get(format!("{}/healthz", agent.base)).send().await.unwrap().status(), StatusCode::OK);
+    agent.stop().await;
+
+    let agent = Agent::start(Config::default()).await;
+    assert_eq!(agent.get("/agentmesh/status").await["idle_timeout_seconds"], Value::Null);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn admin_exit_answers_then_stops_with_the_code() {
+    let agent = Agent::start(Config::default()).await;
+    assert_eq!(agent.post("/admin/exit", json!({"code": 7})).await, StatusCode::OK);
+    let code = tokio::time::timeout(Duration::from_secs(5), agent.task).await.unwrap().unwrap().unwrap();
+    assert_eq!(code, 7);
+}
+
+#[tokio::test]
+async fn exit_after_stops_with_the_configured_code() {
+    let config = Config { exit_after: Some((Duration::from_millis(100), 3)), ..Config::default() };
+    let agent = Agent::start(config).await;
+    let code = tokio::time::timeout(Duration::from_secs(5), agent.task).await.unwrap().unwrap().unwrap();
+    assert_eq!(code, 3);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_messages() {
+    let agent = Agent::start(Config { delay: Duration::from_millis(300), ..Config::default() }).await;
+    let (client, url) = (agent.client.clone(), format!("{}/", agent.base));
+    let send = tokio::spawn(async move { client.post(url).json(&send_v1("late", None)).send().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(agent.stop().await, 0);
+    let response = send.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let reply: Value = response.json().await.unwrap();
+    assert_eq!(reply["result"]["message"]["parts"][0]["text"], "echo: late");
+}
