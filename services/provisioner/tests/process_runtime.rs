@@ -372,15 +372,7 @@ async fn logs_follow_until_the_workload_exits() {
     let id = workspace();
     fx.start(&id, "echo a; sleep 0.5; echo b >&2; sleep 0.5; printf c; sleep 0.3; echo d").await;
 
-    let probe = fx.runtime.probe(&id).await;
     let lines = collect_logs(&fx.runtime, &id, LogRequest { tail_lines: 100, since: None, follow: true }).await;
-    if lines.is_empty() {
-        eprintln!(
-            "DIAG probe before {probe:?} after {:?} rec {:?}",
-            fx.runtime.probe(&id).await,
-            std::fs::read_to_string(fx.workspace_dir(&id).join("workload.json"))
-        );
-    }
     assert_eq!(texts(&lines, LogStream::Stdout), ["a", "cd"]);
     assert_eq!(texts(&lines, LogStream::Stderr), ["b"]);
     assert!(matches!(fx.runtime.probe(&id).await, Probe::Exited(_)));

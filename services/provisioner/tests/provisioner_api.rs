@@ -326,3 +326,55 @@ async fn bad_input_names_the_field_and_creates_nothing() {
     assert_eq!(refused.code(), Code::InvalidArgument, "grace over 600 s");
     assert!(mesh.registry.list_all().await.is_empty());
 }
+
+#[tokio::test]
+async fn idle_workspaces_hibernate_and_wake_on_demand() {
+    let mesh = mesh(|s| {
+        s.hibernate_after_idle_secs = 1;
+        s.hibernate_check_interval_ms = 100;
+    })
+    .await;
+    let mut client = mesh.provisioner.client.clone();
+    let id = mesh.provisioner.create(process_spec("sleepy")).await.unwrap().workspace.unwrap().id;
+    let mut watch = mesh.registry.watch(&id).await;
+    watch.until(WorkspaceStatus::Online, BOOT).await;
+    let reason = watch.until(WorkspaceStatus::Hibernated, BOOT).await;
+    assert!(reason.contains("idle"), "{reason}");
+    let state = client
+        .get_workspace_runtime(ppb::GetWorkspaceRuntimeRequest { workspace_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state.state(), ppb::RunningState::NotRunning, "a hibernated workspace runs nothing");
+
+    let wake = ppb::WakeWorkspaceRequest { workspace_id: id.clone(), reason: "message queued".into() };
+    let woken = client.wake_workspace(wake.clone()).await.unwrap().into_inner();
+    assert!(woken.changed);
+    assert_eq!(woken.workspace.unwrap().status(), WorkspaceStatus::Provisioning);
+    assert!(!client.wake_workspace(wake).await.unwrap().into_inner().changed, "racing wakes are harmless");
+    watch.until(WorkspaceStatus::Online, BOOT).await;
+}
+
+#[tokio::test]
+async fn an_always_policy_restarts_even_a_clean_exit_and_a_stop_is_never_undone() {
+    let mesh = mesh(|_| {}).await;
+    let mut client = mesh.provisioner.client.clone();
+    let mut spec = process_spec("phoenix");
+    spec.args.extend(["--exit-after-ms".into(), "2000".into(), "--exit-code".into(), "0".into()]);
+    spec.restart_policy = ppb::RestartPolicy::Always as i32;
+    let id = mesh.provisioner.create(spec).await.unwrap().workspace.unwrap().id;
+    let mut watch = mesh.registry.watch(&id).await;
+    watch.until(WorkspaceStatus::Stopped, BOOT).await;
+    let reason = watch.until(WorkspaceStatus::Provisioning, BOOT).await;
+    assert!(reason.contains("restart policy"), "{reason}");
+    watch.until(WorkspaceStatus::Online, BOOT).await;
+
+    client.stop_workspace(ppb::StopWorkspaceRequest { workspace_id: id.clone(), ..Default::default() }).await.unwrap();
+    let state = client
+        .get_workspace_runtime(ppb::GetWorkspaceRuntimeRequest { workspace_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(state.next_restart_at.is_none(), "a stop on request cancels pending restarts: {state:?}");
+    assert_eq!(mesh.registry.get(&id).await.status(), WorkspaceStatus::Stopped);
+}

@@ -248,11 +248,13 @@ async fn wait_gone(mut members: Vec<Member>, within: Duration) -> Vec<Member> {
 /// The kernel lets the spawning parent go on before it publishes the
 /// environment of the program being exec'd, and until then /proc shows none,
 /// so a scan right after a start would not see the run as ours.
-async fn await_exec(pid: i32) {
+async fn await_exec(workspace_id: &str, pid: i32) {
     let deadline = Instant::now() + EXEC_WAIT;
     loop {
         let published = match procfs::stat(pid) {
-            Ok(stat) if !stat.exited() => procfs::marks(pid).map_or(true, |marks| marks.workspace_id.is_some()),
+            Ok(stat) if !stat.exited() => {
+                procfs::marks(pid).map_or(true, |marks| marks.workspace_id.as_deref() == Some(workspace_id))
+            }
             // Gone already: nothing to wait for.
             _ => true,
         };
@@ -486,7 +488,7 @@ impl Inner {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .ok_or_else(|| RuntimeError::Unavailable("the spawned process has no pid".to_owned()))?;
-        await_exec(pid).await;
+        await_exec(workspace_id, pid).await;
         let recorded = async {
             let record = self.new_record(pid, procfs::stat(pid)?.starttime, SystemTime::now());
             self.save(workspace_id, &record).await?;
