@@ -22,7 +22,24 @@ const BOOT: Duration = Duration::from_secs(30);
 struct Mesh {
     registry: RegistryNode,
     provisioner: ProvisionerNode,
+    mesh_id: String,
     _state: tempfile::TempDir,
+}
+
+/// Agents run in process groups of their own and outlive the provisioner
+/// (as they should); the test's own are killed when it ends.
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let mark = format!("AGENTMESH_MESH_ID={}", self.mesh_id);
+        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+            if environ.split(|&b| b == 0).any(|var| var == mark.as_bytes()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
 }
 
 /// A mesh whose Docker engine does not exist: only processes and external
@@ -41,11 +58,11 @@ async fn mesh(tune: impl FnOnce(&mut agentmesh_provisioner::settings::Provisione
         Arc::new(ExternalRuntime::new(identity("external"))),
     ];
     let provisioner = ProvisionerNode::start(&registry, runtimes, |s| {
-        s.mesh_id = mesh_id.clone();
+        s.mesh_id.clone_from(&mesh_id);
         tune(s);
     })
     .await;
-    Mesh { registry, provisioner, _state: state }
+    Mesh { registry, provisioner, mesh_id, _state: state }
 }
 
 fn free_port() -> u16 {

@@ -1,10 +1,13 @@
 //! `agentmesh-loadtest`: drives registry heartbeats and measures them, and
 //! serves a bare tonic echo of the registry's Heartbeat RPC as the ceiling a
-//! single unary RPC reaches on the same machine.
+//! single unary RPC reaches on the same machine. Also times workspace
+//! creation through the provisioner against `docker run`, and its
+//! reconciliation of a container killed outside the mesh.
 
 mod drive;
 mod echo;
 mod fleet;
+mod provision;
 mod report;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -29,6 +32,10 @@ enum Command {
     },
     /// Create workspaces, then drive Heartbeat RPCs and report throughput and latency.
     Heartbeats(HeartbeatArgs),
+    /// Time create→ONLINE through the provisioner beside `docker run` of the
+    /// same image, and `docker kill`→OFFLINE, as the registry's event stream
+    /// reports them.
+    Provision(ProvisionArgs),
 }
 
 /// Who signs the heartbeats.
@@ -89,10 +96,99 @@ pub struct HeartbeatArgs {
     pub label: String,
 }
 
+/// One way of bringing up the echo agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Arm {
+    /// CreateWorkspace on the provisioner.
+    Provisioner,
+    /// `docker run -d` of the image with the agent's environment, on the
+    /// provisioner's network, and nothing else.
+    Docker,
+    /// The same, plus what the provisioner's Docker runtime adds: an init
+    /// process, the default tier's CPU, memory and pid limits, a volume.
+    DockerFlags,
+}
+
+impl Arm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arm::Provisioner => "provisioner",
+            Arm::Docker => "docker",
+            Arm::DockerFlags => "docker-flags",
+        }
+    }
+
+    /// For container and workspace names.
+    pub fn short(self) -> &'static str {
+        match self {
+            Arm::Provisioner => "p",
+            Arm::Docker => "d",
+            Arm::DockerFlags => "f",
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ProvisionArgs {
+    /// The registry as this client reaches it, e.g. http://172.18.0.1:50051.
+    #[arg(long)]
+    pub registry: String,
+    /// The registry address `docker run` containers are given
+    /// (AGENTMESH_REGISTRY_ADDR); by default --registry.
+    #[arg(long)]
+    pub workload_registry: Option<String>,
+    /// The provisioner, e.g. http://127.0.0.1:50052.
+    #[arg(long)]
+    pub provisioner: String,
+    /// File holding the operator token both services accept.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// The agent image.
+    #[arg(long, default_value = "agentmesh/echo-agent:dev")]
+    pub image: String,
+    /// The Docker network of the provisioner's runtime; `docker run`
+    /// containers join it too.
+    #[arg(long)]
+    pub network: String,
+    /// Measured rounds; each round brings up one workspace per arm, in turn.
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Rounds run first and not measured.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// The arms, in the order each round runs them.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Arm::Provisioner, Arm::Docker, Arm::DockerFlags])]
+    pub arms: Vec<Arm>,
+    /// Do not kill the provisioner's workloads (no reconciliation figures).
+    #[arg(long)]
+    pub no_kill: bool,
+    /// Milliseconds to wait after each clean-up, so that the engine's
+    /// leftover work does not land in the next measurement.
+    #[arg(long, default_value_t = 500)]
+    pub pause_ms: u64,
+    /// Seconds to wait for each awaited status before counting a failure.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+    /// Part of every workspace and container name, and the value of
+    /// --bench-label on `docker run` containers.
+    #[arg(long, default_value = "run")]
+    pub run_id: String,
+    /// The label key put on `docker run` containers, for clean-up by the caller.
+    #[arg(long, default_value = "dev.agentmesh.bench")]
+    pub bench_label: String,
+    /// Write one JSON line per measured create and kill here.
+    #[arg(long)]
+    pub runs_file: Option<PathBuf>,
+    /// A name for this run in the report.
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::EchoServer { listen } => echo::serve(listen).await,
         Command::Heartbeats(args) => drive::run(args).await,
+        Command::Provision(args) => provision::run(args).await,
     }
 }

@@ -150,7 +150,8 @@ async fn follow_registry(
         rpb::WatchEventsRequest { workspace_ids: vec![], types: types.map(i32::from).to_vec(), after_cursor: None };
     // Awaited here, not in the task: the registry fixes the stream's start
     // before answering, so nothing created after this returns is missed.
-    let mut stream = client.watch_events(authorised(request, operator)).await.context("WatchEvents failed")?.into_inner();
+    let mut stream =
+        client.watch_events(authorised(request, operator)).await.context("WatchEvents failed")?.into_inner();
     let tracker = Tracker::new();
     let events = tracker.clone();
     tokio::spawn(async move {
@@ -217,7 +218,8 @@ fn engine_event(line: &str) -> Option<(String, EngineEvent)> {
         _ => return None,
     };
     let nanos = value.get("timeNano")?.as_u64()?;
-    let event = EngineEvent { action: value.get("Action")?.as_str()?.to_owned(), at: UNIX_EPOCH + Duration::from_nanos(nanos) };
+    let event =
+        EngineEvent { action: value.get("Action")?.as_str()?.to_owned(), at: UNIX_EPOCH + Duration::from_nanos(nanos) };
     Some((key.to_owned(), event))
 }
 
@@ -488,18 +490,21 @@ impl Bench {
         let reply = reply.context("registry CreateWorkspace failed")?.into_inner();
         let id = reply.workspace.context("CreateWorkspace returned no workspace")?.id;
 
-        let mut run = strings(&["run", "-d", "--name", name, "--network", &self.args.network]);
-        run.extend(["--label".to_owned(), format!("{}={}", self.args.bench_label, self.args.run_id)]);
-        run.extend(strings(&["-e", "AGENTMESH_WORKSPACE_ID", "-e", "AGENTMESH_REGISTRY_ADDR", "-e", "AGENTMESH_TOKEN"]));
-        if arm == Arm::DockerFlags {
-            run.extend(self.provisioner_flags.iter().cloned());
-        }
-        run.push(self.args.image.clone());
+        // What the provisioner injects, so the shim registers the same way.
         let env = [
             ("AGENTMESH_WORKSPACE_ID", id.as_str()),
             ("AGENTMESH_REGISTRY_ADDR", self.workload_registry.as_str()),
             ("AGENTMESH_TOKEN", reply.token.as_str()),
         ];
+        let mut run = strings(&["run", "-d", "--name", name, "--network", &self.args.network]);
+        run.extend(["--label".to_owned(), format!("{}={}", self.args.bench_label, self.args.run_id)]);
+        for (variable, _) in env {
+            run.extend(["-e".to_owned(), variable.to_owned()]);
+        }
+        if arm == Arm::DockerFlags {
+            run.extend(self.provisioner_flags.iter().cloned());
+        }
+        run.push(self.args.image.clone());
         let asked_at = SystemTime::now();
         let asked = Instant::now();
         let launched = docker(&run, &env).await;
