@@ -16,7 +16,10 @@ registry_host=127.0.0.1
 listen_host=127.0.0.1
 if docker info >/dev/null 2>&1; then
   deploy/images/build.sh
-  registry_host=$(docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}')
+  # Some engines leave the default bridge's gateway out of its IPAM config;
+  # the host's docker0 address is the same thing.
+  registry_host=$(docker network inspect bridge --format '{{range .IPAM.Config}}{{.Gateway}}{{end}}')
+  [ -n "$registry_host" ] || registry_host=$(ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1)
   listen_host=0.0.0.0
 fi
 

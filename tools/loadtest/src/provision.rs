@@ -242,6 +242,24 @@ async fn docker(args: &[String], env: &[(&str, &str)]) -> anyhow::Result<String>
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
+/// A failure with the container's last output attached: the clean-up
+/// after it removes the container, and with it the only trace of why.
+async fn with_logs<T>(outcome: anyhow::Result<T>, container: &str) -> anyhow::Result<T> {
+    let Err(error) = outcome else { return outcome };
+    let output = Command::new("docker")
+        .args(["logs", "--timestamps", "--tail", "40", container])
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    let logs = match output {
+        Ok(output) => String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        Err(e) => format!("(cannot run docker logs: {e})"),
+    };
+    let state = docker(&strings(&["inspect", "--format", "{{json .State}}", container]), &[]).await;
+    let state = state.unwrap_or_else(|e| format!("(cannot inspect: {e:#})"));
+    Err(anyhow::anyhow!("{error:#}\n    container {container}: {state}; last output:\n{}", logs.trim_end()))
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| (*a).to_owned()).collect()
 }
@@ -406,7 +424,10 @@ impl Bench {
                                 raw.push(kill_json(round, &kill));
                                 kills.push(kill);
                             }
-                            Some(Err(e)) => kill_failures.push(format!("{e:#}")),
+                            Some(Err(e)) => {
+                                eprintln!("kill in round {round} failed: {e:#}");
+                                kill_failures.push(format!("{e:#}"));
+                            }
                             None => {}
                         }
                     }
@@ -452,6 +473,7 @@ impl Bench {
         let id = reply.workspace.context("CreateWorkspace returned no workspace")?.id;
         let container = format!("am-{}-{id}", self.mesh_id);
         let measured = self.until_online(&id, asked, asked_at, returned, None, &container).await;
+        let measured = with_logs(measured, &container).await;
         let kill = match (&measured, kill) {
             (Ok(_), true) => Some(self.kill(&id, &container).await),
             _ => None,
@@ -510,7 +532,7 @@ impl Bench {
         let launched = docker(&run, &env).await;
         let returned = asked.elapsed();
         let measured = match launched {
-            Ok(_) => self.until_online(&id, asked, asked_at, returned, Some(record), name).await,
+            Ok(_) => with_logs(self.until_online(&id, asked, asked_at, returned, Some(record), name).await, name).await,
             Err(e) => Err(e),
         };
         if let Err(e) = docker(&strings(&["rm", "-f", "-v", name]), &[]).await {
