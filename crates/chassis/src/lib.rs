@@ -6,6 +6,7 @@
 //! for the operators who run them.
 
 pub mod auth;
+pub mod binary;
 pub mod config;
 pub mod server;
 pub mod status;

@@ -24,6 +24,23 @@ pub struct ServeOptions {
     pub readiness_interval: Duration,
 }
 
+impl ServeOptions {
+    /// The options a service's configuration implies, for its gRPC services.
+    pub fn from_config(
+        config: &crate::ServerConfig,
+        health_services: Vec<&'static str>,
+        authenticator: Authenticator,
+    ) -> Self {
+        Self {
+            health_services,
+            authenticator,
+            grace: config.shutdown_grace(),
+            tls: config.tls.clone(),
+            readiness_interval: config.readiness_interval(),
+        }
+    }
+}
+
 /// Serves `routes` on an already bound `listener` (so callers, tests
 /// included, know the address before serving starts) until `shutdown` is
 /// cancelled. Health follows `ready`, checked at once and then every

@@ -96,13 +96,7 @@ pub async fn run_with_runtimes(
     tokio::spawn(reload_policy_on_hangup(provisioner.clone(), shutdown.clone()));
 
     let routes = Routes::new(ProvisionerServiceServer::new(ProvisionerGrpc::new(provisioner.clone())));
-    let options = ServeOptions {
-        health_services: vec![SERVICE_NAME],
-        authenticator,
-        grace: config.server.shutdown_grace(),
-        tls: config.server.tls.clone(),
-        readiness_interval: config.server.readiness_interval(),
-    };
+    let options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator);
     let ready = move || {
         let provisioner = provisioner.clone();
         async move { Ok(provisioner.ready().await?) }

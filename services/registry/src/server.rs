@@ -39,13 +39,7 @@ pub async fn run(
     tokio::spawn(Sweeper::new(store.clone(), settings).run(shutdown.clone()));
 
     let routes = Routes::new(RegistryServiceServer::new(RegistryGrpc::new(registry, events, shutdown.clone())));
-    let options = ServeOptions {
-        health_services: vec![SERVICE_NAME],
-        authenticator,
-        grace: config.server.shutdown_grace(),
-        tls: config.server.tls.clone(),
-        readiness_interval: config.server.readiness_interval(),
-    };
+    let options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator);
     let ready = move || {
         let store = store.clone();
         async move { Ok(store.ping().await?) }
