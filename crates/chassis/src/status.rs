@@ -10,11 +10,7 @@ pub const ERROR_DOMAIN: &str = "agentmesh.dev";
 
 /// `UNAVAILABLE` with a machine-readable reason and, when known, when to retry.
 pub fn unavailable(message: impl Into<String>, reason: &str, retry_after: Option<Duration>) -> Status {
-    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
-    if let Some(delay) = retry_after {
-        details.set_retry_info(Some(delay));
-    }
-    Status::with_error_details(Code::Unavailable, message, details)
+    with_reason(Code::Unavailable, message, reason, [], retry_after)
 }
 
 /// `INVALID_ARGUMENT` naming the offending field.
@@ -26,19 +22,22 @@ pub fn invalid_field(field: &str, problem: impl Into<String>) -> Status {
 
 /// `FAILED_PRECONDITION` with a machine-readable reason.
 pub fn failed_precondition(message: impl Into<String>, reason: &str) -> Status {
-    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
-    Status::with_error_details(Code::FailedPrecondition, message, details)
+    with_reason(Code::FailedPrecondition, message, reason, [], None)
 }
 
-/// An error of `code` with a machine-readable reason and metadata such as a
-/// "hint" of what to do instead.
+/// An error of `code` with a machine-readable reason, metadata such as a
+/// "hint" of what to do instead, and, when known, when to retry.
 pub fn with_reason<'a>(
     code: Code,
     message: impl Into<String>,
     reason: &str,
     metadata: impl IntoIterator<Item = (&'a str, String)>,
+    retry_after: Option<Duration>,
 ) -> Status {
     let metadata = metadata.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<std::collections::HashMap<_, _>>();
-    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    if let Some(delay) = retry_after {
+        details.set_retry_info(Some(delay));
+    }
     Status::with_error_details(code, message, details)
 }

@@ -92,7 +92,7 @@ impl From<ProvisionerError> for Status {
         use ProvisionerError as E;
         let message = error.to_string();
         let precondition = |reason: &str, metadata: Vec<(&str, String)>| {
-            status::with_reason(Code::FailedPrecondition, message.clone(), reason, metadata)
+            status::with_reason(Code::FailedPrecondition, message.clone(), reason, metadata, None)
         };
         let named = |id: Option<String>| id.map(|id| ("workspace_id", id)).into_iter().collect::<Vec<_>>();
         match error {
@@ -108,13 +108,10 @@ impl From<ProvisionerError> for Status {
             E::WorkloadFailed { workspace_id, .. } => precondition("WORKLOAD_FAILED", named(workspace_id)),
             E::NoWorkload(_) => precondition("NO_WORKLOAD", vec![]),
             E::PolicyInvalid(_) => precondition("POLICY_INVALID", vec![]),
-            E::RevisionMismatch { .. } => status::with_reason(Code::Aborted, message, "REVISION_MISMATCH", []),
+            E::RevisionMismatch { .. } => status::with_reason(Code::Aborted, message, "REVISION_MISMATCH", [], None),
             E::DeadlineExceeded(_) => Status::deadline_exceeded(message),
             E::RuntimeUnavailable { workspace_id, .. } => {
-                let mut status =
-                    status::with_reason(Code::Unavailable, message, "RUNTIME_UNAVAILABLE", named(workspace_id));
-                add_retry_info(&mut status);
-                status
+                status::with_reason(Code::Unavailable, message, "RUNTIME_UNAVAILABLE", named(workspace_id), RETRY)
             }
             E::RegistryUnavailable(_) => status::unavailable(message, "REGISTRY_UNAVAILABLE", RETRY),
             E::Registry(status) => status,
@@ -126,13 +123,6 @@ impl From<ProvisionerError> for Status {
             E::Unauthenticated(_) => Status::unauthenticated(message),
         }
     }
-}
-
-fn add_retry_info(status: &mut Status) {
-    use tonic_types::StatusExt;
-    let mut details = status.get_error_details();
-    details.set_retry_info(RETRY);
-    *status = Status::with_error_details(status.code(), status.message(), details);
 }
 
 pub type Result<T, E = ProvisionerError> = std::result::Result<T, E>;

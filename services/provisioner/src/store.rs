@@ -16,8 +16,8 @@ use crate::{
     spec::WorkspaceSpec,
 };
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// One schema for both engines: it uses only what both understand.
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// What a workload should be doing. A stop, hibernation or delete on
 /// request changes it first, so that no restart policy and no resync
@@ -84,7 +84,7 @@ pub struct Store {
 impl Store {
     pub async fn connect(url: &str) -> Result<Self> {
         let db = Database::connect(url).await?;
-        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        db.migrate(&MIGRATIONS, &MIGRATIONS).await?;
         Ok(Self { db })
     }
 
