@@ -178,7 +178,8 @@ async fn a_second_provisioner_never_changes_the_first_ones_workspaces() {
     // Same engine, same mesh, another runtime instance and its own store,
     // resyncing often.
     let mesh_id = mesh.network.mesh_id.clone();
-    let second = ProvisionerNode::start(&mesh.registry, vec![mesh.network.runtime("docker:second")], |s| {
+    let engine = FlakyEngine::around(mesh.network.runtime("docker:second"));
+    let second = ProvisionerNode::start(&mesh.registry, vec![engine.clone()], |s| {
         s.mesh_id = mesh_id;
         s.resync_interval_ms = 100;
     })
@@ -192,38 +193,35 @@ async fn a_second_provisioner_never_changes_the_first_ones_workspaces() {
         assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
         assert_eq!(common::error_info(&refused).0, "NOT_OWNED");
     }
-    // Wait for several complete resyncs of the second provisioner.
-    let first_resync = resync_time(&mut client).await;
-    loop {
-        if resync_time(&mut client).await > first_resync {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Several complete resyncs of the second provisioner, each of which
+    // lists the engine's workloads.
+    engine.await_calls(&engine.lists, 3).await;
     assert!(docker(&["inspect", &mesh.network.container_name(&id)]).0);
     assert_eq!(mesh.registry.get(&id).await.status(), WorkspaceStatus::Online);
 }
 
-async fn resync_time(client: &mut common::Provisioner) -> (i64, i32) {
-    loop {
-        let reply = client.list_runtimes(ppb::ListRuntimesRequest::default()).await.unwrap().into_inner();
-        if let Some(at) = reply.runtimes[0].last_resync_at {
-            return (at.seconds, at.nanos);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The real Docker runtime behind a switch that makes the engine look
-/// broken: every probe is unknown, every listing and watch fails.
+/// broken: every probe is unknown, every listing and watch fails. It
+/// counts the calls it sees, so tests can await the provisioner's work.
 struct FlakyEngine {
     inner: Arc<dyn Runtime>,
     broken: AtomicBool,
     failed_calls: AtomicUsize,
+    lists: AtomicUsize,
     calls_changed: tokio::sync::Notify,
 }
 
 impl FlakyEngine {
+    fn around(inner: Arc<dyn Runtime>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            broken: AtomicBool::new(false),
+            failed_calls: AtomicUsize::new(0),
+            lists: AtomicUsize::new(0),
+            calls_changed: tokio::sync::Notify::new(),
+        })
+    }
+
     fn fail(&self) -> Option<RuntimeError> {
         if !self.broken.load(Ordering::SeqCst) {
             return None;
@@ -231,6 +229,19 @@ impl FlakyEngine {
         self.failed_calls.fetch_add(1, Ordering::SeqCst);
         self.calls_changed.notify_waiters();
         Some(RuntimeError::Unavailable("injected: engine socket gone".into()))
+    }
+
+    /// Waits until `counter` reaches `at_least`.
+    async fn await_calls(&self, counter: &AtomicUsize, at_least: usize) {
+        loop {
+            let changed = self.calls_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if counter.load(Ordering::SeqCst) >= at_least {
+                return;
+            }
+            tokio::time::timeout(REACT, changed).await.expect("the provisioner kept asking the engine");
+        }
     }
 }
 
@@ -273,6 +284,8 @@ impl Runtime for FlakyEngine {
         }
     }
     async fn list(&self) -> Result<Vec<ManagedWorkload>, RuntimeError> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        self.calls_changed.notify_waiters();
         match self.fail() {
             Some(e) => Err(e),
             None => self.inner.list().await,
@@ -300,12 +313,7 @@ async fn engine_errors_never_flip_a_status() {
     let image = echo_image().await;
     let network = TestNetwork::create();
     let registry = RegistryNode::start(network.gateway).await;
-    let engine = Arc::new(FlakyEngine {
-        inner: network.runtime("docker:test"),
-        broken: AtomicBool::new(false),
-        failed_calls: AtomicUsize::new(0),
-        calls_changed: tokio::sync::Notify::new(),
-    });
+    let engine = FlakyEngine::around(network.runtime("docker:test"));
     let mesh_id = network.mesh_id.clone();
     let provisioner = ProvisionerNode::start(&registry, vec![engine.clone()], |s| {
         s.mesh_id = mesh_id;
@@ -321,10 +329,7 @@ async fn engine_errors_never_flip_a_status() {
     // concluded from errors, so the record stays online…
     engine.broken.store(true, Ordering::SeqCst);
     assert!(docker(&["rm", "-f", &network.container_name(&id)]).0);
-    while engine.failed_calls.load(Ordering::SeqCst) < 20 {
-        let changed = engine.calls_changed.notified();
-        tokio::time::timeout(REACT, changed).await.expect("the provisioner kept asking the engine");
-    }
+    engine.await_calls(&engine.failed_calls, 20).await;
     assert_eq!(registry.get(&id).await.status(), WorkspaceStatus::Online);
     let state = provisioner
         .client
