@@ -4,7 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child as StdChild, Command as StdCommand},
     time::{Duration, Instant},
 };
@@ -115,13 +115,20 @@ async fn next_event(events: &mut BoxStream<'static, WorkloadEvent>, workspace_id
     .expect("an event in time");
 }
 
-/// Waits until the script has written `text` to stdout, e.g. once its traps are set.
-async fn wait_for_output(path: &Path, text: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    while !std::fs::read_to_string(path).is_ok_and(|out| out.contains(text)) {
-        assert!(Instant::now() < deadline, "{text:?} never appeared in {}", path.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits until the workload has written `text` to stdout, e.g. once its
+/// traps are set, following its output as GetLogs does.
+async fn wait_for_output(runtime: &ProcessRuntime, workspace_id: &str, text: &str) {
+    let request = LogRequest { tail_lines: 1000, since: None, follow: true };
+    let mut lines = runtime.logs(workspace_id, request).await.expect("logs");
+    let seen = timeout(PATIENCE, async {
+        while let Some(line) = lines.next().await {
+            if line.expect("log line").text.contains(text) {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(seen.await.unwrap_or(false), "{text:?} never appeared in the output of {workspace_id}");
 }
 
 async fn collect_logs(runtime: &ProcessRuntime, workspace_id: &str, request: LogRequest) -> Vec<LogLine> {
@@ -152,7 +159,7 @@ async fn start_runs_the_command_in_its_data_dir_with_the_marks() {
     let info = fx.runtime.start(&shell(&id, "echo started; exec sleep 30")).await.expect("start");
     let pid = pid(&info);
     assert!(info.started_at.is_some());
-    wait_for_output(&fx.workspace_dir(&id).join("stdout.log"), "started").await;
+    wait_for_output(&fx.runtime, &id, "started").await;
 
     let Probe::Running(probed) = fx.runtime.probe(&id).await else { panic!("expected running") };
     assert_eq!(probed.workload_id, info.workload_id);
@@ -217,7 +224,7 @@ async fn stop_ends_the_run_and_a_second_stop_finds_nothing() {
     let fx = Fixture::new();
     let id = workspace();
     let pid = fx.start(&id, "echo out; exec sleep 30").await;
-    wait_for_output(&fx.workspace_dir(&id).join("stdout.log"), "out").await;
+    wait_for_output(&fx.runtime, &id, "out").await;
 
     assert_eq!(fx.runtime.stop(&id, GRACE).await.expect("stop"), StopOutcome::Stopped);
     assert!(!alive(pid));
@@ -235,7 +242,7 @@ async fn stop_kills_what_ignores_sigterm_after_the_grace_period() {
     let fx = Fixture::new();
     let id = workspace();
     let pid = fx.start(&id, "trap '' TERM; echo ready; sleep 30").await;
-    wait_for_output(&fx.workspace_dir(&id).join("stdout.log"), "ready").await;
+    wait_for_output(&fx.runtime, &id, "ready").await;
 
     let grace = Duration::from_millis(500);
     let began = Instant::now();
