@@ -274,3 +274,20 @@ impl ProvisionerSettings {
         Duration::from_millis(self.restart_backoff_initial_ms.saturating_mul(factor).min(self.restart_backoff_max_ms))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_backoff_doubles_up_to_the_cap() {
+        let settings = ProvisionerSettings {
+            restart_backoff_initial_ms: 1_000,
+            restart_backoff_max_ms: 5_000,
+            ..ProvisionerSettings::default()
+        };
+        let delays: Vec<u64> = (0..5).map(|n| settings.restart_backoff(n).as_millis() as u64).collect();
+        assert_eq!(delays, [1_000, 2_000, 4_000, 5_000, 5_000]);
+        assert_eq!(settings.restart_backoff(u32::MAX), Duration::from_millis(5_000), "no overflow");
+    }
+}

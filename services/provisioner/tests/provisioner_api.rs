@@ -154,6 +154,16 @@ async fn the_process_runtime_runs_an_agent_where_no_docker_engine_exists() {
     let metadata = assert_reason(&refused, Code::Unavailable, "RUNTIME_UNAVAILABLE");
     let failed = mesh.registry.get(&metadata["workspace_id"]).await;
     assert_eq!(failed.status(), WorkspaceStatus::Failed);
+    // Delete tombstones first, so an unreachable engine does not fail it;
+    // the reply says the cleanup is pending.
+    let deleted = client
+        .delete_workspace(ppb::DeleteWorkspaceRequest { workspace_id: failed.id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.workspace.unwrap().status(), WorkspaceStatus::Removed);
+    assert!(!deleted.workload_removed);
+    assert!(deleted.cleanup_error.contains("unavailable"), "{}", deleted.cleanup_error);
 }
 
 #[tokio::test]
