@@ -1,3 +1,4 @@
 //! Test support shared by the services' integration tests.
 
+pub mod binary;
 pub mod images;

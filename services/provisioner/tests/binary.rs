@@ -1,11 +1,7 @@
 //! The `agentmesh-provisioner` binary as operators meet it: configuration
 //! from a file, secrets redacted, grpcurl through reflection, health.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::process::Command;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_agentmesh-provisioner");
 
@@ -70,32 +66,9 @@ fn grpcurl_lists_describes_and_calls_through_reflection() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("provisioner.toml");
     std::fs::write(&config, CONFIG).unwrap();
-    let mut child = Command::new(BINARY)
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("AGENTMESH_LOG_JSON", "true")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines, received) = std::sync::mpsc::channel();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|line| lines.send(line)));
-    let mut address = None;
-    loop {
-        let line = received.recv_timeout(Duration::from_secs(30)).expect("the provisioner gets ready within 30 s");
-        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if line["fields"]["message"] == "listening" {
-            address = line["fields"]["address"].as_str().map(str::to_owned);
-        }
-        if line["fields"]["message"] == "ready" {
-            break;
-        }
-    }
-    std::thread::spawn(move || received.into_iter().for_each(drop));
-    let address = address.expect("the binary logs its address");
+    let mut command = Command::new(BINARY);
+    command.arg("--config").arg(&config).args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.path());
+    let (mut child, address) = agentmesh_testkit::binary::spawn_until_ready(command);
 
     if let Some(services) = grpcurl(&["-plaintext", &address, "list"]) {
         assert!(services.contains("agentmesh.provisioner.v1.ProvisionerService"), "{services}");

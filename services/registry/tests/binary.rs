@@ -2,8 +2,7 @@
 //! grpcurl through reflection, health, and a graceful stop on SIGTERM.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -36,38 +35,13 @@ struct Running {
     data_dir: tempfile::TempDir,
 }
 
-/// Starts the binary on an ephemeral port and reads the bound address from
-/// its first JSON log lines.
+/// Starts the binary on an ephemeral port.
 fn start(env: &[(&str, &str)]) -> Running {
     let data_dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BINARY)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .envs(env.iter().copied())
-        .env("AGENTMESH_LOG_JSON", "true")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Lines are read on a thread of their own, which also keeps draining the
-    // pipe so the child never blocks on it; a binary that never gets ready
-    // fails the test instead of hanging it.
-    let (lines, received) = std::sync::mpsc::channel();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|line| lines.send(line)));
-    let mut address = None;
-    loop {
-        let line = received.recv_timeout(Duration::from_secs(30)).expect("the registry gets ready within 30 s");
-        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if line["fields"]["message"] == "listening" {
-            address = line["fields"]["address"].as_str().map(str::to_owned);
-        }
-        if line["fields"]["message"] == "ready" {
-            break;
-        }
-    }
-    std::thread::spawn(move || received.into_iter().for_each(drop));
-    Running { child, address: address.expect("the binary logs its address"), data_dir }
+    let mut command = Command::new(BINARY);
+    command.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.path()).envs(env.iter().copied());
+    let (child, address) = agentmesh_testkit::binary::spawn_until_ready(command);
+    Running { child, address, data_dir }
 }
 
 fn grpcurl(args: &[&str]) -> Option<String> {
