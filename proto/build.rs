@@ -8,6 +8,8 @@ const PROTOS: &[&str] = &[
     "agentmesh/provisioner/v1/provisioner.proto",
     "agentmesh/scheduler/v1/scheduler.proto",
     "agentmesh/gateway/v1/gateway.proto",
+    // The A2A protocol itself, vendored; the gateway serves its gRPC binding.
+    "lf/a2a/v1/a2a.proto",
     // Described for reflection only: the Rust types come from tonic-types.
     "google/rpc/error_details.proto",
 ];

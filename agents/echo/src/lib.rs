@@ -13,7 +13,8 @@
 //! | `GET /healthz` | 200 |
 //! | `POST /admin/busy` `{"busy": bool}` | answer every message busy until switched back |
 //! | `POST /admin/exit` `{"code": n}` | answer, then exit with code `n` (0..=255) |
-//! | `GET /admin/received` | the texts of every accepted message, in arrival order (text parts joined by `\n`) |
+//! | `GET /admin/received` | the texts of every accepted message, first deliveries only, in arrival order (text parts joined by `\n`) |
+//! | `GET /admin/stats` | `{"received": n, "duplicates": n}`: messages recorded, and deliveries of a message id already seen |
 //!
 //! The reply to a message is one agent message with a single text part
 //! `"echo: <text>"`, the request's `contextId` (a new one when absent) and a
@@ -21,6 +22,17 @@
 //! status update, then, after the configured delay, that message. The agent
 //! keeps no tasks, so every task method answers A2A's "task not found"
 //! (-32001).
+//!
+//! # Message ids
+//!
+//! The agent honours A2A message ids, as an agent must for the gateway's
+//! redelivery to be exactly-once as far as the agent can see: a message
+//! (sent or streamed, in either dialect) whose `messageId` it has already
+//! taken in is answered again with the same `contextId`, reply `messageId`
+//! and (streamed) `taskId` as the first time, still after the configured
+//! delay, and is counted as a duplicate instead of being recorded. The last
+//! [`Config::remembered_message_ids`] ids are remembered. A message answered
+//! busy was never taken in, so its next delivery is its first.
 //!
 //! # The busy answer
 //!
@@ -43,6 +55,7 @@
 //! invalid params).
 
 mod card;
+mod deliveries;
 mod rpc;
 
 use std::{
@@ -93,6 +106,9 @@ pub struct Config {
     pub exit_after: Option<(Duration, u8)>,
     pub capabilities: Capabilities,
     pub idle_timeout_seconds: Option<u32>,
+    /// How many of the latest message ids are remembered to recognise
+    /// redeliveries; 0 turns recognition off.
+    pub remembered_message_ids: usize,
 }
 
 impl Default for Config {
@@ -105,6 +121,7 @@ impl Default for Config {
             exit_after: None,
             capabilities: Capabilities::default(),
             idle_timeout_seconds: None,
+            remembered_message_ids: 100_000,
         }
     }
 }
@@ -114,7 +131,7 @@ struct AgentState {
     card: card::Card,
     in_flight: AtomicUsize,
     busy: AtomicBool,
-    received: Mutex<Vec<String>>,
+    deliveries: Mutex<deliveries::Deliveries>,
     exit_code: AtomicU8,
     shutdown: CancellationToken,
 }
@@ -130,8 +147,11 @@ impl AgentState {
         (self.config.max_concurrent == 0 || before < self.config.max_concurrent).then_some(admitted)
     }
 
-    fn record(&self, text: String) {
-        self.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(text);
+    /// The record of deliveries. A panic elsewhere while holding it leaves
+    /// it consistent (every update is a single push or insert), so a
+    /// poisoned lock is still used.
+    fn deliveries(&self) -> std::sync::MutexGuard<'_, deliveries::Deliveries> {
+        self.deliveries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn exit(&self, code: u8) {
@@ -157,10 +177,10 @@ impl Drop for InFlight {
 pub async fn serve(listener: TcpListener, config: Config, shutdown: CancellationToken) -> std::io::Result<u8> {
     let state = Arc::new(AgentState {
         card: card::Card::new(&config),
+        deliveries: Mutex::new(deliveries::Deliveries::new(config.remembered_message_ids)),
         config,
         in_flight: AtomicUsize::new(0),
         busy: AtomicBool::new(false),
-        received: Mutex::new(Vec::new()),
         exit_code: AtomicU8::new(0),
         shutdown: shutdown.clone(),
     });
@@ -199,6 +219,7 @@ fn router(state: Arc<AgentState>) -> Router {
         .route("/admin/busy", post(set_busy))
         .route("/admin/exit", post(exit))
         .route("/admin/received", get(received))
+        .route("/admin/stats", get(stats))
         .with_state(state)
 }
 
@@ -250,5 +271,9 @@ async fn exit(State(state): State<Arc<AgentState>>, Json(request): Json<Exit>) -
 }
 
 async fn received(State(state): State<Arc<AgentState>>) -> Json<Vec<String>> {
-    Json(state.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
+    Json(state.deliveries().texts().to_vec())
+}
+
+async fn stats(State(state): State<Arc<AgentState>>) -> Json<deliveries::Stats> {
+    Json(state.deliveries().stats())
 }

@@ -51,6 +51,10 @@ struct Args {
     /// Declare an idle-timeout override, in seconds.
     #[arg(long, env = "AGENTMESH_ECHO_IDLE_TIMEOUT_SECONDS")]
     idle_timeout_seconds: Option<u32>,
+    /// How many of the latest message ids to remember, to answer a
+    /// redelivered message as the same message; 0 turns this off.
+    #[arg(long, env = "AGENTMESH_ECHO_REMEMBERED_MESSAGE_IDS", default_value_t = 100_000)]
+    remembered_message_ids: usize,
 }
 
 impl Args {
@@ -67,6 +71,7 @@ impl Args {
                 native_status_mgmt: self.native_status_mgmt,
             },
             idle_timeout_seconds: self.idle_timeout_seconds,
+            remembered_message_ids: self.remembered_message_ids,
         }
     }
 }

@@ -18,7 +18,7 @@ use futures::{StreamExt, stream};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::AgentState;
+use crate::{AgentState, deliveries::AnswerIds};
 
 const PARSE_ERROR: i32 = -32700;
 const INVALID_REQUEST: i32 = -32600;
@@ -68,12 +68,17 @@ pub(crate) async fn handle(State(state): State<Arc<AgentState>>, body: Bytes) ->
         Ok(incoming) => incoming,
         Err(reason) => return failure(&request.id, RpcError::new(INVALID_PARAMS, reason)),
     };
+    // Busy first: a refused message must leave no trace, not even as seen.
     let Some(in_flight) = state.admit() else {
         return busy(&request.id);
     };
-    let context_id = incoming.context_id.unwrap_or_else(new_id);
     let reply = format!("echo: {}", incoming.text);
-    state.record(incoming.text);
+    let Incoming { text, context_id, message_id } = incoming;
+    let answer = state.deliveries().deliver(message_id.as_deref(), text, || AnswerIds {
+        context_id: context_id.unwrap_or_else(new_id),
+        reply_message_id: new_id(),
+        task_id: new_id(),
+    });
     let delay = state.config.delay;
     let id = request.id;
 
@@ -81,18 +86,17 @@ pub(crate) async fn handle(State(state): State<Arc<AgentState>>, body: Bytes) ->
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let body = success(&id, &Reply::new(dialect, &context_id, &reply));
+        let body = success(&id, &Reply::new(dialect, &answer, &reply));
         drop(in_flight);
         return json_response(StatusCode::OK, body);
     }
 
-    let task_id = new_id();
-    let working = Event::default().data(success(&id, &Working::new(dialect, &task_id, &context_id)));
+    let working = Event::default().data(success(&id, &Working::new(dialect, &answer.task_id, &answer.context_id)));
     let last = async move {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let data = success(&id, &Reply::new(dialect, &context_id, &reply));
+        let data = success(&id, &Reply::new(dialect, &answer, &reply));
         drop(in_flight);
         Ok::<_, Infallible>(Event::default().data(data))
     };
@@ -136,6 +140,7 @@ struct Incoming {
     /// The text parts, joined by newlines.
     text: String,
     context_id: Option<String>,
+    message_id: Option<String>,
 }
 
 impl Incoming {
@@ -149,9 +154,8 @@ impl Incoming {
             }
             text.push_str(part);
         }
-        let context_id =
-            message.get("contextId").and_then(Value::as_str).filter(|id| !id.is_empty()).map(str::to_owned);
-        Ok(Self { text, context_id })
+        let id = |field| message.get(field).and_then(Value::as_str).filter(|id| !id.is_empty()).map(str::to_owned);
+        Ok(Self { text, context_id: id("contextId"), message_id: id("messageId") })
     }
 }
 
@@ -164,7 +168,7 @@ fn new_id() -> String {
 struct AgentMessage<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
-    message_id: String,
+    message_id: &'a str,
     context_id: &'a str,
     role: &'static str,
     parts: [TextPart<'a>; 1],
@@ -187,11 +191,11 @@ enum Reply<'a> {
 }
 
 impl<'a> Reply<'a> {
-    fn new(dialect: Dialect, context_id: &'a str, text: &'a str) -> Self {
+    fn new(dialect: Dialect, answer: &'a AnswerIds, text: &'a str) -> Self {
         let message = |kind, role, part_kind| AgentMessage {
             kind,
-            message_id: new_id(),
-            context_id,
+            message_id: &answer.reply_message_id,
+            context_id: &answer.context_id,
             role,
             parts: [TextPart { kind: part_kind, text }],
         };
@@ -351,18 +355,24 @@ mod tests {
         ]}});
         let incoming = Incoming::parse(&params).unwrap();
         assert_eq!((incoming.text.as_str(), incoming.context_id.as_deref()), ("a\nb", Some("c1")));
+        assert_eq!(incoming.message_id, None);
+        let incoming = Incoming::parse(&json!({"message": {"messageId": "m", "parts": []}})).unwrap();
+        assert_eq!((incoming.message_id.as_deref(), incoming.context_id), (Some("m"), None));
         assert!(Incoming::parse(&json!({"message": {"parts": {}}})).is_err());
         assert!(Incoming::parse(&Value::Null).is_err());
     }
 
     #[test]
     fn replies_follow_each_dialect() {
-        let v1: Value = serde_json::from_str(&success(&json!(1), &Reply::new(Dialect::V1, "c", "echo: x"))).unwrap();
+        let answer = AnswerIds { context_id: "c".into(), reply_message_id: "r".into(), task_id: "t".into() };
+        let v1: Value =
+            serde_json::from_str(&success(&json!(1), &Reply::new(Dialect::V1, &answer, "echo: x"))).unwrap();
         assert_eq!(v1["result"]["message"]["role"], "ROLE_AGENT");
         assert_eq!(v1["result"]["message"]["parts"], json!([{"text": "echo: x"}]));
         assert_eq!(v1["result"]["message"]["contextId"], "c");
+        assert_eq!(v1["result"]["message"]["messageId"], "r");
         let v03: Value =
-            serde_json::from_str(&success(&json!("a"), &Reply::new(Dialect::V03, "c", "echo: x"))).unwrap();
+            serde_json::from_str(&success(&json!("a"), &Reply::new(Dialect::V03, &answer, "echo: x"))).unwrap();
         assert_eq!(v03["result"]["kind"], "message");
         assert_eq!(v03["result"]["role"], "agent");
         assert_eq!(v03["result"]["parts"], json!([{"kind": "text", "text": "echo: x"}]));

@@ -1,5 +1,5 @@
 //! The echo agent in process, over real HTTP: card, both A2A dialects,
-//! errors, busy answers, admin endpoints and shutdown.
+//! errors, busy answers, redeliveries, admin endpoints and shutdown.
 
 use std::time::Duration;
 
@@ -64,8 +64,19 @@ impl Agent {
     }
 }
 
+/// A `SendMessage` with a message id of its own.
 fn send_v1(text: &str, context_id: Option<&str>) -> Value {
-    let mut message = json!({"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": text}]});
+    with_message_id(send_v1_without_id(text, context_id), &uuid::Uuid::new_v4().to_string())
+}
+
+fn with_message_id(mut request: Value, message_id: &str) -> Value {
+    request["params"]["message"]["messageId"] = json!(message_id);
+    request
+}
+
+/// A `SendMessage` whose message has no id (A2A requires one; the agent copes).
+fn send_v1_without_id(text: &str, context_id: Option<&str>) -> Value {
+    let mut message = json!({"role": "ROLE_USER", "parts": [{"text": text}]});
     if let Some(context_id) = context_id {
         message["contextId"] = json!(context_id);
     }
@@ -74,8 +85,15 @@ fn send_v1(text: &str, context_id: Option<&str>) -> Value {
 
 fn send_v03(method: &str, text: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": 5, "method": method, "params": {"message": {
-        "kind": "message", "messageId": "m-2", "role": "user", "parts": [{"kind": "text", "text": text}]
+        "kind": "message", "messageId": uuid::Uuid::new_v4().to_string(), "role": "user",
+        "parts": [{"kind": "text", "text": text}]
     }}})
+}
+
+fn stream_v1(text: &str, message_id: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {
+        "message": {"messageId": message_id, "role": "ROLE_USER", "parts": [{"text": text}]}
+    }})
 }
 
 #[tokio::test]
@@ -111,7 +129,7 @@ async fn card_is_valid_for_a2a_1_0_and_0_3_and_names_the_host_it_was_asked_on() 
 #[tokio::test]
 async fn send_message_echoes_in_the_1_0_shape() {
     let agent = Agent::start(Config::default()).await;
-    let (status, reply) = agent.rpc(send_v1("hello", Some("ctx-9"))).await;
+    let (status, reply) = agent.rpc(with_message_id(send_v1("hello", Some("ctx-9")), "m-1")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!((&reply["jsonrpc"], &reply["id"]), (&json!("2.0"), &json!("req-1")));
     let message = &reply["result"]["message"];
@@ -297,4 +315,74 @@ async fn shutdown_finishes_in_flight_messages() {
     assert_eq!(response.status(), StatusCode::OK);
     let reply: Value = response.json().await.unwrap();
     assert_eq!(reply["result"]["message"]["parts"][0]["text"], "echo: late");
+}
+
+#[tokio::test]
+async fn a_redelivered_message_gets_the_same_reply_and_is_recorded_once() {
+    let agent = Agent::start(Config::default()).await;
+    let send = with_message_id(send_v1("hello", None), "m-1");
+    let (_, first) = agent.rpc(send.clone()).await;
+    let (status, again) = agent.rpc(send).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, first);
+    assert!(first["result"]["message"]["contextId"].as_str().is_some_and(|id| !id.is_empty()));
+
+    // The same id in the 0.3 dialect is the same message too.
+    let v03 = with_message_id(send_v03("message/send", "hello"), "m-1");
+    let (_, reply) = agent.rpc(v03).await;
+    assert_eq!(reply["result"]["messageId"], first["result"]["message"]["messageId"]);
+    assert_eq!(reply["result"]["contextId"], first["result"]["message"]["contextId"]);
+
+    // A redelivered stream repeats its task and reply ids.
+    let first = agent.stream(stream_v1("streamed", "m-2")).await;
+    let again = agent.stream(stream_v1("streamed", "m-2")).await;
+    assert_eq!(again, first);
+    assert_eq!(first.len(), 2, "{first:?}");
+
+    assert_eq!(agent.get("/admin/received").await, json!(["hello", "streamed"]));
+    assert_eq!(agent.get("/admin/stats").await, json!({"received": 2, "duplicates": 3}));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivery_while_the_first_is_in_flight_is_the_same_message() {
+    let agent = Agent::start(Config { delay: Duration::from_millis(200), ..Config::default() }).await;
+    let send = with_message_id(send_v1("slow", None), "m-1");
+    let (first, again) = tokio::join!(agent.rpc(send.clone()), agent.rpc(send));
+    assert_eq!((first.0, again.0), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(first.1["result"], again.1["result"]);
+    assert_eq!(agent.get("/admin/stats").await, json!({"received": 1, "duplicates": 1}));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_refused_busy_is_not_seen_so_its_next_delivery_is_the_first() {
+    let agent = Agent::start(Config::default()).await;
+    let send = with_message_id(send_v1("later", None), "m-1");
+    agent.post("/admin/busy", json!({"busy": true})).await;
+    assert_eq!(agent.rpc(send.clone()).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(agent.get("/admin/stats").await, json!({"received": 0, "duplicates": 0}));
+    agent.post("/admin/busy", json!({"busy": false})).await;
+    assert_eq!(agent.rpc(send).await.0, StatusCode::OK);
+    assert_eq!(agent.get("/admin/received").await, json!(["later"]));
+    assert_eq!(agent.get("/admin/stats").await, json!({"received": 1, "duplicates": 0}));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn messages_without_an_id_are_each_new_and_old_ids_are_forgotten() {
+    let agent = Agent::start(Config { remembered_message_ids: 1, ..Config::default() }).await;
+    let anonymous = send_v1_without_id("anonymous", None);
+    let (_, first) = agent.rpc(anonymous.clone()).await;
+    let (_, second) = agent.rpc(anonymous).await;
+    assert_ne!(first["result"]["message"]["messageId"], second["result"]["message"]["messageId"]);
+
+    let a = with_message_id(send_v1("a", None), "a");
+    agent.rpc(a.clone()).await;
+    agent.rpc(with_message_id(send_v1("b", None), "b")).await;
+    // Only "b" is remembered now, so "a" is taken in as a new message.
+    agent.rpc(a).await;
+    assert_eq!(agent.get("/admin/received").await, json!(["anonymous", "anonymous", "a", "b", "a"]));
+    assert_eq!(agent.get("/admin/stats").await, json!({"received": 5, "duplicates": 0}));
+    agent.stop().await;
 }

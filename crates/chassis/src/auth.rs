@@ -118,7 +118,13 @@ pub struct Authenticator(Arc<Inner>);
 impl Authenticator {
     /// Classifies the caller of a request's metadata.
     pub fn classify(&self, metadata: &MetadataMap) -> Caller {
-        let Some(token) = bearer_token(metadata) else {
+        self.classify_authorization(metadata.get("authorization").and_then(|v| v.to_str().ok()))
+    }
+
+    /// Classifies the caller of an `authorization` header value (for the
+    /// HTTP fronts, which have no gRPC metadata).
+    pub fn classify_authorization(&self, authorization: Option<&str>) -> Caller {
+        let Some(token) = authorization.and_then(bearer_token) else {
             return Caller::Anonymous;
         };
         let digest = token_digest(token);
@@ -142,8 +148,7 @@ impl Authenticator {
     }
 }
 
-fn bearer_token(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?.to_str().ok()?;
+fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod binary;
+pub mod client;
 pub mod config;
 pub mod server;
 pub mod status;

@@ -74,10 +74,24 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 pub fn request_span(request: &http::Request<()>) -> tracing::Span {
     let path = request.uri().path();
     let span = tracing::info_span!("grpc.request", otel.name = %path, otel.kind = "server", rpc.system = "grpc");
-    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(request.headers())));
-    // A missing or malformed traceparent simply starts a new trace.
-    let _ = span.set_parent(parent);
+    continue_trace(&span, request.headers());
     span
+}
+
+/// Makes `span` a child of the W3C trace context in `headers`; a missing or
+/// malformed `traceparent` leaves it the root of a new trace.
+pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let _ = span.set_parent(parent);
+}
+
+/// The `traceparent` that makes a call made now part of the current span's
+/// trace; `None` when no trace is being recorded.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.remove("traceparent")
 }
 
 struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);

@@ -2,3 +2,4 @@
 
 pub mod binary;
 pub mod images;
+pub mod python;

@@ -1,1 +1,21 @@
-//! The agentmesh a2a-gateway service. Its contract lives in `proto/`; the service itself is built by its own issue.
+//! The agentmesh A2A gateway (SPEC §5).
+//!
+//! Requests arrive at the A2A front (`http`: JSON-RPC and SSE per workspace;
+//! `a2a_grpc`: the `lf.a2a.v1.A2AService` binding) and go to [`gateway`],
+//! which resolves the target through the registry ([`directory`]), delivers
+//! it over HTTP ([`agent_client`]) or queues it durably ([`store`]).
+//! [`drain`] delivers queued messages when the registry reports room, and
+//! [`control`] serves the queue's inspection and repair API.
+
+pub mod a2a_grpc;
+pub mod agent_client;
+pub mod control;
+pub mod directory;
+pub mod drain;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod jsonrpc;
+pub mod server;
+pub mod settings;
+pub mod store;

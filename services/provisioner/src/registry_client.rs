@@ -5,13 +5,9 @@
 
 use std::time::Duration;
 
+use agentmesh_chassis::client::{ServiceChannel, service_channel};
 use agentmesh_proto::registry::v1::{self as pb, registry_service_client::RegistryServiceClient};
-use tonic::{
-    Code, Request, Status,
-    metadata::{Ascii, MetadataValue},
-    service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, Status};
 
 use crate::{
     error::{ProvisionerError, Result},
@@ -20,24 +16,9 @@ use crate::{
 
 pub use pb::WorkspaceStatus;
 
-type Authorised = InterceptedService<Channel, Credentials>;
-
-#[derive(Clone)]
-pub struct Credentials(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Credentials {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(token) = &self.0 {
-            request.metadata_mut().insert("authorization", token.clone());
-        }
-        agentmesh_chassis::telemetry::inject_trace_context(request.metadata_mut());
-        Ok(request)
-    }
-}
-
 #[derive(Clone)]
 pub struct RegistryClient {
-    client: RegistryServiceClient<Authorised>,
+    client: RegistryServiceClient<ServiceChannel>,
 }
 
 /// How long one registry call may take before the registry counts as down.
@@ -47,21 +28,7 @@ impl RegistryClient {
     /// A client that connects on first use (and reconnects after outages),
     /// so the provisioner starts even while the registry is down.
     pub fn new(address: &str, service_token: &str) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(address.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true);
-        let token = if service_token.is_empty() {
-            None
-        } else {
-            Some(
-                format!("Bearer {service_token}")
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("the registry token is not ASCII"))?,
-            )
-        };
-        let client = RegistryServiceClient::with_interceptor(endpoint.connect_lazy(), Credentials(token));
-        Ok(Self { client })
+        Ok(Self { client: RegistryServiceClient::new(service_channel(address, service_token, Some(CALL_TIMEOUT))?) })
     }
 
     /// Creates the record in PROVISIONING (AWAITING_AGENT for external) and

@@ -262,4 +262,14 @@ impl RegistryService for RegistryGrpc {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn authenticate_workspace(
+        &self,
+        request: Request<pb::AuthenticateWorkspaceRequest>,
+    ) -> Result<Response<pb::AuthenticateWorkspaceResponse>, Status> {
+        Caller::of(&request).require_management()?;
+        let token = validate::required_line("token", &request.get_ref().token, validate::MAX_TOKEN)?;
+        let workspace = self.registry.authenticate(&token).await?;
+        Ok(Response::new(pb::AuthenticateWorkspaceResponse { workspace: Some((&workspace).into()) }))
+    }
 }

@@ -284,6 +284,18 @@ impl Registry {
         Ok((workspace, !events.is_empty()))
     }
 
+    /// The workspace a bearer token belongs to, so that other services know
+    /// who an agent caller is (SEC-1: a workspace acts only as itself). A
+    /// removed workspace's token identifies no one any more.
+    pub async fn authenticate(&self, token: &str) -> Result<Workspace> {
+        match self.store.get_by_token_digest(&token_digest(token)).await? {
+            Some(workspace) if workspace.status != Status::Removed => Ok(workspace),
+            // One answer for unknown and removed alike: a revoked token must
+            // not confirm that its workspace ever existed.
+            _ => Err(RegistryError::Unauthenticated("no workspace holds this token")),
+        }
+    }
+
     pub async fn get(&self, id: Uuid) -> Result<Workspace> {
         self.store.get(id).await?.ok_or(RegistryError::NotFound(id))
     }

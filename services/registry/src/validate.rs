@@ -32,6 +32,8 @@ pub const MAX_QUERY: usize = 256;
 pub const MAX_PAGE: u32 = 1000;
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_WATCH_IDS: usize = 1000;
+/// Issued tokens are 64 characters; the cap only bounds what we hash.
+pub const MAX_TOKEN: usize = 512;
 
 pub fn uuid(field: &'static str, value: &str) -> Result<Uuid> {
     Uuid::parse_str(value).map_err(|_| RegistryError::invalid(field, format!("{value:?} is not a UUID")))

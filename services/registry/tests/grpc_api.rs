@@ -6,7 +6,7 @@ mod common;
 
 use agentmesh_netguard::NetworkMode;
 use agentmesh_proto::registry::v1::{self as pb};
-use common::{Backend, OPERATOR_TOKEN, Server, TestDb};
+use common::{Backend, OPERATOR_TOKEN, SERVICE_TOKEN, Server, TestDb};
 use tonic::Code;
 
 fn create_request(name: &str) -> pb::CreateWorkspaceRequest {
@@ -216,7 +216,67 @@ async fn watch_streams_over_grpc_and_shutdown_ends_them(backend: Backend) {
     assert!(stream.message().await.map(|m| m.is_none()).unwrap_or(true));
 }
 
+async fn a_workspace_token_authenticates_as_its_workspace_until_removed(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let server = Server::start(&db.url, NetworkMode::Strict).await;
+    let mut operator = server.client(Some(OPERATOR_TOKEN)).await;
+    let mut service = server.client(Some(SERVICE_TOKEN)).await;
+    let authenticate = |token: &str| pb::AuthenticateWorkspaceRequest { token: token.to_owned() };
+
+    // One token issued at creation, one claimed by the first registration.
+    let mut issued = create_request("issued");
+    issued.issue_token = true;
+    let created = operator.create_workspace(issued).await.unwrap().into_inner();
+    let (issued, issued_token) = (created.workspace.unwrap(), created.token);
+    let claimed = operator.create_workspace(create_request("claimed")).await.unwrap().into_inner().workspace.unwrap();
+    let registered = server
+        .client(None)
+        .await
+        .register(register_request(&claimed.id, "https://agent.test/a2a"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (claimed, claimed_token) = (registered.workspace.unwrap(), registered.token);
+    // Service and operator credentials may both ask.
+    let found = service.authenticate_workspace(authenticate(&issued_token)).await.unwrap().into_inner();
+    assert_eq!(found.workspace, Some(issued.clone()), "the token names its own workspace and no other");
+    let found = operator.authenticate_workspace(authenticate(&claimed_token)).await.unwrap().into_inner();
+    assert_eq!(found.workspace, Some(claimed.clone()), "the token names its own workspace and no other");
+
+    let status = service.authenticate_workspace(authenticate("not-a-token-anyone-holds")).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "no workspace holds this token"));
+    // The longest token accepted is still looked up, not refused.
+    let status = service.authenticate_workspace(authenticate(&"t".repeat(512))).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    for (token, problem) in [("", "is required"), ("   ", "is required"), (&"t".repeat(513), "at most 512")] {
+        let status = service.authenticate_workspace(authenticate(token)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{token:?}: {status:?}");
+        assert!(status.message().starts_with("token:") && status.message().contains(problem), "{}", status.message());
+    }
+
+    // A workspace token is no credential for this call: only services and operators may ask.
+    let mut agent = server.client(Some(&claimed_token)).await;
+    let status = agent.authenticate_workspace(authenticate(&issued_token)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let status = server.client(None).await.authenticate_workspace(authenticate(&issued_token)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    let remove = pb::TransitionWorkspaceRequest {
+        workspace_id: issued.id.clone(),
+        status: pb::WorkspaceStatus::Removed.into(),
+        reason: "deleted".into(),
+        ..Default::default()
+    };
+    assert!(operator.transition_workspace(remove).await.unwrap().into_inner().changed);
+    let status = service.authenticate_workspace(authenticate(&issued_token)).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "no workspace holds this token"));
+    let other = service.authenticate_workspace(authenticate(&claimed_token)).await.unwrap().into_inner();
+    assert_eq!(other.workspace.map(|w| w.id), Some(claimed.id), "removing one workspace revokes only its token");
+    server.stop().await;
+}
+
 on_every_backend!(
+    a_workspace_token_authenticates_as_its_workspace_until_removed,
     hostile_urls_are_refused_with_the_reason_and_change_nothing,
     malformed_and_oversized_fields_are_invalid_arguments,
     status_codes_name_the_callers_mistake,

@@ -64,6 +64,13 @@ impl RegistryService for EchoRegistry {
         unimplemented()
     }
 
+    async fn authenticate_workspace(
+        &self,
+        _: Request<pb::AuthenticateWorkspaceRequest>,
+    ) -> Result<Response<pb::AuthenticateWorkspaceResponse>, Status> {
+        unimplemented()
+    }
+
     type WatchEventsStream = BoxStream<pb::WatchEventsResponse>;
 
     async fn watch_events(

@@ -87,6 +87,9 @@ pub trait RegistryStore: Send + Sync + 'static {
 
     async fn get(&self, id: Uuid) -> Result<Option<Workspace>>;
 
+    /// The workspace whose token has this SHA-256 digest, whatever its status.
+    async fn get_by_token_digest(&self, digest: &[u8; 32]) -> Result<Option<Workspace>>;
+
     /// Applies each mutator to its workspace, all in one transaction; one
     /// item's domain error does not stop the others. The outer error means
     /// the store failed and nothing was written.

@@ -360,6 +360,14 @@ impl RegistryStore for SqlStore {
         row.as_ref().map(workspace_from_row).transpose()
     }
 
+    async fn get_by_token_digest(&self, digest: &[u8; 32]) -> Result<Option<Workspace>> {
+        let row = sqlx::query(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE token_digest = $1"))
+            .bind(hex::encode(digest))
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(workspace_from_row).transpose()
+    }
+
     async fn mutate_batch(&self, items: Vec<(Uuid, Mutator)>) -> Result<Vec<Result<(Workspace, Vec<Event>)>>> {
         // A handful of statements per batch, not a few per item: on SQLite
         // every statement is a hand-off to the connection's thread, on

@@ -110,6 +110,8 @@ impl Drop for Node {
 }
 
 pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123456789";
+/// What another agentmesh service (the provisioner, the gateway) presents.
+pub const SERVICE_TOKEN: &str = "service-token-for-tests-0123456789";
 
 /// A real registry gRPC server on 127.0.0.1, with a client.
 pub struct Server {
@@ -135,7 +137,8 @@ impl Server {
             readiness_interval_ms: 200,
             ..ServerConfig::default()
         };
-        server.auth = AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![] };
+        server.auth =
+            AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![SERVICE_TOKEN.into()] };
         let config = Config { server, service: test_settings(), ignored_env: vec![] };
         let (authenticator, _) = config.server.auth.authenticator(&dir).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,256 @@
+//! The gRPC binding of A2A (`lf.a2a.v1.A2AService`, GW-1), the target
+//! workspace chosen by each request's `tenant`. Requests are carried to the
+//! agent as A2A 1.0 JSON-RPC, whose payloads are the proto3 JSON of the
+//! same messages, so the transcoding is exact: protobuf to JSON and back
+//! through the messages' descriptors.
+
+use std::{pin::Pin, sync::{Arc, LazyLock}};
+
+use agentmesh_chassis::{Caller, telemetry};
+use agentmesh_proto::{
+    a2a::v1::{self as pb, a2a_service_server::A2aService},
+    gateway::v1::QueueItemState,
+};
+use futures::{Stream, StreamExt};
+use prost::Message as _;
+use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, ReflectMessage};
+use serde_json::{Value, json};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
+use uuid::Uuid;
+
+use crate::{
+    error::GatewayError,
+    gateway::{Dispatched, Gateway, Inbound, Streamed, parse_expires_in, parse_priority},
+    jsonrpc::{self, Envelope, Flavor},
+};
+
+static DESCRIPTORS: LazyLock<DescriptorPool> = LazyLock::new(|| {
+    DescriptorPool::decode(agentmesh_proto::FILE_DESCRIPTOR_SET).expect("the compiled-in descriptor set decodes")
+});
+
+pub struct A2aGrpc {
+    gateway: Arc<Gateway>,
+}
+
+impl A2aGrpc {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+
+    /// The inbound request for the JSON-RPC `method` with `params`, sent by
+    /// whoever the metadata says.
+    async fn inbound(&self, metadata: &MetadataMap, caller: Caller, tenant: &str, method: &str, params: Value) -> Result<Inbound, GatewayError> {
+        let workspace_id: Uuid =
+            tenant.parse().map_err(|_| GatewayError::invalid("tenant", "the target workspace's id (a UUID)"))?;
+        let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        let sender = self.gateway.identify(caller, value("x-agentmesh-caller")).await?;
+        let request = json!({ "jsonrpc": "2.0", "id": Uuid::new_v4().to_string(), "method": method, "params": params });
+        let envelope = Envelope::parse(request.to_string().as_bytes()).map_err(|e| GatewayError::invalid("message", e.message))?;
+        Ok(Inbound {
+            sender,
+            workspace_id,
+            envelope,
+            traceparent: telemetry::current_traceparent().or_else(|| value("traceparent").map(str::to_owned)),
+            priority: parse_priority(value("x-agentmesh-priority"))?,
+            expires_in: parse_expires_in(value("x-agentmesh-expires-in"))?,
+        })
+    }
+
+    /// Sends `request` as JSON-RPC `method` and decodes the agent's result.
+    async fn unary<Req, Resp>(&self, request: Request<Req>, method: &str, tenant: impl Fn(&Req) -> &str) -> Result<Response<Resp>, Status>
+    where
+        Req: prost::Message + Default,
+        Resp: prost::Message + Default,
+    {
+        let caller = Caller::of(&request);
+        let (metadata, _, message) = request.into_parts();
+        let params = to_json(&message, method_input(method))?;
+        let inbound = self.inbound(&metadata, caller, tenant(&message), method, params).await?;
+        let reply = self.gateway.forward(inbound).await?;
+        Ok(Response::new(from_reply(&reply, method_output(method))?))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl A2aService for A2aGrpc {
+    async fn send_message(&self, request: Request<pb::SendMessageRequest>) -> Result<Response<pb::SendMessageResponse>, Status> {
+        let caller = Caller::of(&request);
+        let (metadata, _, message) = request.into_parts();
+        let params = to_json(&message, "lf.a2a.v1.SendMessageRequest")?;
+        let inbound = self.inbound(&metadata, caller, &message.tenant, "SendMessage", params).await?;
+        let context_id = inbound.envelope.context_id().map(str::to_owned);
+        match self.gateway.send(inbound).await? {
+            Dispatched::Replied(reply) => Ok(Response::new(from_reply(&reply, "lf.a2a.v1.SendMessageResponse")?)),
+            Dispatched::Queued(queued) => {
+                let task = jsonrpc::queued_task(Flavor::V10, &queued, context_id.as_deref());
+                Ok(Response::new(from_json(json!({ "task": task }), "lf.a2a.v1.SendMessageResponse")?))
+            }
+        }
+    }
+
+    type SendStreamingMessageStream = EventStream;
+
+    async fn send_streaming_message(&self, request: Request<pb::SendMessageRequest>) -> Result<Response<EventStream>, Status> {
+        let caller = Caller::of(&request);
+        let (metadata, _, message) = request.into_parts();
+        let params = to_json(&message, "lf.a2a.v1.SendMessageRequest")?;
+        let inbound = self.inbound(&metadata, caller, &message.tenant, "SendStreamingMessage", params).await?;
+        let context_id = inbound.envelope.context_id().map(str::to_owned);
+        let stream: EventStream = match self.gateway.stream(inbound).await? {
+            Streamed::Events(events) => Box::pin(
+                ReceiverStream::new(events).map(|event| from_reply::<pb::StreamResponse>(&event, "lf.a2a.v1.StreamResponse")),
+            ),
+            Streamed::Queued(queued) => {
+                let task = jsonrpc::queued_task(Flavor::V10, &queued, context_id.as_deref());
+                let event = from_json(json!({ "task": task }), "lf.a2a.v1.StreamResponse");
+                Box::pin(futures::stream::iter([event]))
+            }
+        };
+        Ok(Response::new(stream))
+    }
+
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        let workspace_id = request.get_ref().tenant.parse::<Uuid>().ok();
+        let task_id = request.get_ref().id.clone();
+        if let Some(workspace_id) = workspace_id {
+            let sender = self.gateway.identify(Caller::of(&request), None).await?;
+            self.gateway.authorize(&sender, workspace_id).await?;
+            if let Some(item) = self.gateway.queued_task(workspace_id, &task_id).await? {
+                let task = match (item.state, item.result_json) {
+                    (QueueItemState::Delivered, Some(result)) => {
+                        let result = serde_json::from_str(&result).unwrap_or(Value::Null);
+                        jsonrpc::task_of_result(Flavor::V10, &task_id, result)
+                    }
+                    (state, _) => {
+                        let detail = if item.last_error.is_empty() { item.state_reason } else { item.last_error };
+                        jsonrpc::queue_item_task(Flavor::V10, &task_id, state, &detail, None)
+                    }
+                };
+                return Ok(Response::new(from_json(task, "lf.a2a.v1.Task")?));
+            }
+        }
+        self.unary(request, "GetTask", |r| &r.tenant).await
+    }
+
+    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+        self.unary(request, "ListTasks", |r| &r.tenant).await
+    }
+
+    async fn cancel_task(&self, request: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        self.unary(request, "CancelTask", |r| &r.tenant).await
+    }
+
+    type SubscribeToTaskStream = EventStream;
+
+    async fn subscribe_to_task(&self, _request: Request<pb::SubscribeToTaskRequest>) -> Result<Response<EventStream>, Status> {
+        Err(Status::unimplemented(
+            "the gateway does not relay task subscriptions; poll GetTask, or stream with SendStreamingMessage",
+        ))
+    }
+
+    async fn create_task_push_notification_config(
+        &self,
+        request: Request<pb::TaskPushNotificationConfig>,
+    ) -> Result<Response<pb::TaskPushNotificationConfig>, Status> {
+        self.unary(request, "CreateTaskPushNotificationConfig", |r| &r.tenant).await
+    }
+
+    async fn get_task_push_notification_config(
+        &self,
+        request: Request<pb::GetTaskPushNotificationConfigRequest>,
+    ) -> Result<Response<pb::TaskPushNotificationConfig>, Status> {
+        self.unary(request, "GetTaskPushNotificationConfig", |r| &r.tenant).await
+    }
+
+    async fn list_task_push_notification_configs(
+        &self,
+        request: Request<pb::ListTaskPushNotificationConfigsRequest>,
+    ) -> Result<Response<pb::ListTaskPushNotificationConfigsResponse>, Status> {
+        self.unary(request, "ListTaskPushNotificationConfigs", |r| &r.tenant).await
+    }
+
+    async fn get_extended_agent_card(
+        &self,
+        request: Request<pb::GetExtendedAgentCardRequest>,
+    ) -> Result<Response<pb::AgentCard>, Status> {
+        self.unary(request, "GetExtendedAgentCard", |r| &r.tenant).await
+    }
+
+    async fn delete_task_push_notification_config(
+        &self,
+        request: Request<pb::DeleteTaskPushNotificationConfigRequest>,
+    ) -> Result<Response<()>, Status> {
+        self.unary(request, "DeleteTaskPushNotificationConfig", |r| &r.tenant).await
+    }
+}
+
+fn method_input(method: &str) -> &'static str {
+    match method {
+        "GetTask" => "lf.a2a.v1.GetTaskRequest",
+        "ListTasks" => "lf.a2a.v1.ListTasksRequest",
+        "CancelTask" => "lf.a2a.v1.CancelTaskRequest",
+        "CreateTaskPushNotificationConfig" => "lf.a2a.v1.TaskPushNotificationConfig",
+        "GetTaskPushNotificationConfig" => "lf.a2a.v1.GetTaskPushNotificationConfigRequest",
+        "ListTaskPushNotificationConfigs" => "lf.a2a.v1.ListTaskPushNotificationConfigsRequest",
+        "GetExtendedAgentCard" => "lf.a2a.v1.GetExtendedAgentCardRequest",
+        _ => "lf.a2a.v1.DeleteTaskPushNotificationConfigRequest",
+    }
+}
+
+fn method_output(method: &str) -> &'static str {
+    match method {
+        "GetTask" | "CancelTask" => "lf.a2a.v1.Task",
+        "ListTasks" => "lf.a2a.v1.ListTasksResponse",
+        "CreateTaskPushNotificationConfig" | "GetTaskPushNotificationConfig" => "lf.a2a.v1.TaskPushNotificationConfig",
+        "ListTaskPushNotificationConfigs" => "lf.a2a.v1.ListTaskPushNotificationConfigsResponse",
+        "GetExtendedAgentCard" => "lf.a2a.v1.AgentCard",
+        _ => "google.protobuf.Empty",
+    }
+}
+
+/// The proto3 JSON of `message`, without the tenant: the agent serves one
+/// workspace and knows no tenants.
+fn to_json<M: prost::Message>(message: &M, name: &str) -> Result<Value, Status> {
+    let descriptor = DESCRIPTORS.get_message_by_name(name).ok_or_else(|| Status::internal(format!("no descriptor for {name}")))?;
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .map_err(|e| Status::invalid_argument(format!("cannot read the request: {e}")))?;
+    let mut value = serde_json::to_value(&dynamic).map_err(|e| Status::invalid_argument(format!("cannot read the request: {e}")))?;
+    if let Some(object) = value.as_object_mut() {
+        object.remove("tenant");
+    }
+    Ok(value)
+}
+
+fn from_json<M: prost::Message + Default>(value: Value, name: &str) -> Result<M, Status> {
+    let descriptor = DESCRIPTORS.get_message_by_name(name).ok_or_else(|| Status::internal(format!("no descriptor for {name}")))?;
+    let options = DeserializeOptions::new().deny_unknown_fields(false);
+    let dynamic = DynamicMessage::deserialize_with_options(descriptor, value, &options)
+        .map_err(|e| Status::unknown(format!("the agent's reply does not fit {name}: {e}")))?;
+    debug_assert_eq!(dynamic.descriptor().full_name(), name);
+    M::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| Status::internal(format!("re-encoding {name}: {e}")))
+}
+
+/// The result of an agent's JSON-RPC response as `name`, or its error as a
+/// status with the nearest code.
+fn from_reply<M: prost::Message + Default>(reply: &[u8], name: &str) -> Result<M, Status> {
+    let mut response: Value =
+        serde_json::from_slice(reply).map_err(|e| Status::from(GatewayError::BadAgentReply(e.to_string())))?;
+    if let Some(result) = response.get_mut("result") {
+        return from_json(result.take(), name);
+    }
+    let error = response.get("error").cloned().unwrap_or(Value::Null);
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("the agent answered with an error").to_owned();
+    let code = match error.get("code").and_then(Value::as_i64) {
+        Some(jsonrpc::TASK_NOT_FOUND) => Code::NotFound,
+        Some(jsonrpc::INVALID_PARAMS | jsonrpc::INVALID_REQUEST | jsonrpc::PARSE_ERROR) => Code::InvalidArgument,
+        // A2A: task not cancelable, push notifications or operation unsupported.
+        Some(-32002) => Code::FailedPrecondition,
+        Some(-32003 | -32004) => Code::Unimplemented,
+        Some(-32054) => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    Err(Status::new(code, message))
+}

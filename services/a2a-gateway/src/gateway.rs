@@ -1,0 +1,419 @@
+//! What happens to one A2A request (GW-2 … GW-5): find the target, check
+//! that the caller may reach it, and either deliver the message now, queue
+//! it durably for later, or refuse with a reason the caller can act on.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use agentmesh_proto::{
+    gateway::v1::{QueueReason, QueuedReply, UnavailableReason},
+    registry::v1::WorkspaceStatus,
+};
+use agentmesh_chassis::Caller;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::{
+    agent_client::{AgentCall, AgentClient, Failure, IdleClock, pump_events},
+    directory::{Directory, Target},
+    drain::Drainer,
+    error::{GatewayError, Result},
+    jsonrpc::{Envelope, Method},
+    settings::GatewaySettings,
+    store::{NewQueueItem, QueueItem, QueueStore, StoreError},
+};
+
+/// Who sent a request, as its credential proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    Operator,
+    /// Another agentmesh service, e.g. the scheduler, under the name it gave.
+    Service(String),
+    Workspace(Uuid),
+}
+
+/// Caller names that only agentmesh's own services may use: an agent or
+/// a person claiming them could pass off its messages as the mesh's.
+const RESERVED_CALLER_NAMES: &[&str] = &["scheduler", "gateway", "registry", "provisioner", "system", "agentmesh"];
+
+impl Sender {
+    /// The caller as queue items record it.
+    pub fn label(&self) -> String {
+        match self {
+            Sender::Operator => "operator:operator".to_owned(),
+            Sender::Service(name) => format!("service:{name}"),
+            Sender::Workspace(id) => format!("workspace:{id}"),
+        }
+    }
+
+    /// A service credential may name the service it speaks for; nobody else
+    /// may claim a name (the reserved-caller-name guard, GW-2).
+    pub fn with_claimed_name(self, claimed: Option<&str>) -> Result<Self> {
+        let Some(name) = claimed.map(str::trim).filter(|n| !n.is_empty()) else { return Ok(self) };
+        let valid = name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        match self {
+            Sender::Service(_) if valid => Ok(Sender::Service(name.to_owned())),
+            Sender::Service(_) => {
+                Err(GatewayError::invalid("x-agentmesh-caller", "1-64 characters of [a-z0-9_-]"))
+            }
+            _ if RESERVED_CALLER_NAMES.contains(&name.to_ascii_lowercase().as_str()) => Err(
+                GatewayError::PermissionDenied(format!("the caller name {name:?} is reserved for agentmesh services")),
+            ),
+            _ => Err(GatewayError::PermissionDenied(
+                "only service credentials may name a caller; others are known by their credential".to_owned(),
+            )),
+        }
+    }
+}
+
+/// One A2A request on its way to a workspace.
+pub struct Inbound {
+    pub sender: Sender,
+    pub workspace_id: Uuid,
+    pub envelope: Envelope,
+    pub traceparent: Option<String>,
+    /// -100..100, higher first, if it has to be queued.
+    pub priority: i32,
+    /// How long it may wait in the queue; `None` is forever.
+    pub expires_in: Option<Duration>,
+}
+
+/// What became of a request.
+pub enum Dispatched {
+    /// The agent's JSON-RPC response, as it sent it.
+    Replied(Bytes),
+    Queued(QueuedReply),
+}
+
+/// What became of a streaming request.
+pub enum Streamed {
+    /// The data of each server-sent event, as the agent sent it.
+    Events(mpsc::Receiver<Bytes>),
+    Queued(QueuedReply),
+}
+
+pub struct Gateway {
+    directory: Arc<Directory>,
+    agents: AgentClient,
+    store: QueueStore,
+    drainer: Arc<Drainer>,
+    settings: GatewaySettings,
+    idle_timeout: Duration,
+}
+
+impl Gateway {
+    pub fn new(
+        directory: Arc<Directory>,
+        agents: AgentClient,
+        store: QueueStore,
+        drainer: Arc<Drainer>,
+        settings: GatewaySettings,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self { directory, agents, store, drainer, settings, idle_timeout }
+    }
+
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    pub fn store(&self) -> &QueueStore {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.settings
+    }
+
+    /// Who the caller is, from its credential and, for services, the name
+    /// it claims (`x-agentmesh-caller`).
+    pub async fn identify(&self, caller: Caller, claimed: Option<&str>) -> Result<Sender> {
+        let sender = match caller {
+            Caller::Operator => Sender::Operator,
+            Caller::Service => Sender::Service("unnamed".to_owned()),
+            Caller::Bearer(token) => Sender::Workspace(self.directory.authenticate(&token).await?),
+            Caller::Anonymous => {
+                return Err(GatewayError::Unauthenticated(
+                    "send `authorization: Bearer <token>` (a workspace, operator or service token)",
+                ));
+            }
+        };
+        sender.with_claimed_name(claimed)
+    }
+
+    /// The workspace the caller wants, once it is known the caller may
+    /// reach it: itself, a peer the registry allows (REG-9), or anyone for
+    /// operators and services.
+    pub async fn authorize(&self, sender: &Sender, workspace_id: Uuid) -> Result<Arc<Target>> {
+        let target = self.directory.target(workspace_id).await?;
+        if let Sender::Workspace(caller) = sender
+            && *caller != workspace_id
+            && !self.directory.can_communicate(*caller, workspace_id).await?
+        {
+            return Err(GatewayError::PermissionDenied(format!(
+                "workspace {caller} may not send to workspace {workspace_id}"
+            )));
+        }
+        Ok(target)
+    }
+
+    /// Delivers a request now, or queues it when the target cannot take it
+    /// now but is expected to (GW-5).
+    pub async fn send(self: &Arc<Self>, inbound: Inbound) -> Result<Dispatched> {
+        let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
+        let queueable = inbound.envelope.method == Method::Send;
+        if queueable && let Some(reason) = self.must_wait(&target).await? {
+            return self.queue_or_refuse(&target, &inbound, reason, None).await.map(Dispatched::Queued);
+        }
+        // A caller that hangs up must not abort a dispatch in flight (GW-4):
+        // the dispatch runs on its own task and queues on its own.
+        let gateway = self.clone();
+        let dispatch = tokio::spawn(async move {
+            let body = inbound.envelope.to_bytes();
+            let call = AgentCall {
+                url: &target.url,
+                body,
+                traceparent: inbound.traceparent.as_deref(),
+                a2a_version: inbound.envelope.a2a_version(),
+            };
+            let mut idle = gateway.idle_clock(&target);
+            match gateway.agents.call(call, &mut idle).await {
+                Ok(reply) => Ok(Dispatched::Replied(reply)),
+                Err(failure) if failure.is_retryable() && queueable => {
+                    let reason = queue_reason(&failure);
+                    gateway.queue_or_refuse(&target, &inbound, reason, Some(&failure)).await.map(Dispatched::Queued)
+                }
+                Err(failure) => Err(gateway.refusal(&target, failure)),
+            }
+        });
+        dispatch.await.map_err(|e| GatewayError::AgentUnreachable(format!("the dispatch task failed: {e}")))?
+    }
+
+    /// Opens a stream to the agent, or queues the message like [`send`]
+    /// when the agent cannot take it now. Once the agent has accepted the
+    /// stream the message is its: a stream that breaks later is reported,
+    /// not queued again (that would deliver it twice).
+    pub async fn stream(self: &Arc<Self>, inbound: Inbound) -> Result<Streamed> {
+        let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
+        if let Some(reason) = self.must_wait(&target).await? {
+            return self.queue_or_refuse(&target, &inbound, reason, None).await.map(Streamed::Queued);
+        }
+        let body = inbound.envelope.to_bytes();
+        let call = AgentCall {
+            url: &target.url,
+            body,
+            traceparent: inbound.traceparent.as_deref(),
+            a2a_version: inbound.envelope.a2a_version(),
+        };
+        let mut idle = self.idle_clock(&target);
+        let response = match self.agents.open_stream(call, &mut idle).await {
+            Ok(response) => response,
+            Err(failure) if failure.is_retryable() => {
+                let reason = queue_reason(&failure);
+                return self.queue_or_refuse(&target, &inbound, reason, Some(&failure)).await.map(Streamed::Queued);
+            }
+            Err(failure) => return Err(self.refusal(&target, failure)),
+        };
+        let (events, receiver) = mpsc::channel(64);
+        let directory = self.directory.clone();
+        let workspace_id = target.id;
+        tokio::spawn(async move {
+            let touched = || directory.touch(workspace_id);
+            if let Err(failure) = pump_events(response, &mut idle, touched, events.clone()).await {
+                tracing::warn!(%workspace_id, error = %failure, "the agent's stream ended early");
+                let error = crate::jsonrpc::RpcError::from_gateway(&GatewayError::AgentUnreachable(failure.to_string()));
+                let _ = events.send(Bytes::from(error.into_response(&serde_json::Value::Null).to_string())).await;
+            }
+        });
+        Ok(Streamed::Events(receiver))
+    }
+
+    /// Passes a request that is not a message (task queries, push
+    /// configuration…) to the agent; those are never queued.
+    pub async fn forward(self: &Arc<Self>, inbound: Inbound) -> Result<Bytes> {
+        match self.send(inbound).await? {
+            Dispatched::Replied(reply) => Ok(reply),
+            // Only sends are ever queued.
+            Dispatched::Queued(queued) => Err(GatewayError::AgentUnreachable(format!(
+                "queued as {} instead of forwarded",
+                queued.queue_id
+            ))),
+        }
+    }
+
+    /// The queue item behind a task id the gateway handed out, if the id is
+    /// one and belongs to this workspace.
+    pub async fn queued_task(&self, workspace_id: Uuid, task_id: &str) -> Result<Option<QueueItem>> {
+        let Ok(id) = task_id.parse::<Uuid>() else { return Ok(None) };
+        let item = self.store.get(id).await.map_err(store_error)?;
+        Ok(item.filter(|item| item.workspace_id == workspace_id))
+    }
+
+    /// Whether a message for `target` must wait instead of being dispatched
+    /// now; refuses targets that will not come back on their own.
+    async fn must_wait(&self, target: &Target) -> Result<Option<QueueReason>> {
+        use WorkspaceStatus as S;
+        match target.status {
+            S::Online | S::Degraded if target.url.is_empty() => Ok(Some(QueueReason::TargetNotReady)),
+            // Behind a backlog, a new message waits its turn: delivery is in
+            // order per workspace.
+            S::Online | S::Degraded if self.drainer.has_backlog(target.id) => Ok(Some(QueueReason::TargetBusy)),
+            S::Online | S::Degraded => Ok(None),
+            S::Provisioning | S::AwaitingAgent | S::Offline | S::Hibernated => Ok(Some(QueueReason::TargetNotReady)),
+            S::Stopped | S::Failed | S::PolicyStopped | S::Removed | S::Stopping | S::Unspecified => {
+                let status = target.status.as_str_name().trim_start_matches("WORKSPACE_STATUS_").to_owned();
+                Err(GatewayError::TargetUnavailable {
+                    message: format!(
+                        "workspace {} is {} and takes no messages until it is started again{}",
+                        target.id,
+                        status.to_ascii_lowercase(),
+                        if target.status_reason.is_empty() { String::new() } else { format!(" ({})", target.status_reason) }
+                    ),
+                    workspace_id: target.id.to_string(),
+                    status,
+                })
+            }
+        }
+    }
+
+    /// Queues the message, unless the target has its own session queue: then
+    /// the caller is told to retry, and nothing is queued (GW-5).
+    async fn queue_or_refuse(
+        &self,
+        target: &Target,
+        inbound: &Inbound,
+        reason: QueueReason,
+        failure: Option<&Failure>,
+    ) -> Result<QueuedReply> {
+        if target.capabilities.native_session {
+            let retry_after = match failure {
+                Some(Failure::Busy { retry_after: Some(after), .. }) => (*after).max(Duration::from_secs(1)),
+                _ => Duration::from_secs(1),
+            };
+            return Err(GatewayError::Unavailable {
+                reason: UnavailableReason::NativeSessionBusy,
+                detail: format!(
+                    "workspace {} is busy and queues in its own session; the gateway does not queue for it: retry later",
+                    target.id
+                ),
+                workspace_id: target.id.to_string(),
+                retry_after,
+            });
+        }
+        let now = SystemTime::now();
+        let item = NewQueueItem {
+            workspace_id: target.id,
+            message_id: inbound.envelope.message_id().unwrap_or_default().to_owned(),
+            caller: inbound.sender.label(),
+            priority: inbound.priority,
+            reason,
+            max_attempts: self.settings.max_attempts,
+            expires_at: inbound.expires_in.map(|after| now + after),
+            request_json: String::from_utf8_lossy(&inbound.envelope.to_bytes()).into_owned(),
+            traceparent: inbound.traceparent.clone().unwrap_or_default(),
+        };
+        let enqueued = self.store.enqueue(item, now).await.map_err(store_error)?;
+        self.drainer.note_queued(target.id);
+        if target.status == WorkspaceStatus::Hibernated {
+            let directory = self.directory.clone();
+            let id = target.id;
+            tokio::spawn(async move { directory.wake(id).await });
+        }
+        tracing::info!(
+            workspace_id = %target.id,
+            queue_id = %enqueued.item.id,
+            depth = enqueued.depth,
+            duplicate = enqueued.duplicate,
+            reason = reason.as_str_name(),
+            cause = failure.map(ToString::to_string).unwrap_or_default(),
+            "message queued"
+        );
+        Ok(QueuedReply {
+            queue_id: enqueued.item.id.to_string(),
+            workspace_id: target.id.to_string(),
+            message_id: enqueued.item.message_id.clone(),
+            depth: enqueued.depth,
+            reason: enqueued.item.reason as i32,
+            duplicate: enqueued.duplicate,
+            enqueued_at: Some(enqueued.item.enqueued_at.into()),
+            expires_at: enqueued.item.expires_at.map(Into::into),
+        })
+    }
+
+    fn idle_clock(&self, target: &Target) -> IdleClock {
+        IdleClock {
+            // The workspace's declared override wins (GW-4).
+            timeout: target.idle_timeout.unwrap_or(self.idle_timeout),
+            activity: self.directory.activity(target.id),
+        }
+    }
+
+    fn refusal(&self, target: &Target, failure: Failure) -> GatewayError {
+        match failure {
+            Failure::Refused(reason) => {
+                tracing::warn!(workspace_id = %target.id, %reason, "agent URL refused at dispatch");
+                GatewayError::UrlRefused { workspace_id: target.id.to_string(), reason }
+            }
+            Failure::TooLarge => GatewayError::ReplyTooLarge { limit: crate::agent_client::MAX_REPLY_BYTES },
+            Failure::Http { status } => GatewayError::BadAgentReply(format!("HTTP {status} without a JSON-RPC body")),
+            retryable => GatewayError::Unavailable {
+                reason: UnavailableReason::Unspecified,
+                detail: retryable.to_string(),
+                workspace_id: target.id.to_string(),
+                retry_after: Duration::from_secs(1),
+            },
+        }
+    }
+}
+
+pub fn queue_reason(failure: &Failure) -> QueueReason {
+    match failure {
+        Failure::Busy { .. } => QueueReason::TargetBusy,
+        Failure::Dropped(_) => QueueReason::ConnectionDropped,
+        Failure::IdleTimeout(_) => QueueReason::IdleTimeout,
+        _ => QueueReason::TargetNotReady,
+    }
+}
+
+pub fn store_error(error: StoreError) -> GatewayError {
+    match error {
+        StoreError::InvalidPageToken => GatewayError::invalid("page_token", "not a token this gateway handed out"),
+        StoreError::InvalidRequest(problem) => GatewayError::invalid("request", problem),
+        other => GatewayError::store_unavailable(&other),
+    }
+}
+
+/// A queueing priority given by a caller: -100..100, 0 when absent.
+pub fn parse_priority(raw: Option<&str>) -> Result<i32> {
+    match raw {
+        None => Ok(0),
+        Some(raw) => raw
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|p| (-100..=100).contains(p))
+            .ok_or_else(|| GatewayError::invalid("x-agentmesh-priority", "an integer from -100 to 100")),
+    }
+}
+
+/// The longest a message may be asked to wait in the queue.
+const MAX_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long a caller lets its message wait in the queue, in seconds.
+pub fn parse_expires_in(raw: Option<&str>) -> Result<Option<Duration>> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => raw
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+            .filter(|d| !d.is_zero() && *d <= MAX_EXPIRY)
+            .map(Some)
+            .ok_or_else(|| GatewayError::invalid("x-agentmesh-expires-in", "seconds, from 1 to 2592000")),
+    }
+}

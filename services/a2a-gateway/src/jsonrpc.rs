@@ -1,0 +1,338 @@
+//! The JSON-RPC 2.0 envelope of A2A requests, as both protocol generations
+//! name their methods (0.3: `message/send`…, 1.0: `SendMessage`…), and the
+//! replies the gateway writes itself: a queued message as a submitted task,
+//! and errors.
+
+use agentmesh_proto::gateway::v1::{QueueItemState, QueuedReply};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::error::GatewayError;
+
+/// Which generation of A2A method names the caller uses; replies the
+/// gateway writes itself follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `message/send`, lower-case task states, `kind` discriminators.
+    V03,
+    /// `SendMessage`, `TASK_STATE_*` states, wrapped results.
+    V10,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Send,
+    Stream,
+    GetTask,
+    CancelTask,
+    /// Anything else is passed to the agent as it is.
+    Other,
+}
+
+/// A parsed, normalised request.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub request: Map<String, Value>,
+    pub method: Method,
+    pub flavor: Flavor,
+}
+
+/// A JSON-RPC error the gateway answers with itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const INVALID_PARAMS: i64 = -32602;
+/// A2A's TaskNotFoundError.
+pub const TASK_NOT_FOUND: i64 = -32001;
+
+impl Envelope {
+    /// Parses a request and fills in what callers may leave out (GW-2): the
+    /// JSON-RPC id and, for messages, the A2A message id.
+    pub fn parse(body: &[u8]) -> Result<Self, RpcError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| RpcError::new(PARSE_ERROR, format!("the body is not JSON: {e}")))?;
+        let Value::Object(mut request) = value else {
+            return Err(RpcError::new(INVALID_REQUEST, "a JSON-RPC request must be an object (batches are not supported)"));
+        };
+        if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(RpcError::new(INVALID_REQUEST, "jsonrpc: must be \"2.0\""));
+        }
+        let (method, flavor) = match request.get("method").and_then(Value::as_str) {
+            Some("message/send") => (Method::Send, Flavor::V03),
+            Some("message/stream") => (Method::Stream, Flavor::V03),
+            Some("tasks/get") => (Method::GetTask, Flavor::V03),
+            Some("tasks/cancel") => (Method::CancelTask, Flavor::V03),
+            Some("SendMessage") => (Method::Send, Flavor::V10),
+            Some("SendStreamingMessage") => (Method::Stream, Flavor::V10),
+            Some("GetTask") => (Method::GetTask, Flavor::V10),
+            Some("CancelTask") => (Method::CancelTask, Flavor::V10),
+            Some(other) if other.contains('/') => (Method::Other, Flavor::V03),
+            Some(_) => (Method::Other, Flavor::V10),
+            None => return Err(RpcError::new(INVALID_REQUEST, "method: must be a string")),
+        };
+        match request.get("id") {
+            None | Some(Value::Null) => {
+                request.insert("id".to_owned(), Value::String(Uuid::new_v4().to_string()));
+            }
+            Some(Value::String(_) | Value::Number(_)) => {}
+            Some(_) => return Err(RpcError::new(INVALID_REQUEST, "id: must be a string or a number")),
+        }
+        if matches!(method, Method::Send | Method::Stream) {
+            let message = request
+                .get_mut("params")
+                .and_then(|p| p.get_mut("message"))
+                .and_then(Value::as_object_mut)
+                .ok_or_else(|| RpcError::new(INVALID_PARAMS, "params.message: must be an object"))?;
+            match message.get("messageId") {
+                Some(Value::String(id)) if !id.is_empty() => {
+                    if id.len() > 256 {
+                        return Err(RpcError::new(INVALID_PARAMS, "params.message.messageId: at most 256 characters"));
+                    }
+                }
+                None | Some(Value::Null) | Some(Value::String(_)) => {
+                    message.insert("messageId".to_owned(), Value::String(Uuid::new_v4().to_string()));
+                }
+                Some(_) => return Err(RpcError::new(INVALID_PARAMS, "params.message.messageId: must be a string")),
+            }
+        }
+        Ok(Self { request, method, flavor })
+    }
+
+    pub fn id(&self) -> &Value {
+        &self.request["id"]
+    }
+
+    /// The A2A message id of a send (always present after parsing).
+    pub fn message_id(&self) -> Option<&str> {
+        self.request.get("params")?.get("message")?.get("messageId")?.as_str()
+    }
+
+    pub fn context_id(&self) -> Option<&str> {
+        self.request.get("params")?.get("message")?.get("contextId")?.as_str()
+    }
+
+    /// The task id of a get or cancel.
+    pub fn task_id(&self) -> Option<&str> {
+        self.request.get("params")?.get("id")?.as_str()
+    }
+
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        serde_json::to_vec(&self.request).map(bytes::Bytes::from).unwrap_or_default()
+    }
+
+    /// The `A2A-Version` header an agent expects for this flavour.
+    pub fn a2a_version(&self) -> Option<&'static str> {
+        match self.flavor {
+            Flavor::V10 => Some("1.0"),
+            Flavor::V03 => None,
+        }
+    }
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), data: None }
+    }
+
+    /// The JSON-RPC form of a gateway error. Its `data` is machine-readable:
+    /// the reason, and for UNAVAILABLE the fields of `UnavailableDetail` in
+    /// proto3 JSON.
+    pub fn from_gateway(error: &GatewayError) -> Self {
+        let code = match error {
+            GatewayError::InvalidArgument { .. } => INVALID_PARAMS,
+            GatewayError::Unauthenticated(_) => -32050,
+            GatewayError::PermissionDenied(_) => -32051,
+            GatewayError::NotFound(_) => -32052,
+            GatewayError::TargetUnavailable { .. } | GatewayError::UrlRefused { .. } => -32053,
+            GatewayError::Unavailable { .. } | GatewayError::AgentUnreachable(_) => -32054,
+            GatewayError::ReplyTooLarge { .. } | GatewayError::BadAgentReply(_) => -32055,
+        };
+        let mut data = Map::new();
+        data.insert("domain".into(), json!(agentmesh_chassis::status::ERROR_DOMAIN));
+        match error {
+            GatewayError::Unavailable { reason, detail, .. } => {
+                data.insert("reason".into(), json!(reason.as_str_name()));
+                data.insert("detail".into(), json!(detail));
+            }
+            other => {
+                data.insert("reason".into(), json!(other.reason()));
+            }
+        }
+        if let Some(retry) = error.retry_after() {
+            data.insert("retryAfterSeconds".into(), json!(retry.as_secs().max(1)));
+        }
+        if let Some(id) = error.workspace_id() {
+            data.insert("workspaceId".into(), json!(id));
+        }
+        Self { code, message: error.to_string(), data: Some(Value::Object(data)) }
+    }
+
+    pub fn into_response(self, id: &Value) -> Value {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(data) = self.data {
+            error["data"] = data;
+        }
+        json!({ "jsonrpc": "2.0", "id": id, "error": error })
+    }
+}
+
+pub fn result_response(id: &Value, result: Value) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+}
+
+/// The proto3 JSON of a queued reply, carried in the task's metadata.
+pub fn queued_json(queued: &QueuedReply) -> Value {
+    let mut value = json!({
+        "queueId": queued.queue_id,
+        "workspaceId": queued.workspace_id,
+        "messageId": queued.message_id,
+        // uint64 is a string in proto3 JSON.
+        "depth": queued.depth.to_string(),
+        "reason": queued.reason().as_str_name(),
+        "duplicate": queued.duplicate,
+    });
+    if let Some(at) = &queued.enqueued_at {
+        value["enqueuedAt"] = json!(rfc3339(at));
+    }
+    if let Some(at) = &queued.expires_at {
+        value["expiresAt"] = json!(rfc3339(at));
+    }
+    value
+}
+
+/// A task standing for a queued message: its id is the queue id, so the
+/// caller can follow it with `tasks/get` (GW-7).
+pub fn queued_task(flavor: Flavor, queued: &QueuedReply, context_id: Option<&str>) -> Value {
+    let state = match flavor {
+        Flavor::V03 => "submitted",
+        Flavor::V10 => "TASK_STATE_SUBMITTED",
+    };
+    task(flavor, &queued.queue_id, context_id, state, None, json!({ "agentmesh": { "queued": queued_json(queued) } }))
+}
+
+/// A task as `tasks/get` reports a queue item that has no task of the
+/// agent's yet (or never will).
+pub fn queue_item_task(flavor: Flavor, id: &str, state: QueueItemState, detail: &str, context_id: Option<&str>) -> Value {
+    let (v03, v10) = match state {
+        QueueItemState::DeadLetter => ("failed", "TASK_STATE_FAILED"),
+        QueueItemState::Dropped => ("canceled", "TASK_STATE_CANCELED"),
+        QueueItemState::InFlight => ("working", "TASK_STATE_WORKING"),
+        _ => ("submitted", "TASK_STATE_SUBMITTED"),
+    };
+    let task_state = if flavor == Flavor::V03 { v03 } else { v10 };
+    let message = (!detail.is_empty()).then(|| agent_text(flavor, id, detail));
+    let metadata = json!({ "agentmesh": { "queueState": state.as_str_name() } });
+    task(flavor, id, context_id, task_state, message, metadata)
+}
+
+/// A completed task wrapping an agent's reply that was a message, for
+/// callers that asked for a task.
+pub fn completed_task(flavor: Flavor, id: &str, message: Value) -> Value {
+    let state = if flavor == Flavor::V03 { "completed" } else { "TASK_STATE_COMPLETED" };
+    let context = message.get("contextId").and_then(Value::as_str).map(str::to_owned);
+    task(flavor, id, context.as_deref(), state, Some(message), Value::Null)
+}
+
+fn task(flavor: Flavor, id: &str, context_id: Option<&str>, state: &str, message: Option<Value>, metadata: Value) -> Value {
+    let mut status = json!({ "state": state, "timestamp": rfc3339(&prost_types::Timestamp::from(std::time::SystemTime::now())) });
+    if let Some(message) = message {
+        status["message"] = message;
+    }
+    let mut task = json!({ "id": id, "contextId": context_id.unwrap_or(id), "status": status });
+    if !metadata.is_null() {
+        task["metadata"] = metadata;
+    }
+    if flavor == Flavor::V03 {
+        task["kind"] = json!("task");
+    }
+    task
+}
+
+fn agent_text(flavor: Flavor, task_id: &str, text: &str) -> Value {
+    let id = Uuid::new_v4().to_string();
+    match flavor {
+        Flavor::V03 => json!({ "kind": "message", "messageId": id, "taskId": task_id, "role": "agent", "parts": [{ "kind": "text", "text": text }] }),
+        Flavor::V10 => json!({ "messageId": id, "taskId": task_id, "role": "ROLE_AGENT", "parts": [{ "text": text }] }),
+    }
+}
+
+/// How a send's result is wrapped: 1.0 wraps the task (`{"task": …}`),
+/// 0.3 returns it bare with its `kind`.
+pub fn wrap_task(flavor: Flavor, task: Value) -> Value {
+    match flavor {
+        Flavor::V03 => task,
+        Flavor::V10 => json!({ "task": task }),
+    }
+}
+
+/// The task inside an agent's send result, whichever way it is wrapped; a
+/// message reply becomes a completed task.
+pub fn task_of_result(flavor: Flavor, id: &str, result: Value) -> Value {
+    let (kind, inner) = match result {
+        Value::Object(mut object) => {
+            if let Some(task) = object.remove("task") {
+                ("task", task)
+            } else if let Some(message) = object.remove("message") {
+                ("message", message)
+            } else {
+                let kind = match object.get("kind").and_then(Value::as_str) {
+                    Some("message") => "message",
+                    _ => "task",
+                };
+                (kind, Value::Object(object))
+            }
+        }
+        other => ("task", other),
+    };
+    if kind == "message" { completed_task(flavor, id, inner) } else { inner }
+}
+
+pub fn rfc3339(at: &prost_types::Timestamp) -> String {
+    // prost's Display is RFC 3339 in UTC, as proto3 JSON wants.
+    at.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_in_missing_ids_and_keeps_given_ones() {
+        let envelope = Envelope::parse(br#"{"jsonrpc":"2.0","method":"message/send","params":{"message":{"role":"user","parts":[]}}}"#).unwrap();
+        assert_eq!(envelope.method, Method::Send);
+        assert_eq!(envelope.flavor, Flavor::V03);
+        assert!(envelope.id().is_string());
+        assert_eq!(envelope.message_id().unwrap().len(), 36);
+        let envelope = Envelope::parse(br#"{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{"message":{"messageId":"m-1"}}}"#).unwrap();
+        assert_eq!((envelope.id(), envelope.message_id(), envelope.flavor), (&json!(7), Some("m-1"), Flavor::V10));
+    }
+
+    #[test]
+    fn refuses_malformed_envelopes_with_the_json_rpc_codes() {
+        let code = |body: &[u8]| Envelope::parse(body).unwrap_err().code;
+        assert_eq!(code(b"not json"), PARSE_ERROR);
+        assert_eq!(code(b"[]"), INVALID_REQUEST);
+        assert_eq!(code(br#"{"jsonrpc":"1.0","method":"x"}"#), INVALID_REQUEST);
+        assert_eq!(code(br#"{"jsonrpc":"2.0"}"#), INVALID_REQUEST);
+        assert_eq!(code(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#), INVALID_REQUEST);
+        assert_eq!(code(br#"{"jsonrpc":"2.0","method":"message/send","params":{}}"#), INVALID_PARAMS);
+        assert_eq!(code(br#"{"jsonrpc":"2.0","method":"SendMessage","params":{"message":{"messageId":5}}}"#), INVALID_PARAMS);
+    }
+
+    #[test]
+    fn unwraps_tasks_and_turns_message_replies_into_completed_tasks() {
+        let task = task_of_result(Flavor::V10, "q", json!({"task": {"id": "t"}}));
+        assert_eq!(task, json!({"id": "t"}));
+        let task = task_of_result(Flavor::V10, "q", json!({"message": {"messageId": "m", "contextId": "c"}}));
+        assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED");
+        assert_eq!(task["status"]["message"]["messageId"], "m");
+        let task = task_of_result(Flavor::V03, "q", json!({"kind": "message", "messageId": "m"}));
+        assert_eq!((task["kind"].as_str(), task["status"]["state"].as_str()), (Some("task"), Some("completed")));
+    }
+}

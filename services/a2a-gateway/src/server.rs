@@ -1,0 +1,104 @@
+//! Assembles a running gateway from its configuration; shared by the binary
+//! and by tests that need a real server.
+
+use std::sync::Arc;
+
+use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config};
+use agentmesh_db::Database;
+use agentmesh_netguard::UrlGuard;
+use agentmesh_proto::{
+    a2a::v1::a2a_service_server::{A2aServiceServer, SERVICE_NAME as A2A_SERVICE},
+    gateway::v1::gateway_service_server::{GatewayServiceServer, SERVICE_NAME as CONTROL_SERVICE},
+};
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+use crate::{
+    a2a_grpc::A2aGrpc, agent_client::AgentClient, control::ControlApi, directory::Directory, drain::Drainer,
+    gateway::Gateway, http::MAX_REQUEST_BYTES, settings::GatewaySettings, store::QueueStore,
+};
+
+/// Binds the A2A front and runs the gateway until `shutdown`.
+pub async fn run(
+    config: Config<GatewaySettings>,
+    listener: TcpListener,
+    authenticator: Authenticator,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let a2a_listen = config.service.a2a_listen;
+    let a2a_listener =
+        TcpListener::bind(a2a_listen).await.with_context(|| format!("cannot listen on {a2a_listen} (gateway.a2a_listen)"))?;
+    run_with_listeners(config, listener, a2a_listener, authenticator, shutdown).await
+}
+
+/// Runs the gateway on already bound listeners (so tests know the
+/// addresses first) until `shutdown`.
+pub async fn run_with_listeners(
+    config: Config<GatewaySettings>,
+    grpc_listener: TcpListener,
+    a2a_listener: TcpListener,
+    authenticator: Authenticator,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut settings = config.service.clone();
+    let (idle_timeout, problem) = settings.idle_timeout();
+    if let Some(problem) = problem {
+        tracing::warn!("{problem}");
+    }
+    let a2a_address = a2a_listener.local_addr()?;
+    if settings.public_url.is_empty() {
+        settings.public_url = format!("http://{a2a_address}");
+    }
+    if settings.public_grpc_address.is_empty() {
+        settings.public_grpc_address = grpc_listener.local_addr()?.to_string();
+    }
+
+    let database = Database::connect(&config.server.database_url_or_default("gateway")).await?;
+    let store = QueueStore::open(database).await?;
+    let (directory, signals) =
+        Directory::new(&settings.registry_address, &settings.provisioner_address, &settings.service_token)?;
+    let agents = AgentClient::new(UrlGuard::new(settings.network()))?;
+    let replica = format!("gateway-{}", uuid::Uuid::new_v4());
+    tracing::info!(replica, idle_timeout_secs = idle_timeout.as_secs(), "gateway starting");
+    let drainer =
+        Drainer::new(store.clone(), directory.clone(), agents.clone(), settings.clone(), idle_timeout, replica);
+    let gateway = Arc::new(Gateway::new(
+        directory.clone(),
+        agents,
+        store.clone(),
+        drainer.clone(),
+        settings.clone(),
+        idle_timeout,
+    ));
+
+    tokio::spawn(directory.clone().follow(shutdown.clone()));
+    tokio::spawn(drainer.run(signals, shutdown.clone()));
+
+    let front = crate::http::router(gateway.clone(), authenticator.clone());
+    let front_shutdown = shutdown.clone();
+    let front = tokio::spawn(async move {
+        axum::serve(a2a_listener, front).with_graceful_shutdown(front_shutdown.cancelled_owned()).await
+    });
+    tracing::info!(address = %a2a_address, "A2A front listening");
+
+    let routes = Routes::new(GatewayServiceServer::new(ControlApi::new(store.clone(), directory.clone()))).add_service(
+        A2aServiceServer::new(A2aGrpc::new(gateway))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(crate::agent_client::MAX_REPLY_BYTES),
+    );
+    let options = ServeOptions::from_config(&config.server, vec![CONTROL_SERVICE, A2A_SERVICE], authenticator);
+    let ready = move || {
+        let store = store.clone();
+        let directory = directory.clone();
+        async move {
+            store.database().ping().await?;
+            anyhow::ensure!(directory.is_following(), "not following the registry's events yet");
+            Ok(())
+        }
+    };
+    let served = agentmesh_chassis::serve(grpc_listener, routes, options, ready, shutdown).await;
+    front.await??;
+    served
+}

@@ -1,0 +1,192 @@
+//! The gateway's own settings (the `[gateway]` table).
+
+use std::{net::SocketAddr, time::Duration};
+
+use agentmesh_chassis::ServiceSettings;
+use agentmesh_netguard::NetworkMode;
+use serde::{Deserialize, Serialize};
+
+/// The idle timeout when none is configured (GW-4).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Where the A2A front (JSON-RPC over HTTP, one path per workspace) listens.
+    pub a2a_listen: SocketAddr,
+    /// The base URL callers reach the A2A front under, written into the
+    /// agent cards the gateway serves; empty means `http://<a2a_listen>`.
+    pub public_url: String,
+    /// The `host:port` callers reach the gRPC A2A binding under, written into
+    /// the agent cards; empty means the gRPC listen address.
+    pub public_grpc_address: String,
+    /// Where the gateway reaches the registry.
+    pub registry_address: String,
+    /// Where the gateway reaches the provisioner to wake hibernated
+    /// workspaces; empty means hibernated targets are queued but not woken.
+    pub provisioner_address: String,
+    /// The service token presented to the registry and the provisioner.
+    pub service_token: String,
+    /// Which agent URLs may be dialled: strict (public only), cluster (also
+    /// private ranges) or dev (also loopback). Checked at every dispatch.
+    pub network_mode: String,
+    /// Seconds without any event from the target before a dispatch is given
+    /// up. Only a positive integer is accepted: anything else is reported at
+    /// start and the default (300) is used, since refusing to start over a
+    /// typo would take every dispatch down.
+    pub idle_timeout_seconds: toml::Value,
+    /// Delivery attempts before a queued message becomes a dead letter.
+    pub max_attempts: u32,
+    /// The first retry delay after a failed delivery; it doubles per attempt.
+    pub retry_backoff_initial_ms: u64,
+    /// The longest retry delay.
+    pub retry_backoff_max_ms: u64,
+    /// How long a replica holds a queue item (or a workspace's drain) before
+    /// another replica may take it over; renewed while the work goes on.
+    pub lease_secs: u64,
+    /// How often the queue is scanned for due work that no event announced
+    /// (retries after a backoff, a crashed replica's items, expiries).
+    pub scan_interval_ms: u64,
+    /// How long delivered and dropped items stay inspectable.
+    pub retention_secs: u64,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            a2a_listen: SocketAddr::from(([127, 0, 0, 1], 8053)),
+            public_url: String::new(),
+            public_grpc_address: String::new(),
+            registry_address: "http://127.0.0.1:50051".to_owned(),
+            provisioner_address: String::new(),
+            service_token: String::new(),
+            network_mode: NetworkMode::Strict.to_string(),
+            idle_timeout_seconds: toml::Value::Integer(DEFAULT_IDLE_TIMEOUT.as_secs() as i64),
+            max_attempts: 5,
+            retry_backoff_initial_ms: 1_000,
+            retry_backoff_max_ms: 60_000,
+            lease_secs: 30,
+            scan_interval_ms: 2_000,
+            retention_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl ServiceSettings for GatewaySettings {
+    const SECTION: &'static str = "gateway";
+
+    fn validate(&self, errors: &mut Vec<String>) {
+        if self.registry_address.trim().is_empty() {
+            errors.push("gateway.registry_address: must not be empty".to_owned());
+        }
+        if let Err(e) = self.network_mode.parse::<NetworkMode>() {
+            errors.push(format!("gateway.network_mode: {e}"));
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            errors.push("gateway.max_attempts: must be between 1 and 100".to_owned());
+        }
+        if self.retry_backoff_initial_ms == 0 || self.retry_backoff_initial_ms > self.retry_backoff_max_ms {
+            errors.push("gateway.retry_backoff_initial_ms: must be positive and at most retry_backoff_max_ms".to_owned());
+        }
+        if !(2..=3600).contains(&self.lease_secs) {
+            errors.push("gateway.lease_secs: must be between 2 and 3600".to_owned());
+        }
+        if !(50..=600_000).contains(&self.scan_interval_ms) {
+            errors.push("gateway.scan_interval_ms: must be between 50 and 600000".to_owned());
+        }
+        if !self.public_url.is_empty() && url::Url::parse(&self.public_url).is_err() {
+            errors.push("gateway.public_url: must be an absolute URL".to_owned());
+        }
+    }
+
+    fn redacted(&self) -> Self {
+        let service_token = if self.service_token.is_empty() { String::new() } else { "<redacted>".to_owned() };
+        Self { service_token, ..self.clone() }
+    }
+}
+
+impl GatewaySettings {
+    pub fn network(&self) -> NetworkMode {
+        self.network_mode.parse().unwrap_or(NetworkMode::Strict)
+    }
+
+    /// The configured idle timeout, or the default and why the configured
+    /// value was not usable.
+    pub fn idle_timeout(&self) -> (Duration, Option<String>) {
+        parse_idle_timeout(&self.idle_timeout_seconds)
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+
+    pub fn scan_interval(&self) -> Duration {
+        Duration::from_millis(self.scan_interval_ms)
+    }
+
+    /// The delay before retry number `attempts` (1 after the first failure).
+    pub fn retry_backoff(&self, attempts: u32) -> Duration {
+        let doubled = self.retry_backoff_initial_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(30));
+        Duration::from_millis(doubled.min(self.retry_backoff_max_ms))
+    }
+
+    pub fn public_url(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.a2a_listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_owned()
+        }
+    }
+}
+
+/// Accepts a positive integer of seconds, as a number or a string of digits
+/// (environment variables arrive as strings); anything else yields the
+/// default and a description of what was wrong.
+pub fn parse_idle_timeout(value: &toml::Value) -> (Duration, Option<String>) {
+    let seconds = match value {
+        toml::Value::Integer(n) => Some(*n),
+        toml::Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    match seconds {
+        Some(n) if n > 0 => (Duration::from_secs(n as u64), None),
+        _ => (
+            DEFAULT_IDLE_TIMEOUT,
+            Some(format!(
+                "gateway.idle_timeout_seconds = {value} is not a positive integer; using the default of {} s",
+                DEFAULT_IDLE_TIMEOUT.as_secs()
+            )),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_timeout_accepts_only_positive_integers() {
+        let ok = |v: toml::Value| parse_idle_timeout(&v);
+        assert_eq!(ok(toml::Value::Integer(42)), (Duration::from_secs(42), None));
+        assert_eq!(ok(toml::Value::String(" 7 ".into())), (Duration::from_secs(7), None));
+        for bad in [
+            toml::Value::Integer(0),
+            toml::Value::Integer(-30),
+            toml::Value::String("foo".into()),
+            toml::Value::String("1.5".into()),
+            toml::Value::Float(2.5),
+            toml::Value::Boolean(true),
+        ] {
+            let (timeout, warning) = parse_idle_timeout(&bad);
+            assert_eq!(timeout, DEFAULT_IDLE_TIMEOUT, "{bad}");
+            assert!(warning.expect("a warning").contains("not a positive integer"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn retry_backoff_doubles_to_its_cap() {
+        let settings = GatewaySettings { retry_backoff_initial_ms: 100, retry_backoff_max_ms: 1_000, ..Default::default() };
+        let delays: Vec<u64> = (1..=6).map(|n| settings.retry_backoff(n).as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
+    }
+}

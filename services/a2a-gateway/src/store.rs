@@ -1,0 +1,738 @@
+//! The gateway's durable delivery queue (GW-5…GW-8): messages a workspace
+//! could not take at once, delivered later in order per workspace (priority,
+//! then arrival), deduplicated by A2A message id, with bounded attempts, then
+//! a dead letter. SQLite by default, PostgreSQL when several replicas share
+//! the queue (ARCH-2); the statements are written once for both.
+//!
+//! Replicas never deliver an item twice at once and never lose one: a claim
+//! takes items under a lease in one statement (on PostgreSQL skipping rows
+//! another replica is claiming), every later step is a compare-and-set on the
+//! lease owner, and an item whose lease ran out (its replica died) is
+//! claimable again with its attempts and message id unchanged. A per-workspace
+//! drain lease keeps one replica draining each workspace, so items leave in
+//! order.
+
+mod model;
+mod sql;
+
+use std::time::{Duration, SystemTime};
+
+use agentmesh_db::{Database, DbError, Dialect};
+use agentmesh_proto::gateway::v1::QueueItemState;
+use sqlx::{Row, any::AnyRow, migrate::Migrator};
+use uuid::Uuid;
+
+pub use model::{DropStale, Enqueued, ListFilter, NewQueueItem, QueueItem, QueueStats, Requeue, StatsPage};
+use model::{duration_ms, from_ms, parse_reason, parse_state, reason_text, state_text, to_ms};
+use sql::{ListCursor, Sql, StatsCursor};
+
+// Two schemas, because the arrival number is an auto-numbered column and the
+// engines spell that differently (AUTOINCREMENT rowid vs. identity). A
+// counter row shared by every enqueue would have let one schema serve both,
+// but on PostgreSQL it would serialise all enqueues of all replicas on one
+// row lock. Every statement below is still written once.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The most ids a drop reports, as the control API promises.
+const REPORTED_IDS: usize = 1000;
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Every column of an item, payloads last.
+macro_rules! item_columns {
+    () => {
+        "seq, id, workspace_id, message_id, caller, priority, state, state_reason, queue_reason, attempts, \
+         max_attempts, last_error, enqueued_at, expires_at, next_attempt_at, lease_owner, lease_expires_at, \
+         delivered_at, traceparent, updated_at, request_json, result_json"
+    };
+}
+
+/// The columns of an item without its payloads, which may be megabytes.
+macro_rules! summary_columns {
+    () => {
+        "seq, id, workspace_id, message_id, caller, priority, state, state_reason, queue_reason, attempts, \
+         max_attempts, last_error, enqueued_at, expires_at, next_attempt_at, lease_owner, lease_expires_at, \
+         delivered_at, traceparent, updated_at"
+    };
+}
+
+/// The figures of [`QueueStats`] over the rows selected.
+const FIGURES: &str = "COUNT(CASE WHEN state = 'queued' THEN 1 END) AS queued, \
+     COUNT(CASE WHEN state = 'in_flight' THEN 1 END) AS in_flight, \
+     COUNT(CASE WHEN state = 'dead_letter' THEN 1 END) AS dead_letters, \
+     MIN(CASE WHEN state = 'queued' THEN enqueued_at END) AS oldest";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (or refuses connections for now);
+    /// retrying later may succeed.
+    #[error("the queue store is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("the queue store failed")]
+    Database(#[source] sqlx::Error),
+    #[error("migrating the queue store failed")]
+    Migrate(#[source] DbError),
+    /// A page token this store did not hand out (or for another listing).
+    #[error("invalid page token")]
+    InvalidPageToken,
+    /// A request that selects nothing sensible, e.g. a drop without criteria.
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    #[error("queue item {id} cannot be read: {problem}")]
+    Corrupt { id: String, problem: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if unavailable(&e) { StoreError::Unavailable(e) } else { StoreError::Database(e) }
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlx(e) | DbError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e.into(),
+            other => StoreError::Migrate(other),
+        }
+    }
+}
+
+/// Whether an error means "the database is not there right now" rather than
+/// "this statement is wrong".
+fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                // Connection exceptions, shutdown and "cannot connect now",
+                // too many connections.
+                let code = pg.code();
+                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY / SQLITE_LOCKED (any extended code): another
+                // process held the file past the busy timeout.
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or_default();
+                matches!(code & 0xff, 5 | 6)
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The durable queue; cheap to clone (it shares the connection pool).
+#[derive(Debug, Clone)]
+pub struct QueueStore {
+    db: Database,
+    claim_sql: &'static str,
+}
+
+impl QueueStore {
+    /// Opens the queue on `db`, bringing its schema up to date.
+    pub async fn open(db: Database) -> Result<Self> {
+        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        let claim_sql = match db.dialect() {
+            Dialect::Postgres => CLAIM_POSTGRES,
+            Dialect::Sqlite => CLAIM_SQLITE,
+        };
+        Ok(Self { db, claim_sql })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Queues a message unless its workspace already has an item with that
+    /// message id: then returns the existing item, in whatever state, with
+    /// `duplicate` set. `depth` counts the QUEUED items of the workspace
+    /// afterwards, this one included.
+    pub async fn enqueue(&self, item: NewQueueItem, now: SystemTime) -> Result<Enqueued> {
+        let id = Uuid::new_v4();
+        let now = to_ms(now);
+        // A conflict "updates" the existing row to itself so that RETURNING
+        // hands it back in the same statement: a separate look-up could miss
+        // a row purged in between. The id tells which row came back.
+        let row = sqlx::query(concat!(
+            "INSERT INTO queue_items (id, workspace_id, message_id, caller, priority, state, state_reason, \
+             queue_reason, attempts, max_attempts, last_error, enqueued_at, expires_at, next_attempt_at, \
+             request_json, traceparent, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'queued', '', $6, 0, $7, '', $8, $9, $8, $10, $11, $8) \
+             ON CONFLICT (workspace_id, message_id) DO UPDATE SET message_id = excluded.message_id \
+             RETURNING ",
+            item_columns!()
+        ))
+        .bind(id.to_string())
+        .bind(item.workspace_id.to_string())
+        .bind(&item.message_id)
+        .bind(&item.caller)
+        .bind(i64::from(item.priority))
+        .bind(reason_text(item.reason))
+        .bind(i64::from(item.max_attempts.max(1)))
+        .bind(now)
+        .bind(item.expires_at.map(to_ms))
+        .bind(&item.request_json)
+        .bind(&item.traceparent)
+        .fetch_one(self.db.pool())
+        .await?;
+        let item = decode(&row, true)?;
+        let depth = self.depth(item.workspace_id).await?;
+        Ok(Enqueued { duplicate: item.id != id, item, depth })
+    }
+
+    /// Takes the drain lease of a workspace, or renews it if `owner` already
+    /// holds it; false while another owner holds an unexpired lease.
+    pub async fn acquire_drain_lease(
+        &self,
+        workspace_id: Uuid,
+        owner: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<bool> {
+        let now = to_ms(now);
+        let result = sqlx::query(
+            "INSERT INTO drain_leases (workspace_id, owner, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (workspace_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE drain_leases.owner = excluded.owner OR drain_leases.expires_at <= $4",
+        )
+        .bind(workspace_id.to_string())
+        .bind(owner)
+        .bind(now.saturating_add(duration_ms(ttl)))
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Gives the drain lease up, if `owner` holds it.
+    pub async fn release_drain_lease(&self, workspace_id: Uuid, owner: &str) -> Result<()> {
+        sqlx::query("DELETE FROM drain_leases WHERE workspace_id = $1 AND owner = $2")
+            .bind(workspace_id.to_string())
+            .bind(owner)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` items of a workspace for delivery, in delivery
+    /// order: QUEUED items that are due and unexpired, and IN_FLIGHT items
+    /// whose lease ran out (their replica died; they keep their attempts).
+    /// They become IN_FLIGHT under `owner`'s lease until `now + lease`.
+    pub async fn claim(
+        &self,
+        workspace_id: Uuid,
+        owner: &str,
+        lease: Duration,
+        limit: u32,
+        now: SystemTime,
+    ) -> Result<Vec<QueueItem>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = to_ms(now);
+        let rows = sqlx::query(self.claim_sql)
+            .bind(workspace_id.to_string())
+            .bind(owner)
+            .bind(now.saturating_add(duration_ms(lease)))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut items = rows.iter().map(|row| decode(row, true)).collect::<Result<Vec<_>>>()?;
+        // RETURNING promises no order.
+        items.sort_by_key(|item| (std::cmp::Reverse(item.priority), item.seq));
+        Ok(items)
+    }
+
+    /// Puts an item `owner` holds back in the queue unconsumed (the agent was
+    /// busy): QUEUED, due at once, attempts unchanged, keeping its place.
+    /// False if `owner` no longer holds it.
+    pub async fn release_unconsumed(&self, id: Uuid, owner: &str, now: SystemTime) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE queue_items SET state = 'queued', state_reason = 'target busy', next_attempt_at = $3, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
+             WHERE id = $1 AND state = 'in_flight' AND lease_owner = $2",
+        )
+        .bind(id.to_string())
+        .bind(owner)
+        .bind(to_ms(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Records the agent's reply: the item becomes DELIVERED. Accepted while
+    /// `owner` is still the item's holder, also after its lease ran out as
+    /// long as no other replica claimed it meanwhile (the delivery did
+    /// happen). False, changing nothing, otherwise, e.g. when it is already
+    /// DELIVERED.
+    pub async fn complete(&self, id: Uuid, owner: &str, result_json: &str, now: SystemTime) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE queue_items SET state = 'delivered', state_reason = '', result_json = $3, delivered_at = $4, \
+             next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
+             WHERE id = $1 AND state = 'in_flight' AND lease_owner = $2",
+        )
+        .bind(id.to_string())
+        .bind(owner)
+        .bind(result_json)
+        .bind(to_ms(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Records a failed attempt of an item `owner` holds: one more attempt and
+    /// its error; a DEAD_LETTER once the attempts are used up, else QUEUED
+    /// again from `next_attempt_at`. Returns the new state, `None` if `owner`
+    /// no longer holds the item.
+    pub async fn fail_attempt(
+        &self,
+        id: Uuid,
+        owner: &str,
+        error: &str,
+        next_attempt_at: SystemTime,
+        now: SystemTime,
+    ) -> Result<Option<QueueItemState>> {
+        let row = sqlx::query(
+            "UPDATE queue_items SET attempts = attempts + 1, last_error = $3, \
+             state = CASE WHEN attempts + 1 >= max_attempts THEN 'dead_letter' ELSE 'queued' END, \
+             state_reason = CASE WHEN attempts + 1 >= max_attempts THEN 'attempts exhausted' \
+                 ELSE 'retrying after a failed attempt' END, \
+             next_attempt_at = CASE WHEN attempts + 1 >= max_attempts THEN NULL ELSE $4 END, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+             WHERE id = $1 AND state = 'in_flight' AND lease_owner = $2 \
+             RETURNING state",
+        )
+        .bind(id.to_string())
+        .bind(owner)
+        .bind(error)
+        .bind(to_ms(next_attempt_at))
+        .bind(to_ms(now))
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|row| {
+            let state: String = row.try_get("state")?;
+            parse_state(&state).ok_or_else(|| StoreError::Corrupt { id: id.to_string(), problem: state })
+        })
+        .transpose()
+    }
+
+    /// Drops QUEUED items whose expiry has come, with the reason "expired".
+    /// Returns their ids and workspaces.
+    pub async fn expire_due(&self, now: SystemTime) -> Result<Vec<(Uuid, Uuid)>> {
+        let rows = sqlx::query(
+            "UPDATE queue_items SET state = 'dropped', state_reason = 'expired', next_attempt_at = NULL, \
+             updated_at = $1 \
+             WHERE state = 'queued' AND expires_at IS NOT NULL AND expires_at <= $1 \
+             RETURNING id, workspace_id",
+        )
+        .bind(to_ms(now))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|row| Ok((uuid_column(row, "id")?, uuid_column(row, "workspace_id")?))).collect()
+    }
+
+    /// Workspaces with an item [`Self::claim`] would take now: QUEUED, due and
+    /// unexpired, or IN_FLIGHT under an expired lease. In workspace id order.
+    pub async fn workspaces_with_work(&self, now: SystemTime) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query(
+            "SELECT workspace_id FROM queue_items \
+             WHERE state = 'queued' AND next_attempt_at <= $1 AND (expires_at IS NULL OR expires_at > $1) \
+             UNION \
+             SELECT workspace_id FROM queue_items WHERE state = 'in_flight' AND lease_expires_at <= $1 \
+             ORDER BY workspace_id",
+        )
+        .bind(to_ms(now))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(|row| uuid_column(row, "workspace_id")).collect()
+    }
+
+    /// When, after `now`, an item next becomes claimable without anything
+    /// else happening: the earliest future `next_attempt_at` of a QUEUED item
+    /// or lease expiry of an IN_FLIGHT one, so a drainer can sleep until then.
+    pub async fn next_due_at(&self, now: SystemTime) -> Result<Option<SystemTime>> {
+        // Two ordered look-ups rather than MIN over a union: each reads one
+        // index entry.
+        let row = sqlx::query(
+            "SELECT (SELECT next_attempt_at FROM queue_items WHERE state = 'queued' AND next_attempt_at > $1 \
+                     ORDER BY next_attempt_at LIMIT 1) AS due, \
+                    (SELECT lease_expires_at FROM queue_items WHERE state = 'in_flight' AND lease_expires_at > $1 \
+                     ORDER BY lease_expires_at LIMIT 1) AS lease",
+        )
+        .bind(to_ms(now))
+        .fetch_one(self.db.pool())
+        .await?;
+        let due: Option<i64> = row.try_get("due")?;
+        let lease: Option<i64> = row.try_get("lease")?;
+        Ok(due.into_iter().chain(lease).min().map(from_ms))
+    }
+
+    /// QUEUED items of a workspace.
+    pub async fn depth(&self, workspace_id: Uuid) -> Result<u64> {
+        // The IN term repeats the claim index's predicate, which lets SQLite
+        // count from that index alone.
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM queue_items \
+             WHERE workspace_id = $1 AND state IN ('queued', 'in_flight') AND state = 'queued'",
+        )
+        .bind(workspace_id.to_string())
+        .fetch_one(self.db.pool())
+        .await?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    /// Drops every QUEUED and DEAD_LETTER item of a workspace (e.g. it was
+    /// removed), with `reason`. IN_FLIGHT items finish their attempt first.
+    /// Returns how many were dropped.
+    pub async fn drop_workspace(&self, workspace_id: Uuid, reason: &str, now: SystemTime) -> Result<u64> {
+        let result = sqlx::query(
+            "UPDATE queue_items SET state = 'dropped', state_reason = $2, next_attempt_at = NULL, updated_at = $3 \
+             WHERE workspace_id = $1 AND state IN ('queued', 'dead_letter')",
+        )
+        .bind(workspace_id.to_string())
+        .bind(reason)
+        .bind(to_ms(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// One item with its payloads.
+    pub async fn get(&self, id: Uuid) -> Result<Option<QueueItem>> {
+        let row = sqlx::query(concat!("SELECT ", item_columns!(), " FROM queue_items WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| decode(&row, true)).transpose()
+    }
+
+    /// One page of items matching `filter`, by workspace and, within each, in
+    /// delivery order. `page_size` 0 means 100; at most 1000. Returns the
+    /// token of the next page, if there is one.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<(Vec<QueueItem>, Option<String>)> {
+        let after = page_token.filter(|t| !t.is_empty()).map(ListCursor::parse).transpose()?;
+        let page = effective_page_size(page_size);
+        let states: Vec<QueueItemState> = if filter.states.is_empty() {
+            vec![QueueItemState::Queued, QueueItemState::InFlight, QueueItemState::DeadLetter]
+        } else {
+            filter.states.clone()
+        };
+        let mut sql = Sql::new(if filter.include_payloads {
+            concat!("SELECT ", item_columns!(), " FROM queue_items WHERE state IN ")
+        } else {
+            concat!("SELECT ", summary_columns!(), " FROM queue_items WHERE state IN ")
+        });
+        sql.text_list(states.into_iter().map(state_text));
+        if let Some(workspace_id) = filter.workspace_id {
+            sql.push(" AND workspace_id = ").text(workspace_id.to_string());
+        }
+        if let Some(after) = after {
+            let workspace_id = after.workspace_id.to_string();
+            let priority = i64::from(after.priority);
+            sql.push(" AND (workspace_id > ").text(workspace_id.clone());
+            sql.push(" OR (workspace_id = ").text(workspace_id).push(" AND (priority < ").int(priority);
+            sql.push(" OR (priority = ").int(priority).push(" AND seq > ").int(after.seq).push("))))");
+        }
+        sql.push(" ORDER BY workspace_id, priority DESC, seq LIMIT ").int(i64::from(page) + 1);
+        let rows = sql.query().fetch_all(self.db.pool()).await?;
+        let mut items =
+            rows.iter().map(|row| decode(row, filter.include_payloads)).collect::<Result<Vec<QueueItem>>>()?;
+        let next = if items.len() > page as usize {
+            items.truncate(page as usize);
+            items.last().map(|last| {
+                ListCursor { workspace_id: last.workspace_id, priority: last.priority, seq: last.seq }.token()
+            })
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    /// Drops QUEUED items (and DEAD_LETTER ones if asked) that match any
+    /// criterion of `req`, with its reason; never IN_FLIGHT ones. With
+    /// `dry_run` nothing changes. Returns how many were (or would be)
+    /// dropped and the first 1000 ids, in listing order.
+    pub async fn drop_stale(&self, req: &DropStale, now: SystemTime) -> Result<(u64, Vec<Uuid>)> {
+        if req.older_than.is_none() && !req.expired {
+            return Err(StoreError::InvalidRequest("dropping stale items needs a criterion: an age or expiry"));
+        }
+        let now = to_ms(now);
+        let mut sql = if req.dry_run {
+            Sql::new("SELECT id, workspace_id, priority, seq FROM queue_items WHERE ")
+        } else {
+            let mut sql = Sql::new("UPDATE queue_items SET state = 'dropped', next_attempt_at = NULL, state_reason = ");
+            sql.text(req.reason.as_str()).push(", updated_at = ").int(now).push(" WHERE ");
+            sql
+        };
+        sql.push(if req.include_dead_letters { "state IN ('queued', 'dead_letter')" } else { "state = 'queued'" });
+        if let Some(workspace_id) = req.workspace_id {
+            sql.push(" AND workspace_id = ").text(workspace_id.to_string());
+        }
+        let mut criteria = Vec::new();
+        if let Some(age) = req.older_than {
+            criteria.push(("enqueued_at < ", now.saturating_sub(duration_ms(age))));
+        }
+        if req.expired {
+            criteria.push(("expires_at <= ", now));
+        }
+        sql.push(" AND (");
+        for (i, (criterion, bound)) in criteria.into_iter().enumerate() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            sql.push(criterion).int(bound);
+        }
+        sql.push(")");
+        if !req.dry_run {
+            sql.push(" RETURNING id, workspace_id, priority, seq");
+        }
+        let rows = sql.query().fetch_all(self.db.pool()).await?;
+        let mut dropped = listed_ids(&rows)?;
+        let count = dropped.len() as u64;
+        dropped.truncate(REPORTED_IDS);
+        Ok((count, dropped))
+    }
+
+    /// Puts dead letters back in the queue: QUEUED, due at once, attempts
+    /// reset, keeping message id, priority and place in arrival order. With
+    /// `queue_ids`, those items (of `workspace_id`, if given); otherwise every
+    /// dead letter of `workspace_id`. Returns the requeued ids in listing
+    /// order and the given ids that were skipped: unknown, not dead letters,
+    /// or of another workspace.
+    pub async fn requeue_dead_letters(&self, req: &Requeue, now: SystemTime) -> Result<(Vec<Uuid>, Vec<String>)> {
+        if req.queue_ids.is_empty() && req.workspace_id.is_none() {
+            return Err(StoreError::InvalidRequest("requeueing needs a workspace or queue ids"));
+        }
+        let now = to_ms(now);
+        let mut sql = Sql::new(
+            "UPDATE queue_items SET state = 'queued', state_reason = 'requeued', attempts = 0, next_attempt_at = ",
+        );
+        sql.int(now).push(", updated_at = ").int(now);
+        if let Some(max_attempts) = req.max_attempts {
+            sql.push(", max_attempts = ").int(i64::from(max_attempts.max(1)));
+        }
+        sql.push(" WHERE state = 'dead_letter'");
+        if let Some(workspace_id) = req.workspace_id {
+            sql.push(" AND workspace_id = ").text(workspace_id.to_string());
+        }
+        if !req.queue_ids.is_empty() {
+            sql.push(" AND id IN ").text_list(req.queue_ids.iter().map(Uuid::to_string));
+        }
+        sql.push(" RETURNING id, workspace_id, priority, seq");
+        let rows = sql.query().fetch_all(self.db.pool()).await?;
+        let requeued = listed_ids(&rows)?;
+        let mut skipped: Vec<String> = Vec::new();
+        for id in &req.queue_ids {
+            let id_text = id.to_string();
+            if !requeued.contains(id) && !skipped.contains(&id_text) {
+                skipped.push(id_text);
+            }
+        }
+        Ok((requeued, skipped))
+    }
+
+    /// Queue figures in total and per workspace, deepest queue first (ties by
+    /// workspace id), one page at a time. `workspace_ids` selects
+    /// workspaces, each listed even when it has nothing queued; empty means
+    /// every workspace with QUEUED, IN_FLIGHT or DEAD_LETTER items. Ages are
+    /// measured at `now`.
+    pub async fn stats(
+        &self,
+        workspace_ids: &[Uuid],
+        page_size: u32,
+        page_token: Option<&str>,
+        now: SystemTime,
+    ) -> Result<StatsPage> {
+        let after = page_token.filter(|t| !t.is_empty()).map(StatsCursor::parse).transpose()?;
+        let page = effective_page_size(page_size) as usize;
+        let mut selected = workspace_ids.to_vec();
+        selected.sort();
+        selected.dedup();
+
+        let mut totals = Sql::new("SELECT ");
+        totals.push(FIGURES);
+        figures_source(&mut totals, &selected);
+        let row = totals.query().fetch_one(self.db.pool()).await?;
+        let totals = figures(&row, None, now)?;
+
+        let mut workspaces = if selected.is_empty() {
+            // Every workspace with items: let the database sort and page.
+            let mut sql =
+                Sql::new("SELECT workspace_id, queued, in_flight, dead_letters, oldest FROM (SELECT workspace_id, ");
+            sql.push(FIGURES);
+            figures_source(&mut sql, &selected);
+            sql.push(" GROUP BY workspace_id) per_workspace");
+            if let Some(after) = after {
+                let queued = i64::try_from(after.queued).unwrap_or(i64::MAX);
+                sql.push(" WHERE queued < ").int(queued).push(" OR (queued = ").int(queued);
+                sql.push(" AND workspace_id > ").text(after.workspace_id.to_string()).push(")");
+            }
+            sql.push(" ORDER BY queued DESC, workspace_id LIMIT ").int(page as i64 + 1);
+            let rows = sql.query().fetch_all(self.db.pool()).await?;
+            rows.iter()
+                .map(|row| figures(row, Some(uuid_column(row, "workspace_id")?), now))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            // At most as many as the caller named: sort here, so workspaces
+            // without items are listed too.
+            let mut sql = Sql::new("SELECT workspace_id, ");
+            sql.push(FIGURES);
+            figures_source(&mut sql, &selected);
+            sql.push(" GROUP BY workspace_id");
+            let rows = sql.query().fetch_all(self.db.pool()).await?;
+            let mut found = rows
+                .iter()
+                .map(|row| figures(row, Some(uuid_column(row, "workspace_id")?), now))
+                .collect::<Result<Vec<_>>>()?;
+            for id in &selected {
+                if !found.iter().any(|stats| stats.workspace_id == Some(*id)) {
+                    found.push(QueueStats { workspace_id: Some(*id), ..QueueStats::default() });
+                }
+            }
+            found.sort_by_key(|stats| (std::cmp::Reverse(stats.queued), stats.workspace_id));
+            found.retain(|stats| {
+                after.is_none_or(|after| after.precedes(stats.queued, stats.workspace_id.unwrap_or_default()))
+            });
+            found.truncate(page + 1);
+            found
+        };
+        let next_page_token = if workspaces.len() > page {
+            workspaces.truncate(page);
+            workspaces.last().map(|last| {
+                StatsCursor { queued: last.queued, workspace_id: last.workspace_id.unwrap_or_default() }.token()
+            })
+        } else {
+            None
+        };
+        Ok(StatsPage { totals, workspaces, next_page_token })
+    }
+
+    /// Forgets DELIVERED and DROPPED items that reached that state before
+    /// `before`. Returns how many.
+    pub async fn purge_finished(&self, before: SystemTime) -> Result<u64> {
+        let result = sqlx::query("DELETE FROM queue_items WHERE state IN ('delivered', 'dropped') AND updated_at < $1")
+            .bind(to_ms(before))
+            .execute(self.db.pool())
+            .await?;
+        Ok(result.rows_affected())
+    }
+}
+
+/// The claim, as one statement so that it is atomic on its own. On
+/// PostgreSQL, `SKIP LOCKED` lets replicas claiming at the same time take
+/// different items instead of waiting for each other; SQLite has a single
+/// writer. The `state IN` term is the claim index's predicate: the index
+/// yields candidates in delivery order, so the scan stops after `limit` of
+/// them. Taking over an expired lease says so in the item's reason.
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE queue_items SET state = 'in_flight', \
+             state_reason = CASE WHEN state = 'in_flight' THEN 'redelivery: the previous lease expired' ELSE '' END, \
+             lease_owner = $2, lease_expires_at = $3, next_attempt_at = NULL, updated_at = $4 \
+             WHERE seq IN (SELECT seq FROM queue_items WHERE workspace_id = $1 AND state IN ('queued', 'in_flight') \
+             AND ((state = 'queued' AND next_attempt_at <= $4 AND (expires_at IS NULL OR expires_at > $4)) \
+                  OR (state = 'in_flight' AND lease_expires_at <= $4)) \
+             ORDER BY priority DESC, seq LIMIT $5",
+            $lock,
+            ") RETURNING ",
+            item_columns!()
+        )
+    };
+}
+const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
+const CLAIM_SQLITE: &str = claim_sql!("");
+
+fn effective_page_size(page_size: u32) -> u32 {
+    match page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// The rows [`FIGURES`] are computed over.
+fn figures_source(sql: &mut Sql, workspace_ids: &[Uuid]) {
+    sql.push(" FROM queue_items WHERE state IN ('queued', 'in_flight', 'dead_letter')");
+    if !workspace_ids.is_empty() {
+        sql.push(" AND workspace_id IN ").text_list(workspace_ids.iter().map(Uuid::to_string));
+    }
+}
+
+fn figures(row: &AnyRow, workspace_id: Option<Uuid>, now: SystemTime) -> Result<QueueStats> {
+    let count = |column: &str| -> Result<u64> { Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or_default()) };
+    let oldest_queued_at = row.try_get::<Option<i64>, _>("oldest")?.map(from_ms);
+    let oldest_queued_age_seconds =
+        oldest_queued_at.and_then(|oldest| now.duration_since(oldest).ok()).map_or(0, |age| age.as_secs());
+    Ok(QueueStats {
+        workspace_id,
+        queued: count("queued")?,
+        in_flight: count("in_flight")?,
+        dead_letters: count("dead_letters")?,
+        oldest_queued_at,
+        oldest_queued_age_seconds,
+    })
+}
+
+/// The ids of `(id, workspace_id, priority, seq)` rows, in listing order.
+fn listed_ids(rows: &[AnyRow]) -> Result<Vec<Uuid>> {
+    let mut keyed = rows
+        .iter()
+        .map(|row| {
+            let key = (uuid_column(row, "workspace_id")?, std::cmp::Reverse(row.try_get::<i64, _>("priority")?));
+            Ok((key, row.try_get::<i64, _>("seq")?, uuid_column(row, "id")?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    keyed.sort();
+    Ok(keyed.into_iter().map(|(_, _, id)| id).collect())
+}
+
+fn uuid_column(row: &AnyRow, column: &str) -> Result<Uuid> {
+    let text: String = row.try_get(column)?;
+    Uuid::parse_str(&text).map_err(|e| StoreError::Corrupt { id: text.clone(), problem: format!("{column}: {e}") })
+}
+
+fn decode(row: &AnyRow, payloads: bool) -> Result<QueueItem> {
+    let id = uuid_column(row, "id")?;
+    let corrupt = |problem: String| StoreError::Corrupt { id: id.to_string(), problem };
+    let state: String = row.try_get("state")?;
+    let small = |column: &str| -> Result<u32> { Ok(u32::try_from(row.try_get::<i64, _>(column)?).unwrap_or(u32::MAX)) };
+    let time = |column: &str| -> Result<Option<SystemTime>> { Ok(row.try_get::<Option<i64>, _>(column)?.map(from_ms)) };
+    let priority: i64 = row.try_get("priority")?;
+    Ok(QueueItem {
+        id,
+        seq: row.try_get("seq")?,
+        workspace_id: uuid_column(row, "workspace_id")?,
+        message_id: row.try_get("message_id")?,
+        caller: row.try_get("caller")?,
+        priority: i32::try_from(priority).map_err(|_| corrupt(format!("priority {priority}")))?,
+        state: parse_state(&state).ok_or_else(|| corrupt(format!("state {state:?}")))?,
+        state_reason: row.try_get("state_reason")?,
+        reason: parse_reason(&row.try_get::<String, _>("queue_reason")?),
+        attempts: small("attempts")?,
+        max_attempts: small("max_attempts")?,
+        last_error: row.try_get("last_error")?,
+        enqueued_at: from_ms(row.try_get("enqueued_at")?),
+        expires_at: time("expires_at")?,
+        next_attempt_at: time("next_attempt_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: time("lease_expires_at")?,
+        delivered_at: time("delivered_at")?,
+        result_json: if payloads { row.try_get("result_json")? } else { None },
+        request_json: if payloads { Some(row.try_get("request_json")?) } else { None },
+        traceparent: row.try_get("traceparent")?,
+        updated_at: from_ms(row.try_get("updated_at")?),
+    })
+}

@@ -1,0 +1,348 @@
+//! A small mesh in one process for the gateway's tests: a real registry, a
+//! gateway on real listeners, and echo agents that register and heartbeat
+//! through the registry's API the way the agent shim does.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use agentmesh_a2a_gateway::settings::GatewaySettings;
+use agentmesh_chassis::{
+    AuthConfig, ServerConfig,
+    client::{ServiceChannel, service_channel},
+    config::Config,
+};
+use agentmesh_netguard::{NetworkMode, UrlGuard};
+use agentmesh_proto::{
+    gateway::v1::gateway_service_client::GatewayServiceClient,
+    registry::v1::{self as rpb, registry_service_client::RegistryServiceClient},
+};
+use agentmesh_registry::settings::RegistrySettings;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub const OPERATOR_TOKEN: &str = "operator-token-for-gateway-tests";
+pub const SERVICE_TOKEN: &str = "service-token-for-gateway-tests";
+
+pub type Registry = RegistryServiceClient<ServiceChannel>;
+
+fn auth() -> AuthConfig {
+    AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![SERVICE_TOKEN.into()] }
+}
+
+/// Waits until the gRPC server at `address` reports SERVING.
+pub async fn wait_until_serving(address: SocketAddr) {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut watch =
+        health.watch(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    while let Some(reply) = watch.message().await.unwrap() {
+        if reply.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            return;
+        }
+    }
+    panic!("health stream ended before SERVING");
+}
+
+pub struct RegistryNode {
+    pub address: SocketAddr,
+    pub client: Registry,
+    pub dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl RegistryNode {
+    /// A registry that accepts loopback agent URLs (dev mode).
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerConfig {
+            database_url: Some(format!("sqlite://{}", dir.path().join("registry.db").display())),
+            data_dir: dir.path().to_owned(),
+            readiness_interval_ms: 200,
+            auth: auth(),
+            ..ServerConfig::default()
+        };
+        let service = RegistrySettings { event_poll_ms: 50, sweep_interval_ms: 3_600_000, ..RegistrySettings::default() };
+        let config = Config { server, service, ignored_env: vec![] };
+        let (authenticator, _) = config.server.auth.authenticator(dir.path()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let guard = UrlGuard::new(NetworkMode::Dev);
+        tokio::spawn(agentmesh_registry::server::run(config, listener, authenticator, guard, shutdown.clone()));
+        wait_until_serving(address).await;
+        let client = RegistryServiceClient::new(service_channel(&format!("http://{address}"), OPERATOR_TOKEN, None).unwrap());
+        Self { address, client, dir, shutdown }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn database_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("registry.db")
+    }
+
+    /// A workspace record, with its token, as the provisioner would create
+    /// one for an external agent.
+    pub async fn create(&self, name: &str, parent: Option<&Workspace>, max_concurrent_tasks: u32) -> Workspace {
+        let request = rpb::CreateWorkspaceRequest {
+            name: name.to_owned(),
+            parent_id: parent.map(|p| p.id.clone()),
+            runtime_kind: rpb::RuntimeKind::External as i32,
+            runtime_instance: "external".to_owned(),
+            max_concurrent_tasks,
+            issue_token: true,
+            ..Default::default()
+        };
+        let reply = self.client.clone().create_workspace(request).await.unwrap().into_inner();
+        Workspace { id: reply.workspace.unwrap().id, token: reply.token, registry: self.client.clone() }
+    }
+}
+
+impl Drop for RegistryNode {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A workspace, acting as its agent's shim would.
+#[derive(Clone)]
+pub struct Workspace {
+    pub id: String,
+    pub token: String,
+    registry: Registry,
+}
+
+impl Workspace {
+    fn as_agent<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
+        request
+    }
+
+    /// Registers the agent's URL and declared capabilities.
+    pub async fn register(&self, url: &str, capabilities: rpb::Capabilities, idle_timeout_seconds: Option<u32>) {
+        let request = rpb::RegisterRequest {
+            workspace_id: self.id.clone(),
+            url: url.to_owned(),
+            agent_card_json: json!({"name": "echo", "description": "echo agent", "version": "1.0.0",
+                "capabilities": {"streaming": true}, "defaultInputModes": ["text/plain"],
+                "defaultOutputModes": ["text/plain"], "skills": [],
+                "supportedInterfaces": [{"url": url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}]})
+            .to_string(),
+            runtime_metadata: Some(rpb::RuntimeMetadata { capabilities: Some(capabilities), idle_timeout_seconds }),
+        };
+        self.registry.clone().register(self.as_agent(request)).await.unwrap();
+    }
+
+    /// One heartbeat reporting `active_tasks`; returns the status after it.
+    pub async fn heartbeat(&self, active_tasks: u32) -> rpb::WorkspaceStatus {
+        let request = rpb::HeartbeatRequest { workspace_id: self.id.clone(), active_tasks, ..Default::default() };
+        self.registry.clone().heartbeat(self.as_agent(request)).await.unwrap().into_inner().status()
+    }
+
+    pub async fn transition(&self, status: rpb::WorkspaceStatus) {
+        let request = rpb::TransitionWorkspaceRequest {
+            workspace_id: self.id.clone(),
+            status: status as i32,
+            reason: "test".to_owned(),
+            ..Default::default()
+        };
+        self.registry.clone().transition_workspace(request).await.unwrap();
+    }
+}
+
+/// An echo agent serving on loopback.
+pub struct EchoAgent {
+    pub url: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl EchoAgent {
+    pub async fn start(config: agentmesh_echo_agent::Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(agentmesh_echo_agent::serve(listener, config, shutdown.clone()));
+        Self { url, client: reqwest::Client::new(), shutdown }
+    }
+
+    /// An echo agent registered as a fresh workspace, online.
+    pub async fn online(registry: &RegistryNode, config: agentmesh_echo_agent::Config) -> (Self, Workspace) {
+        let agent = Self::start(config).await;
+        let workspace = registry.create("echo", None, 1).await;
+        workspace.register(&agent.url, rpb::Capabilities::default(), None).await;
+        assert_eq!(workspace.heartbeat(0).await, rpb::WorkspaceStatus::Online);
+        (agent, workspace)
+    }
+
+    pub async fn set_busy(&self, busy: bool) {
+        let reply = self.client.post(format!("{}/admin/busy", self.url)).json(&json!({ "busy": busy })).send().await.unwrap();
+        assert!(reply.status().is_success());
+    }
+
+    /// The texts of the messages it received, first deliveries only, in order.
+    pub async fn received(&self) -> Vec<String> {
+        self.client.get(format!("{}/admin/received", self.url)).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.client.get(format!("{}/admin/stats", self.url)).send().await.unwrap().json().await.unwrap()
+    }
+}
+
+impl Drop for EchoAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub struct GatewayNode {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    shutdown: CancellationToken,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl GatewayNode {
+    /// A gateway on its own SQLite store, in dev network mode, fast scans.
+    pub async fn start(registry: &RegistryNode, tune: impl FnOnce(&mut GatewaySettings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("gateway.db").display());
+        let mut node = Self::start_on(registry, &url, dir.path(), tune).await;
+        node._dir = Some(dir);
+        node
+    }
+
+    pub async fn start_on(
+        registry: &RegistryNode,
+        database_url: &str,
+        data_dir: &std::path::Path,
+        tune: impl FnOnce(&mut GatewaySettings),
+    ) -> Self {
+        let server = ServerConfig {
+            database_url: Some(database_url.to_owned()),
+            data_dir: data_dir.to_owned(),
+            readiness_interval_ms: 100,
+            auth: auth(),
+            ..ServerConfig::default()
+        };
+        let mut service = GatewaySettings {
+            registry_address: registry.url(),
+            service_token: SERVICE_TOKEN.to_owned(),
+            network_mode: "dev".to_owned(),
+            scan_interval_ms: 200,
+            retry_backoff_initial_ms: 50,
+            retry_backoff_max_ms: 200,
+            ..GatewaySettings::default()
+        };
+        tune(&mut service);
+        let config = Config { server, service, ignored_env: vec![] };
+        let (authenticator, _) = config.server.auth.authenticator(data_dir).unwrap();
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = grpc_listener.local_addr().unwrap();
+        let http = http_listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(agentmesh_a2a_gateway::server::run_with_listeners(
+            config,
+            grpc_listener,
+            http_listener,
+            authenticator,
+            shutdown.clone(),
+        ));
+        wait_until_serving(grpc).await;
+        Self { grpc, http, shutdown, _dir: None }
+    }
+
+    pub fn a2a_url(&self, workspace_id: &str) -> String {
+        format!("http://{}/a2a/{workspace_id}", self.http)
+    }
+
+    pub fn control(&self) -> GatewayServiceClient<ServiceChannel> {
+        GatewayServiceClient::new(service_channel(&format!("http://{}", self.grpc), OPERATOR_TOKEN, None).unwrap())
+    }
+
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for GatewayNode {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A JSON-RPC caller of the gateway's A2A front.
+#[derive(Clone)]
+pub struct Caller {
+    http: reqwest::Client,
+    token: String,
+}
+
+pub struct RpcReply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+impl Caller {
+    pub fn new(token: &str) -> Self {
+        Self { http: reqwest::Client::new(), token: token.to_owned() }
+    }
+
+    pub fn operator() -> Self {
+        Self::new(OPERATOR_TOKEN)
+    }
+
+    pub async fn post(&self, url: &str, body: &Value, headers: &[(&str, &str)]) -> RpcReply {
+        let mut request = self.http.post(url).bearer_auth(&self.token).json(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let reply = request.send().await.unwrap();
+        let status = reply.status().as_u16();
+        let retry_after = reply.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        let body = reply.json().await.unwrap();
+        RpcReply { status, retry_after, body }
+    }
+
+    /// `message/send` of `text` with message id `message_id`.
+    pub async fn send(&self, url: &str, text: &str, message_id: &str) -> RpcReply {
+        self.post(url, &send_request(text, message_id), &[]).await
+    }
+}
+
+pub fn send_request(text: &str, message_id: &str) -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "message/send",
+        "params": { "message": { "kind": "message", "messageId": message_id, "role": "user",
+            "parts": [{ "kind": "text", "text": text }] } }
+    })
+}
+
+/// The text of the first text part of an agent's reply (task or message).
+pub fn reply_text(result: &Value) -> String {
+    let message = if result["kind"] == "task" { &result["status"]["message"] } else { result };
+    let parts = message["parts"].as_array().cloned().unwrap_or_default();
+    parts.iter().find_map(|p| p["text"].as_str()).map(str::to_owned).unwrap_or_else(|| panic!("no text in {result}"))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for state that has no
+/// event to await (an agent's received list), failing after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,86 @@
+//! Messages through the gateway's JSON-RPC front to a real echo agent:
+//! delivery, the agent card, authentication and refusals.
+
+mod common;
+
+use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_proto::registry::v1::WorkspaceStatus;
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_message_reaches_the_agent_and_its_reply_comes_back() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+
+    let reply = Caller::operator().send(&gateway.a2a_url(&workspace.id), "hello", "m-1").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["id"], 1);
+    assert!(reply_text(&reply.body["result"]).contains("hello"), "{}", reply.body);
+    assert_eq!(agent.received().await, ["hello"]);
+
+    // Without ids the gateway fills them in (GW-2), in both generations.
+    let bare = json!({"jsonrpc": "2.0", "method": "SendMessage",
+        "params": {"message": {"role": "ROLE_USER", "parts": [{"text": "no ids"}]}}});
+    let reply = Caller::operator().post(&gateway.a2a_url(&workspace.id), &bare, &[("A2A-Version", "1.0")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body["id"].is_string(), "{}", reply.body);
+    assert_eq!(agent.received().await, ["hello", "no ids"]);
+}
+
+#[tokio::test]
+async fn the_agent_card_points_every_client_at_the_gateway() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+
+    let card: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/.well-known/agent-card.json", gateway.a2a_url(&workspace.id)))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(card["name"], "echo");
+    assert_eq!(card["url"], gateway.a2a_url(&workspace.id));
+    let interfaces = card["supportedInterfaces"].as_array().unwrap();
+    assert_eq!(interfaces[0]["url"], gateway.a2a_url(&workspace.id));
+    assert_eq!(interfaces[1]["protocolBinding"], "GRPC");
+    assert_eq!(interfaces[1]["tenant"], workspace.id.as_str());
+    assert!(!card.to_string().contains(&agent.url), "the agent's own URL leaked: {card}");
+}
+
+#[tokio::test]
+async fn callers_are_authenticated_and_targets_must_accept_messages() {
+    let registry = RegistryNode::start().await;
+    let (_agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let url = gateway.a2a_url(&workspace.id);
+
+    let reply = Caller::new("").send(&url, "x", "m").await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    let reply = Caller::new("not-a-token-anyone-holds").send(&url, "x", "m").await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.body["error"]["data"]["reason"], "UNAUTHENTICATED");
+
+    let reply = Caller::operator().send(&gateway.a2a_url(&uuid::Uuid::new_v4().to_string()), "x", "m").await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    let reply = Caller::operator().send(&gateway.a2a_url("not-a-uuid"), "x", "m").await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let reply = Caller::operator().post(&url, &json!({"jsonrpc": "2.0", "method": "message/send"}), &[]).await;
+    assert_eq!((reply.status, reply.body["error"]["code"].as_i64()), (400, Some(-32602)), "{}", reply.body);
+
+    // A request over 1 MiB is refused before it reaches anyone.
+    let big = send_request(&"x".repeat(1 << 20), "big");
+    let reply = Caller::operator().post(&url, &big, &[]).await;
+    assert_eq!(reply.status, 413, "{}", reply.body);
+
+    workspace.transition(WorkspaceStatus::Stopped).await;
+    let reply = Caller::operator().send(&url, "x", "m-stopped").await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert_eq!(reply.body["error"]["data"]["reason"], "TARGET_NOT_ACCEPTING");
+    assert_eq!(reply.body["error"]["data"]["workspaceId"], workspace.id.as_str());
+}

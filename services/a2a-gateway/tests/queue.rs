@@ -1,0 +1,208 @@
+//! The durable queue seen from outside (GW-5 … GW-7): busy and unready
+//! targets get their messages queued, drained in order once the registry
+//! reports room, each delivered once as the agent sees it.
+
+mod common;
+
+use std::time::Duration;
+
+use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_proto::{
+    gateway::v1::{self as gpb, QueueItemState},
+    registry::v1::{Capabilities, WorkspaceStatus},
+};
+use common::*;
+use serde_json::{Value, json};
+
+fn queued(reply: &RpcReply) -> &Value {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let result = &reply.body["result"];
+    assert_eq!(result["status"]["state"], "submitted", "{result}");
+    &result["metadata"]["agentmesh"]["queued"]
+}
+
+async fn item(gateway: &GatewayNode, queue_id: &str) -> gpb::QueueItem {
+    let request = gpb::GetQueueItemRequest { queue_id: queue_id.to_owned() };
+    gateway.control().get_queue_item(request).await.unwrap().into_inner().item.unwrap()
+}
+
+async fn depth(gateway: &GatewayNode) -> u64 {
+    let stats = gateway.control().get_queue_stats(gpb::GetQueueStatsRequest::default()).await.unwrap().into_inner();
+    stats.totals.unwrap().queued
+}
+
+#[tokio::test]
+async fn busy_messages_are_queued_then_drained_in_order_once_room_is_reported() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let url = gateway.a2a_url(&workspace.id);
+    agent.set_busy(true).await;
+
+    let mut queue_ids = Vec::new();
+    for n in 0..5 {
+        let reply = Caller::operator().send(&url, &format!("text {n}"), &format!("m-{n}")).await;
+        let queued = queued(&reply);
+        assert_eq!(queued["depth"], (n + 1).to_string(), "{queued}");
+        assert_eq!(queued["reason"], "QUEUE_REASON_TARGET_BUSY");
+        assert_eq!(queued["duplicate"], false);
+        queue_ids.push(queued["queueId"].as_str().unwrap().to_owned());
+    }
+    // The same message id again is the same item, not a second one.
+    let again = Caller::operator().send(&url, "text 2", "m-2").await;
+    let again = queued(&again);
+    assert_eq!((again["duplicate"].as_bool(), again["queueId"].as_str()), (Some(true), Some(queue_ids[2].as_str())));
+    assert_eq!(again["depth"], "5");
+    assert!(agent.received().await.is_empty());
+
+    agent.set_busy(false).await;
+    workspace.heartbeat(0).await;
+    let expected: Vec<String> = (0..5).map(|n| format!("text {n}")).collect();
+    eventually(Duration::from_secs(10), || async { (agent.received().await == expected).then_some(()) }).await;
+    assert_eq!(agent.stats().await["duplicates"], 0);
+
+    // The result is kept with the item, and the queue id works as a task id.
+    let delivered = item(&gateway, &queue_ids[0]).await;
+    assert_eq!(delivered.state(), QueueItemState::Delivered);
+    assert!(delivered.result_json.contains("text 0"), "{}", delivered.result_json);
+    assert!(delivered.delivered_at.is_some());
+    let get = json!({"jsonrpc": "2.0", "id": 9, "method": "tasks/get", "params": {"id": queue_ids[0]}});
+    let task = Caller::operator().post(&url, &get, &[]).await;
+    assert_eq!(task.body["result"]["status"]["state"], "completed", "{}", task.body);
+    assert!(reply_text(&task.body["result"]["status"]["message"]).contains("text 0"));
+    assert_eq!(depth(&gateway).await, 0);
+}
+
+#[tokio::test]
+async fn a_message_that_meets_a_busy_agent_during_the_drain_goes_back_unconsumed() {
+    let registry = RegistryNode::start().await;
+    let config = EchoConfig { delay: Duration::from_millis(400), ..EchoConfig::default() };
+    let (agent, workspace) = EchoAgent::online(&registry, config).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let url = gateway.a2a_url(&workspace.id);
+    agent.set_busy(true).await;
+    let mut queue_ids = Vec::new();
+    for n in 0..3 {
+        let reply = Caller::operator().send(&url, &format!("text {n}"), &format!("m-{n}")).await;
+        queue_ids.push(queued(&reply)["queueId"].as_str().unwrap().to_owned());
+    }
+
+    agent.set_busy(false).await;
+    workspace.heartbeat(0).await;
+    // The first message arrives and takes 400 ms: the agent turns busy meanwhile.
+    eventually(Duration::from_secs(5), || async { (agent.received().await.len() == 1).then_some(()) }).await;
+    agent.set_busy(true).await;
+    let bounced = eventually(Duration::from_secs(5), || async {
+        let first = item(&gateway, &queue_ids[0]).await;
+        let second = item(&gateway, &queue_ids[1]).await;
+        (first.state() == QueueItemState::Delivered && second.state() == QueueItemState::Queued && second.updated_at != second.enqueued_at)
+            .then_some(second)
+    })
+    .await;
+    // A bounce off a busy agent is not an attempt, and nothing was consumed.
+    assert_eq!((bounced.attempts, bounced.last_error.as_str()), (0, ""));
+    assert_eq!(agent.received().await, ["text 0"]);
+
+    agent.set_busy(false).await;
+    workspace.heartbeat(0).await;
+    eventually(Duration::from_secs(10), || async {
+        (agent.received().await == ["text 0", "text 1", "text 2"]).then_some(())
+    })
+    .await;
+    assert_eq!(agent.stats().await["duplicates"], 0);
+}
+
+#[tokio::test]
+async fn a_native_session_gets_unavailable_with_retry_information_and_nothing_is_queued() {
+    let registry = RegistryNode::start().await;
+    let agent = EchoAgent::start(EchoConfig::default()).await;
+    let workspace = registry.create("native", None, 1).await;
+    workspace.register(&agent.url, Capabilities { native_session: true, ..Default::default() }, None).await;
+    workspace.heartbeat(0).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    agent.set_busy(true).await;
+
+    let reply = Caller::operator().send(&gateway.a2a_url(&workspace.id), "hi", "m-native").await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.retry_after.as_deref(), Some("1"));
+    let data = &reply.body["error"]["data"];
+    assert_eq!(data["reason"], "UNAVAILABLE_REASON_NATIVE_SESSION_BUSY", "{data}");
+    assert_eq!(data["retryAfterSeconds"], 1);
+    assert_eq!(data["workspaceId"], workspace.id.as_str());
+    assert_eq!(depth(&gateway).await, 0);
+    let all = gpb::ListQueueItemsRequest { states: (1..=5).collect(), ..Default::default() };
+    assert!(gateway.control().list_queue_items(all).await.unwrap().into_inner().items.is_empty());
+}
+
+#[tokio::test]
+async fn failed_attempts_end_in_a_dead_letter_with_the_last_error_and_can_be_requeued() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |s| s.max_attempts = 2).await;
+    let url = gateway.a2a_url(&workspace.id);
+    agent.set_busy(true).await;
+    let reply = Caller::operator().send(&url, "doomed", "m-doomed").await;
+    let queue_id = queued(&reply)["queueId"].as_str().unwrap().to_owned();
+
+    // The agent goes away while the registry still has it online.
+    drop(agent);
+    workspace.heartbeat(0).await;
+    let dead = eventually(Duration::from_secs(10), || async {
+        let item = item(&gateway, &queue_id).await;
+        (item.state() == QueueItemState::DeadLetter).then_some(item)
+    })
+    .await;
+    assert_eq!(dead.attempts, 2);
+    assert!(dead.last_error.contains("could not be reached"), "{}", dead.last_error);
+
+    // An agent is back at a new address: the operator requeues the letter.
+    let agent = EchoAgent::start(EchoConfig::default()).await;
+    workspace.register(&agent.url, Capabilities::default(), None).await;
+    let requeue = gpb::RequeueDeadLettersRequest { workspace_id: workspace.id.clone(), ..Default::default() };
+    let requeued = gateway.control().requeue_dead_letters(requeue).await.unwrap().into_inner();
+    assert_eq!(requeued.requeued_ids, [queue_id.clone()]);
+    workspace.heartbeat(0).await;
+    eventually(Duration::from_secs(10), || async { (agent.received().await == ["doomed"]).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn an_expired_message_is_dropped_undelivered() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let url = gateway.a2a_url(&workspace.id);
+    agent.set_busy(true).await;
+    let reply =
+        Caller::operator().post(&url, &send_request("stale", "m-stale"), &[("x-agentmesh-expires-in", "1")]).await;
+    let stale = queued(&reply).clone();
+    assert!(stale["expiresAt"].is_string(), "{stale}");
+    let queue_id = stale["queueId"].as_str().unwrap();
+
+    let dropped = eventually(Duration::from_secs(5), || async {
+        let item = item(&gateway, queue_id).await;
+        (item.state() == QueueItemState::Dropped).then_some(item)
+    })
+    .await;
+    assert_eq!(dropped.state_reason, "expired");
+
+    let reply = Caller::operator().send(&url, "fresh", "m-fresh").await;
+    queued(&reply);
+    agent.set_busy(false).await;
+    workspace.heartbeat(0).await;
+    eventually(Duration::from_secs(10), || async { (agent.received().await == ["fresh"]).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn messages_for_a_workspace_that_is_not_up_wait_for_it() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    workspace.transition(WorkspaceStatus::Offline).await;
+
+    let reply = Caller::operator().send(&gateway.a2a_url(&workspace.id), "later", "m-later").await;
+    assert_eq!(queued(&reply)["reason"], "QUEUE_REASON_TARGET_NOT_READY");
+    assert!(agent.received().await.is_empty());
+
+    assert_eq!(workspace.heartbeat(0).await, WorkspaceStatus::Online);
+    eventually(Duration::from_secs(10), || async { (agent.received().await == ["later"]).then_some(()) }).await;
+}

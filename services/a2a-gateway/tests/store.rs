@@ -1,0 +1,739 @@
+//! The durable queue (GW-6…GW-8), on SQLite and, when configured,
+//! PostgreSQL: order, dedupe, attempts and dead letters, expiry, leases and
+//! their takeover, and the inspection and repair operations behind the
+//! control API. Every call takes its clock from the test, so time is exact.
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use agentmesh_a2a_gateway::store::{
+    DropStale, ListFilter, NewQueueItem, QueueItem, QueueStats, QueueStore, Requeue, StoreError,
+};
+use agentmesh_db::{Database, Dialect};
+use agentmesh_proto::gateway::v1::{self as pb, QueueItemState, QueueReason};
+use uuid::Uuid;
+
+const POSTGRES_ENV: &str = "AGENTMESH_TEST_POSTGRES_URL";
+const LEASE: Duration = Duration::from_secs(30);
+
+/// A fresh queue on one engine; `finish` drops its PostgreSQL database.
+struct Backend {
+    store: QueueStore,
+    url: String,
+    /// The admin URL and the name of the throwaway PostgreSQL database.
+    postgres: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// SQLite always; PostgreSQL when configured (in CI it must be).
+async fn backends() -> Vec<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gateway.db").display());
+    let store = QueueStore::open(Database::connect(&url).await.unwrap()).await.unwrap();
+    let mut backends = vec![Backend { store, url, postgres: None, _dir: Some(dir) }];
+    match std::env::var(POSTGRES_ENV) {
+        Ok(admin) => {
+            let name = format!("gateway_test_{}", Uuid::new_v4().simple());
+            sqlx::any::install_default_drivers();
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+            sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+            let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
+            let url = format!("{base}/{name}");
+            let store = QueueStore::open(Database::connect(&url).await.unwrap()).await.unwrap();
+            backends.push(Backend { store, url, postgres: Some((admin, name)), _dir: None });
+        }
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "{POSTGRES_ENV} must be set in CI");
+            eprintln!("skipping PostgreSQL: {POSTGRES_ENV} is not set");
+        }
+    }
+    backends
+}
+
+impl Backend {
+    fn label(&self) -> &'static str {
+        match self.store.database().dialect() {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// Another gateway replica on the same queue: its own connection pool on
+    /// PostgreSQL; on SQLite (one replica only) the same store.
+    async fn replica(&self) -> QueueStore {
+        match self.postgres {
+            Some(_) => QueueStore::open(Database::connect(&self.url).await.unwrap()).await.unwrap(),
+            None => self.store.clone(),
+        }
+    }
+
+    async fn finish(self) {
+        self.store.database().pool().close().await;
+        if let Some((admin, name)) = self.postgres {
+            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+            sqlx::Executor::execute(&mut conn, format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
+        }
+    }
+}
+
+/// Runs each scenario on every backend, as its own test.
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_every_backend { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                for backend in super::backends().await {
+                    eprintln!("{} on {}", stringify!($scenario), backend.label());
+                    super::$scenario(&backend).await;
+                    backend.finish().await;
+                }
+            }
+        )* }
+    };
+}
+
+on_every_backend!(
+    a_message_id_is_queued_once_per_workspace,
+    items_leave_by_priority_then_arrival,
+    a_claim_takes_only_due_unexpired_items,
+    a_busy_bounce_goes_back_first_without_spending_an_attempt,
+    failed_attempts_back_off_then_become_a_dead_letter,
+    expired_items_are_dropped,
+    completing_is_idempotent,
+    a_dead_replicas_items_are_taken_over_and_its_late_answers_refused,
+    the_drain_lease_is_exclusive_until_it_expires,
+    concurrent_claimers_share_the_items_without_overlap,
+    listing_pages_through_items_in_delivery_order,
+    dropping_stale_items_follows_the_criteria,
+    dead_letters_are_requeued_by_workspace_or_by_id,
+    stats_total_and_rank_workspaces_deepest_first,
+    finished_items_are_purged,
+    a_removed_workspaces_queue_is_dropped,
+    items_convert_to_the_control_api,
+    a_large_backlog_drains_quickly,
+);
+
+/// Seconds after a fixed start.
+fn t(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+fn message(workspace_id: Uuid, message_id: &str, priority: i32) -> NewQueueItem {
+    NewQueueItem {
+        workspace_id,
+        message_id: message_id.to_owned(),
+        caller: "service:test".to_owned(),
+        priority,
+        reason: QueueReason::TargetBusy,
+        max_attempts: 3,
+        expires_at: None,
+        request_json: format!(r#"{{"jsonrpc":"2.0","id":"{message_id}"}}"#),
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+    }
+}
+
+async fn enqueue(store: &QueueStore, item: NewQueueItem, at: SystemTime) -> QueueItem {
+    let queued = store.enqueue(item, at).await.unwrap();
+    assert!(!queued.duplicate);
+    queued.item
+}
+
+async fn get(store: &QueueStore, id: Uuid) -> QueueItem {
+    store.get(id).await.unwrap().expect("item exists")
+}
+
+fn message_ids(items: &[QueueItem]) -> Vec<&str> {
+    items.iter().map(|item| item.message_id.as_str()).collect()
+}
+
+/// Queues a message and makes it a dead letter: one attempt allowed, failed.
+async fn dead_letter(store: &QueueStore, workspace_id: Uuid, message_id: &str, at: SystemTime) -> QueueItem {
+    let item = enqueue(store, NewQueueItem { max_attempts: 1, ..message(workspace_id, message_id, 100) }, at).await;
+    let claimed = store.claim(workspace_id, "setup", LEASE, 1, at).await.unwrap();
+    assert_eq!(message_ids(&claimed), [message_id]);
+    let state = store.fail_attempt(item.id, "setup", "agent answered 500", at, at).await.unwrap();
+    assert_eq!(state, Some(QueueItemState::DeadLetter));
+    get(store, item.id).await
+}
+
+/// Queues a message and claims it, leaving it IN_FLIGHT under "setup".
+async fn in_flight(store: &QueueStore, workspace_id: Uuid, message_id: &str, at: SystemTime) -> QueueItem {
+    let item = enqueue(store, message(workspace_id, message_id, 50), at).await;
+    let claimed = store.claim(workspace_id, "setup", LEASE, 1, at).await.unwrap();
+    assert_eq!(message_ids(&claimed), [message_id]);
+    get(store, item.id).await
+}
+
+async fn a_message_id_is_queued_once_per_workspace(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let first = store.enqueue(message(ws, "m1", 0), t(0)).await.unwrap();
+    assert!(!first.duplicate);
+    assert_eq!((first.depth, first.item.state, first.item.attempts), (1, QueueItemState::Queued, 0));
+    assert_eq!(first.item.next_attempt_at, Some(t(0)), "due at once");
+
+    let again = NewQueueItem { priority: 9, request_json: "{}".into(), ..message(ws, "m1", 0) };
+    let again = store.enqueue(again, t(1)).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.depth, 1, "nothing new was queued");
+    assert_eq!(again.item, first.item, "the existing item, untouched");
+    let (listed, _) =
+        store.list(&ListFilter { workspace_id: Some(ws), ..ListFilter::default() }, 0, None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+
+    // The same id for another workspace is another message.
+    let elsewhere = store.enqueue(message(Uuid::new_v4(), "m1", 0), t(2)).await.unwrap();
+    assert!(!elsewhere.duplicate);
+    assert_eq!(elsewhere.depth, 1);
+    assert_eq!(store.enqueue(message(ws, "m2", 0), t(3)).await.unwrap().depth, 2);
+
+    // Once delivered, the id still names the item, which now has its result.
+    let claimed = store.claim(ws, "r1", LEASE, 1, t(4)).await.unwrap();
+    assert!(store.complete(claimed[0].id, "r1", r#"{"ok":true}"#, t(5)).await.unwrap());
+    let late = store.enqueue(message(ws, "m1", 0), t(6)).await.unwrap();
+    assert!(late.duplicate);
+    assert_eq!(late.item.state, QueueItemState::Delivered);
+    assert_eq!(late.item.result_json.as_deref(), Some(r#"{"ok":true}"#));
+    assert_eq!(late.depth, 1, "m2 is still queued");
+}
+
+async fn items_leave_by_priority_then_arrival(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    for (i, (id, priority)) in [("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -1)].into_iter().enumerate() {
+        enqueue(store, message(ws, id, priority), t(i as u64)).await;
+    }
+    let claimed = store.claim(ws, "r1", LEASE, 10, t(10)).await.unwrap();
+    assert_eq!(message_ids(&claimed), ["b", "d", "a", "c", "e"]);
+
+    // A requeued dead letter keeps its place in arrival order.
+    let ws = Uuid::new_v4();
+    let x = enqueue(store, NewQueueItem { max_attempts: 1, ..message(ws, "x", 0) }, t(0)).await;
+    enqueue(store, message(ws, "y", 0), t(1)).await;
+    assert_eq!(message_ids(&store.claim(ws, "r1", LEASE, 1, t(2)).await.unwrap()), ["x"]);
+    assert_eq!(store.fail_attempt(x.id, "r1", "boom", t(3), t(3)).await.unwrap(), Some(QueueItemState::DeadLetter));
+    enqueue(store, message(ws, "z", 0), t(4)).await;
+    let (requeued, _) =
+        store.requeue_dead_letters(&Requeue { workspace_id: Some(ws), ..Requeue::default() }, t(5)).await.unwrap();
+    assert_eq!(requeued, [x.id]);
+    assert_eq!(message_ids(&store.claim(ws, "r1", LEASE, 10, t(6)).await.unwrap()), ["x", "y", "z"]);
+}
+
+async fn a_claim_takes_only_due_unexpired_items(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let a = enqueue(store, NewQueueItem { expires_at: Some(t(100)), ..message(ws, "a", 1) }, t(0)).await;
+    let b = enqueue(store, message(ws, "b", 0), t(0)).await;
+    assert_eq!(store.workspaces_with_work(t(0)).await.unwrap(), [ws]);
+
+    assert_eq!(message_ids(&store.claim(ws, "r1", LEASE, 1, t(1)).await.unwrap()), ["a"]);
+    assert_eq!(store.fail_attempt(a.id, "r1", "timeout", t(20), t(1)).await.unwrap(), Some(QueueItemState::Queued));
+    assert_eq!(message_ids(&store.claim(ws, "r1", LEASE, 10, t(2)).await.unwrap()), ["b"], "a backs off");
+    assert!(store.complete(b.id, "r1", "{}", t(2)).await.unwrap());
+    assert!(store.workspaces_with_work(t(2)).await.unwrap().is_empty());
+    assert_eq!(store.next_due_at(t(2)).await.unwrap(), Some(t(20)));
+    assert!(store.claim(ws, "r1", LEASE, 10, t(19)).await.unwrap().is_empty());
+    assert_eq!(store.workspaces_with_work(t(20)).await.unwrap(), [ws]);
+    assert_eq!(message_ids(&store.claim(ws, "r1", LEASE, 10, t(20)).await.unwrap()), ["a"]);
+    assert_eq!(store.next_due_at(t(20)).await.unwrap(), Some(t(20) + LEASE), "its lease ends then");
+    assert!(store.complete(a.id, "r1", "{}", t(21)).await.unwrap());
+    assert_eq!(store.next_due_at(t(21)).await.unwrap(), None);
+
+    // An expired item is never claimed, even before expire_due drops it.
+    let c = enqueue(store, NewQueueItem { expires_at: Some(t(50)), ..message(ws, "c", 0) }, t(30)).await;
+    assert!(store.workspaces_with_work(t(50)).await.unwrap().is_empty());
+    assert!(store.claim(ws, "r1", LEASE, 10, t(50)).await.unwrap().is_empty());
+    assert_eq!(get(store, c.id).await.state, QueueItemState::Queued);
+    assert_eq!(message_ids(&store.claim(ws, "r1", LEASE, 10, t(49)).await.unwrap()), ["c"]);
+    assert!(store.claim(ws, "r1", LEASE, 0, t(49)).await.unwrap().is_empty());
+}
+
+async fn a_busy_bounce_goes_back_first_without_spending_an_attempt(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let a = enqueue(store, message(ws, "a", 0), t(0)).await;
+    let b = enqueue(store, message(ws, "b", 0), t(1)).await;
+    // One real failure first, so there is an attempt count to keep.
+    store.claim(ws, "r1", LEASE, 1, t(2)).await.unwrap();
+    store.fail_attempt(a.id, "r1", "connection reset", t(2), t(2)).await.unwrap();
+
+    let claimed = store.claim(ws, "r1", LEASE, 2, t(3)).await.unwrap();
+    assert_eq!(message_ids(&claimed), ["a", "b"]);
+    assert!(!store.release_unconsumed(a.id, "r2", t(4)).await.unwrap(), "r2 does not hold it");
+    assert!(store.release_unconsumed(a.id, "r1", t(4)).await.unwrap());
+    assert!(!store.release_unconsumed(a.id, "r1", t(4)).await.unwrap(), "already back");
+    assert!(store.release_unconsumed(b.id, "r1", t(4)).await.unwrap());
+    let back = get(store, a.id).await;
+    assert_eq!(
+        (back.state, back.attempts, back.lease_owner, back.lease_expires_at),
+        (QueueItemState::Queued, 1, None, None)
+    );
+    assert_eq!(back.next_attempt_at, Some(t(4)));
+    assert_eq!(back.last_error, "connection reset");
+    assert_eq!(store.depth(ws).await.unwrap(), 2);
+
+    enqueue(store, message(ws, "c", 0), t(5)).await;
+    let next = store.claim(ws, "r1", LEASE, 1, t(6)).await.unwrap();
+    assert_eq!(message_ids(&next), ["a"]);
+    assert_eq!(next[0].attempts, 1);
+}
+
+async fn failed_attempts_back_off_then_become_a_dead_letter(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let a = enqueue(store, message(ws, "a", 0), t(0)).await;
+    let mut now = 0;
+    for attempt in 1..=2u32 {
+        assert_eq!(store.claim(ws, "r1", LEASE, 1, t(now)).await.unwrap().len(), 1);
+        let retry_at = t(now + 10 * u64::from(attempt));
+        let state = store.fail_attempt(a.id, "r1", &format!("boom {attempt}"), retry_at, t(now)).await.unwrap();
+        assert_eq!(state, Some(QueueItemState::Queued));
+        let item = get(store, a.id).await;
+        assert_eq!((item.attempts, item.last_error.as_str()), (attempt, format!("boom {attempt}").as_str()));
+        assert_eq!((item.next_attempt_at, item.lease_owner), (Some(retry_at), None));
+        assert!(store.claim(ws, "r1", LEASE, 1, t(now + 1)).await.unwrap().is_empty(), "backing off");
+        now += 10 * u64::from(attempt);
+    }
+    assert_eq!(store.fail_attempt(a.id, "r1", "not held", t(now), t(now)).await.unwrap(), None);
+    assert_eq!(store.claim(ws, "r1", LEASE, 1, t(now)).await.unwrap().len(), 1);
+    assert_eq!(store.fail_attempt(a.id, "r2", "not mine", t(now), t(now)).await.unwrap(), None);
+    let state = store.fail_attempt(a.id, "r1", "boom 3", t(now + 100), t(now)).await.unwrap();
+    assert_eq!(state, Some(QueueItemState::DeadLetter));
+    let dead = get(store, a.id).await;
+    assert_eq!((dead.state, dead.attempts, dead.max_attempts), (QueueItemState::DeadLetter, 3, 3));
+    assert_eq!((dead.last_error.as_str(), dead.next_attempt_at), ("boom 3", None));
+    assert!(store.claim(ws, "r1", LEASE, 1, t(10_000)).await.unwrap().is_empty());
+    assert_eq!(store.depth(ws).await.unwrap(), 0);
+}
+
+async fn expired_items_are_dropped(backend: &Backend) {
+    let store = &backend.store;
+    let (ws, ws2) = (Uuid::new_v4(), Uuid::new_v4());
+    let a = enqueue(store, NewQueueItem { expires_at: Some(t(10)), ..message(ws, "a", 0) }, t(0)).await;
+    let b = enqueue(store, NewQueueItem { expires_at: Some(t(20)), ..message(ws, "b", 0) }, t(0)).await;
+    let c = enqueue(store, message(ws, "c", 0), t(0)).await;
+    let d = enqueue(store, NewQueueItem { expires_at: Some(t(5)), ..message(ws2, "d", 0) }, t(0)).await;
+    store.claim(ws2, "r1", LEASE, 1, t(1)).await.unwrap();
+
+    assert!(store.expire_due(t(9)).await.unwrap().is_empty());
+    assert_eq!(store.expire_due(t(10)).await.unwrap(), [(a.id, ws)]);
+    let dropped = get(store, a.id).await;
+    assert_eq!((dropped.state, dropped.state_reason.as_str()), (QueueItemState::Dropped, "expired"));
+    assert!(store.expire_due(t(10)).await.unwrap().is_empty());
+    assert_eq!(store.expire_due(t(30)).await.unwrap(), [(b.id, ws)]);
+    assert_eq!(get(store, c.id).await.state, QueueItemState::Queued);
+    assert_eq!(get(store, d.id).await.state, QueueItemState::InFlight, "in flight: its delivery decides");
+    assert_eq!(store.depth(ws).await.unwrap(), 1);
+}
+
+async fn completing_is_idempotent(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let a = enqueue(store, message(ws, "a", 0), t(0)).await;
+    store.claim(ws, "r1", LEASE, 1, t(1)).await.unwrap();
+    assert!(!store.complete(a.id, "r2", r#"{"from":"r2"}"#, t(2)).await.unwrap());
+    assert!(store.complete(a.id, "r1", r#"{"ok":1}"#, t(2)).await.unwrap());
+    assert!(!store.complete(a.id, "r1", r#"{"ok":2}"#, t(3)).await.unwrap());
+    let done = get(store, a.id).await;
+    assert_eq!(done.state, QueueItemState::Delivered);
+    assert_eq!((done.result_json.as_deref(), done.delivered_at), (Some(r#"{"ok":1}"#), Some(t(2))));
+    assert_eq!((done.lease_owner.as_deref(), done.lease_expires_at, done.updated_at), (None, None, t(2)));
+    assert!(!store.release_unconsumed(a.id, "r1", t(3)).await.unwrap());
+    assert_eq!(store.fail_attempt(a.id, "r1", "late", t(3), t(3)).await.unwrap(), None);
+    assert_eq!(get(store, a.id).await, done);
+
+    // A reply that arrives after the lease ran out still counts while no one
+    // else took the item over.
+    let b = enqueue(store, message(ws, "b", 0), t(10)).await;
+    store.claim(ws, "r1", Duration::from_secs(5), 1, t(10)).await.unwrap();
+    assert!(store.complete(b.id, "r1", "{}", t(100)).await.unwrap());
+}
+
+async fn a_dead_replicas_items_are_taken_over_and_its_late_answers_refused(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let a = enqueue(store, message(ws, "a", 0), t(0)).await;
+    let b = enqueue(store, message(ws, "b", 0), t(0)).await;
+    let c = enqueue(store, message(ws, "c", 0), t(0)).await;
+    store.claim(ws, "a", LEASE, 1, t(0)).await.unwrap();
+    store.fail_attempt(a.id, "a", "reset", t(0), t(0)).await.unwrap();
+
+    let short = Duration::from_secs(10);
+    assert_eq!(message_ids(&store.claim(ws, "a", short, 2, t(0)).await.unwrap()), ["a", "b"]);
+    assert_eq!(message_ids(&store.claim(ws, "b", LEASE, 10, t(5)).await.unwrap()), ["c"], "a and b are held");
+    assert!(store.workspaces_with_work(t(9)).await.unwrap().is_empty());
+    assert_eq!(store.workspaces_with_work(t(10)).await.unwrap(), [ws]);
+
+    let taken = store.claim(ws, "b", LEASE, 10, t(10)).await.unwrap();
+    assert_eq!(message_ids(&taken), ["a", "b"]);
+    assert!(taken.iter().all(|item| item.lease_owner.as_deref() == Some("b")));
+    assert_eq!((taken[0].id, taken[0].attempts, taken[1].attempts), (a.id, 1, 0), "attempts are kept");
+    assert_eq!(taken[0].lease_expires_at, Some(t(10) + LEASE));
+
+    assert!(!store.complete(a.id, "a", "{}", t(11)).await.unwrap());
+    assert!(!store.release_unconsumed(b.id, "a", t(11)).await.unwrap());
+    assert_eq!(store.fail_attempt(a.id, "a", "late", t(11), t(11)).await.unwrap(), None);
+    assert_eq!(get(store, a.id).await.lease_owner.as_deref(), Some("b"));
+    assert!(store.complete(a.id, "b", "{}", t(12)).await.unwrap());
+    assert!(store.complete(b.id, "b", "{}", t(12)).await.unwrap());
+    assert!(store.complete(c.id, "b", "{}", t(12)).await.unwrap());
+}
+
+async fn the_drain_lease_is_exclusive_until_it_expires(backend: &Backend) {
+    let store = &backend.store;
+    let (ws, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let ttl = Duration::from_secs(10);
+    assert!(store.acquire_drain_lease(ws, "a", ttl, t(0)).await.unwrap());
+    assert!(!store.acquire_drain_lease(ws, "b", ttl, t(5)).await.unwrap());
+    assert!(store.acquire_drain_lease(other, "b", ttl, t(5)).await.unwrap(), "per workspace");
+    assert!(store.acquire_drain_lease(ws, "a", ttl, t(8)).await.unwrap(), "renewed until t(18)");
+    assert!(!store.acquire_drain_lease(ws, "b", ttl, t(15)).await.unwrap());
+    assert!(store.acquire_drain_lease(ws, "b", ttl, t(18)).await.unwrap(), "taken over once expired");
+    assert!(!store.acquire_drain_lease(ws, "a", ttl, t(19)).await.unwrap());
+
+    store.release_drain_lease(ws, "a").await.unwrap();
+    assert!(!store.acquire_drain_lease(ws, "a", ttl, t(20)).await.unwrap(), "a cannot release b's lease");
+    store.release_drain_lease(ws, "b").await.unwrap();
+    assert!(store.acquire_drain_lease(ws, "a", ttl, t(20)).await.unwrap());
+}
+
+async fn concurrent_claimers_share_the_items_without_overlap(backend: &Backend) {
+    let ws = Uuid::new_v4();
+    let mut all = HashSet::new();
+    for i in 0..200 {
+        let item = enqueue(&backend.store, message(ws, &format!("m{i}"), i % 4), t(0)).await;
+        all.insert(item.id);
+    }
+    let mut tasks = Vec::new();
+    for replica in 0..4 {
+        let store = backend.replica().await;
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("replica-{replica}");
+            let mut mine = Vec::new();
+            loop {
+                let claimed = store.claim(ws, &owner, LEASE, 7, t(1)).await.unwrap();
+                if claimed.is_empty() {
+                    return mine;
+                }
+                for item in claimed {
+                    assert!(store.complete(item.id, &owner, "{}", t(2)).await.unwrap());
+                    mine.push(item.id);
+                }
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for task in tasks {
+        for id in task.await.unwrap() {
+            assert!(seen.insert(id), "{id} was claimed twice");
+        }
+    }
+    assert_eq!(seen, all);
+    assert_eq!(backend.store.depth(ws).await.unwrap(), 0);
+}
+
+async fn listing_pages_through_items_in_delivery_order(backend: &Backend) {
+    let store = &backend.store;
+    let (ws1, ws2) = (Uuid::new_v4(), Uuid::new_v4());
+    let dead = dead_letter(store, ws1, "dead", t(0)).await;
+    let flying = in_flight(store, ws1, "flying", t(0)).await;
+    let delivered = in_flight(store, ws1, "delivered", t(0)).await;
+    assert!(store.complete(delivered.id, "setup", r#"{"r":1}"#, t(1)).await.unwrap());
+    for (i, priority) in [0, 3, 0, 3, 1, -2].into_iter().enumerate() {
+        enqueue(store, message(ws1, &format!("q{i}"), priority), t(2)).await;
+    }
+    for i in 0..3 {
+        enqueue(store, message(ws2, &format!("other{i}"), 0), t(2)).await;
+    }
+
+    // Everything not finished, by workspace, then priority, then arrival.
+    let mut expected = Vec::new();
+    for ws in [ws1, ws2] {
+        let (mut items, _) =
+            store.list(&ListFilter { workspace_id: Some(ws), ..ListFilter::default() }, 100, None).await.unwrap();
+        expected.append(&mut items);
+    }
+    expected.sort_by_key(|item| (item.workspace_id, std::cmp::Reverse(item.priority), item.seq));
+    assert_eq!(expected.len(), 11);
+    let ws1_order: Vec<&str> =
+        expected.iter().filter(|item| item.workspace_id == ws1).map(|item| item.message_id.as_str()).collect();
+    assert_eq!(ws1_order, ["dead", "flying", "q1", "q3", "q4", "q0", "q2", "q5"]);
+
+    let mut paged = Vec::new();
+    let mut token = None;
+    let mut pages = 0;
+    loop {
+        let (mut items, next) = store.list(&ListFilter::default(), 3, token.as_deref()).await.unwrap();
+        assert!(items.len() <= 3);
+        assert!(items.iter().all(|item| item.request_json.is_none() && item.result_json.is_none()));
+        paged.append(&mut items);
+        pages += 1;
+        match next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 4);
+    assert_eq!(
+        paged.iter().map(|item| item.id).collect::<Vec<_>>(),
+        expected.iter().map(|item| item.id).collect::<Vec<_>>()
+    );
+
+    let only = |states: Vec<QueueItemState>, include_payloads| ListFilter {
+        workspace_id: Some(ws1),
+        states,
+        include_payloads,
+    };
+    let (done, next) = store.list(&only(vec![QueueItemState::Delivered], true), 10, None).await.unwrap();
+    assert_eq!((done.len(), next), (1, None));
+    assert_eq!(done[0].result_json.as_deref(), Some(r#"{"r":1}"#));
+    assert!(done[0].request_json.as_deref().is_some_and(|json| json.contains("delivered")));
+    let (odd, _) =
+        store.list(&only(vec![QueueItemState::DeadLetter, QueueItemState::InFlight], false), 10, None).await.unwrap();
+    assert_eq!(odd.iter().map(|item| item.id).collect::<Vec<_>>(), [dead.id, flying.id]);
+    assert!(store.list(&only(vec![QueueItemState::Dropped], false), 10, None).await.unwrap().0.is_empty());
+
+    for bad in ["not-hex", "6c3a78", "00"] {
+        let error = store.list(&ListFilter::default(), 3, Some(bad)).await.unwrap_err();
+        assert!(matches!(error, StoreError::InvalidPageToken), "{bad}: {error:?}");
+    }
+    let stats_token = store.stats(&[], 1, None, t(3)).await.unwrap().next_page_token.unwrap();
+    assert!(matches!(
+        store.list(&ListFilter::default(), 3, Some(&stats_token)).await,
+        Err(StoreError::InvalidPageToken)
+    ));
+    assert_eq!(store.list(&ListFilter::default(), 3, Some("")).await.unwrap().0.len(), 3, "empty means first page");
+}
+
+async fn dropping_stale_items_follows_the_criteria(backend: &Backend) {
+    let store = &backend.store;
+    let (ws, ws2) = (Uuid::new_v4(), Uuid::new_v4());
+    let a = enqueue(store, message(ws, "a", 0), t(0)).await;
+    let b = enqueue(store, NewQueueItem { expires_at: Some(t(50)), ..message(ws, "b", 0) }, t(0)).await;
+    let c = enqueue(store, message(ws, "c", 0), t(100)).await;
+    let d = in_flight(store, ws, "d", t(0)).await;
+    let e = dead_letter(store, ws, "e", t(0)).await;
+    let f = enqueue(store, message(ws2, "f", 0), t(0)).await;
+    let old = |workspace_id| DropStale {
+        workspace_id,
+        older_than: Some(Duration::from_secs(150)),
+        reason: "dropped by operator: stale after outage".into(),
+        ..DropStale::default()
+    };
+
+    let preview = store.drop_stale(&DropStale { dry_run: true, ..old(Some(ws)) }, t(200)).await.unwrap();
+    assert_eq!(preview, (2, vec![a.id, b.id]));
+    assert_eq!(get(store, a.id).await.state, QueueItemState::Queued, "a dry run changes nothing");
+
+    let expired = DropStale {
+        workspace_id: Some(ws),
+        expired: true,
+        reason: "expired by operator".into(),
+        ..DropStale::default()
+    };
+    assert_eq!(store.drop_stale(&expired, t(200)).await.unwrap(), (1, vec![b.id]));
+    let b_now = get(store, b.id).await;
+    assert_eq!((b_now.state, b_now.state_reason.as_str()), (QueueItemState::Dropped, "expired by operator"));
+
+    let with_dead = DropStale { include_dead_letters: true, ..old(Some(ws)) };
+    assert_eq!(store.drop_stale(&with_dead, t(200)).await.unwrap(), (2, vec![e.id, a.id]));
+    assert_eq!(get(store, a.id).await.state_reason, "dropped by operator: stale after outage");
+    assert_eq!(get(store, d.id).await.state, QueueItemState::InFlight, "never in flight");
+    assert_eq!(get(store, c.id).await.state, QueueItemState::Queued, "too young");
+    assert_eq!(get(store, f.id).await.state, QueueItemState::Queued, "another workspace");
+
+    assert_eq!(store.drop_stale(&old(None), t(200)).await.unwrap(), (1, vec![f.id]));
+    let no_criterion = DropStale { workspace_id: Some(ws), ..DropStale::default() };
+    assert!(matches!(store.drop_stale(&no_criterion, t(200)).await, Err(StoreError::InvalidRequest(_))));
+}
+
+async fn dead_letters_are_requeued_by_workspace_or_by_id(backend: &Backend) {
+    let store = &backend.store;
+    let (ws, ws2) = (Uuid::new_v4(), Uuid::new_v4());
+    let x = dead_letter(store, ws, "x", t(0)).await;
+    let y = dead_letter(store, ws, "y", t(1)).await;
+    let z = dead_letter(store, ws, "z", t(2)).await;
+    let w = enqueue(store, message(ws, "w", 0), t(3)).await;
+    let v = dead_letter(store, ws2, "v", t(4)).await;
+    let unknown = Uuid::new_v4();
+
+    let by_id = Requeue { workspace_id: Some(ws), queue_ids: vec![x.id, w.id, unknown, v.id], max_attempts: None };
+    let (requeued, skipped) = store.requeue_dead_letters(&by_id, t(10)).await.unwrap();
+    assert_eq!(requeued, [x.id]);
+    assert_eq!(skipped, [w.id.to_string(), unknown.to_string(), v.id.to_string()]);
+    let back = get(store, x.id).await;
+    assert_eq!((back.state, back.attempts, back.max_attempts), (QueueItemState::Queued, 0, 1));
+    assert_eq!((back.next_attempt_at, back.seq, back.message_id.as_str()), (Some(t(10)), x.seq, "x"));
+    assert_eq!(back.last_error, "agent answered 500", "the last error stays for humans");
+
+    let all = Requeue { workspace_id: Some(ws), queue_ids: vec![], max_attempts: Some(5) };
+    let (requeued, skipped) = store.requeue_dead_letters(&all, t(11)).await.unwrap();
+    assert_eq!((requeued, skipped), (vec![y.id, z.id], vec![]));
+    assert_eq!(get(store, y.id).await.max_attempts, 5);
+    assert_eq!(get(store, v.id).await.state, QueueItemState::DeadLetter, "another workspace");
+
+    let anywhere = Requeue { workspace_id: None, queue_ids: vec![v.id, v.id], max_attempts: None };
+    assert_eq!(store.requeue_dead_letters(&anywhere, t(12)).await.unwrap(), (vec![v.id], vec![]));
+    assert!(matches!(store.requeue_dead_letters(&Requeue::default(), t(12)).await, Err(StoreError::InvalidRequest(_))));
+}
+
+async fn stats_total_and_rank_workspaces_deepest_first(backend: &Backend) {
+    let store = &backend.store;
+    let [a, b, c, d, e] = [(); 5].map(|_| Uuid::new_v4());
+    dead_letter(store, a, "dead", t(0)).await;
+    in_flight(store, a, "flying", t(0)).await;
+    for i in 0..3 {
+        enqueue(store, message(a, &format!("q{i}"), 0), t(10 * i)).await;
+        enqueue(store, message(d, &format!("q{i}"), 0), t(30)).await;
+    }
+    for i in 0..5 {
+        enqueue(store, message(b, &format!("q{i}"), 0), t(5 + i)).await;
+    }
+    dead_letter(store, c, "dead", t(0)).await;
+    let done = in_flight(store, e, "done", t(0)).await;
+    store.complete(done.id, "setup", "{}", t(1)).await.unwrap();
+
+    let first = store.stats(&[], 2, None, t(100)).await.unwrap();
+    let totals = &first.totals;
+    assert_eq!((totals.workspace_id, totals.queued, totals.in_flight, totals.dead_letters), (None, 11, 1, 2));
+    assert_eq!((totals.oldest_queued_at, totals.oldest_queued_age_seconds), (Some(t(0)), 100));
+    let (tied_first, tied_second) = if a < d { (a, d) } else { (d, a) };
+    let ids = |page: &[QueueStats]| page.iter().map(|s| s.workspace_id.unwrap()).collect::<Vec<_>>();
+    assert_eq!(ids(&first.workspaces), [b, tied_first]);
+    assert_eq!((first.workspaces[0].queued, first.workspaces[0].oldest_queued_at), (5, Some(t(5))));
+    let second = store.stats(&[], 2, first.next_page_token.as_deref(), t(100)).await.unwrap();
+    assert_eq!(ids(&second.workspaces), [tied_second, c]);
+    assert_eq!(second.next_page_token, None);
+    assert_eq!(second.totals, first.totals);
+    let c_stats = &second.workspaces[1];
+    assert_eq!(
+        (c_stats.queued, c_stats.dead_letters, c_stats.oldest_queued_at, c_stats.oldest_queued_age_seconds),
+        (0, 1, None, 0)
+    );
+    let a_stats = if tied_second == a { &second.workspaces[0] } else { &first.workspaces[1] };
+    assert_eq!((a_stats.queued, a_stats.in_flight, a_stats.dead_letters), (3, 1, 1));
+
+    // Named workspaces are listed even with nothing queued.
+    let named = store.stats(&[e, c, a, c], 2, None, t(100)).await.unwrap();
+    assert_eq!((named.totals.queued, named.totals.in_flight, named.totals.dead_letters), (3, 1, 2));
+    let (zero_first, zero_second) = if c < e { (c, e) } else { (e, c) };
+    assert_eq!(ids(&named.workspaces), [a, zero_first]);
+    let rest = store.stats(&[e, c, a], 2, named.next_page_token.as_deref(), t(100)).await.unwrap();
+    assert_eq!((ids(&rest.workspaces), rest.next_page_token), (vec![zero_second], None));
+
+    assert!(matches!(store.stats(&[], 2, Some("zz"), t(100)).await, Err(StoreError::InvalidPageToken)));
+}
+
+async fn finished_items_are_purged(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let a = in_flight(store, ws, "a", t(0)).await;
+    store.complete(a.id, "setup", "{}", t(10)).await.unwrap();
+    let b = enqueue(store, NewQueueItem { expires_at: Some(t(20)), ..message(ws, "b", 0) }, t(0)).await;
+    store.expire_due(t(20)).await.unwrap();
+    let c = enqueue(store, message(ws, "c", 0), t(0)).await;
+    let d = dead_letter(store, ws, "d", t(5)).await;
+    let e = in_flight(store, ws, "e", t(6)).await;
+
+    assert_eq!(store.purge_finished(t(10)).await.unwrap(), 0, "strictly before");
+    assert_eq!(store.purge_finished(t(15)).await.unwrap(), 1);
+    assert!(store.get(a.id).await.unwrap().is_none());
+    assert_eq!(store.purge_finished(t(1000)).await.unwrap(), 1);
+    assert!(store.get(b.id).await.unwrap().is_none());
+    for kept in [c.id, d.id, e.id] {
+        assert!(store.get(kept).await.unwrap().is_some());
+    }
+    // A forgotten message id may be queued afresh.
+    let again = store.enqueue(message(ws, "a", 0), t(1001)).await.unwrap();
+    assert!(!again.duplicate);
+    assert!(again.item.seq > e.seq);
+}
+
+async fn a_removed_workspaces_queue_is_dropped(backend: &Backend) {
+    let store = &backend.store;
+    let (ws, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let dead = dead_letter(store, ws, "dead", t(0)).await;
+    let flying = in_flight(store, ws, "flying", t(0)).await;
+    let queued = enqueue(store, message(ws, "queued", 0), t(0)).await;
+    let elsewhere = enqueue(store, message(other, "queued", 0), t(0)).await;
+    assert_eq!(store.drop_workspace(ws, "workspace removed", t(1)).await.unwrap(), 2);
+    for id in [dead.id, queued.id] {
+        let item = get(store, id).await;
+        assert_eq!((item.state, item.state_reason.as_str()), (QueueItemState::Dropped, "workspace removed"));
+    }
+    assert_eq!(get(store, flying.id).await.state, QueueItemState::InFlight);
+    assert_eq!(get(store, elsewhere.id).await.state, QueueItemState::Queued);
+}
+
+async fn items_convert_to_the_control_api(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let item = NewQueueItem { expires_at: Some(t(500)), priority: -3, ..message(ws, "m", 0) };
+    let queued = enqueue(store, item, t(1)).await;
+    let claimed = store.claim(ws, "r1", LEASE, 1, t(2)).await.unwrap();
+    let flying = pb::QueueItem::from(&claimed[0]);
+    assert_eq!((flying.lease_owner.as_str(), flying.state), ("r1", QueueItemState::InFlight as i32));
+    assert_eq!(flying.lease_expires_at.map(|ts| ts.seconds), Some(1_700_000_032));
+    assert_eq!(flying.next_attempt_at, None);
+    store.complete(queued.id, "r1", r#"{"kind":"message"}"#, t(3)).await.unwrap();
+
+    let proto = pb::QueueItem::from(&get(store, queued.id).await);
+    assert_eq!((proto.id, proto.workspace_id), (queued.id.to_string(), ws.to_string()));
+    assert_eq!((proto.message_id.as_str(), proto.priority, proto.state), ("m", -3, QueueItemState::Delivered as i32));
+    assert_eq!(proto.queue_reason, QueueReason::TargetBusy as i32);
+    assert_eq!(proto.enqueued_at.map(|ts| ts.seconds), Some(1_700_000_001));
+    assert_eq!(proto.expires_at.map(|ts| ts.seconds), Some(1_700_000_500));
+    assert_eq!(proto.delivered_at.map(|ts| ts.seconds), Some(1_700_000_003));
+    assert_eq!((proto.lease_owner.as_str(), proto.lease_expires_at), ("", None));
+    assert_eq!(proto.result_json, r#"{"kind":"message"}"#);
+    assert!(proto.request_json.contains("jsonrpc"));
+    assert!(proto.traceparent.starts_with("00-"));
+
+    enqueue(store, message(ws, "n", 0), t(4)).await;
+    let stats = store.stats(&[ws], 10, None, t(10)).await.unwrap();
+    let proto = pb::QueueStats::from(&stats.workspaces[0]);
+    assert_eq!((proto.workspace_id, proto.queued, proto.oldest_queued_age_seconds), (ws.to_string(), 1, 6));
+    assert_eq!(proto.oldest_queued_at.map(|ts| ts.seconds), Some(1_700_000_004));
+    assert_eq!(pb::QueueStats::from(&stats.totals).workspace_id, "");
+}
+
+/// One claim and one complete per message, as a drain does; prints the
+/// cost per message so a regression is visible.
+async fn a_large_backlog_drains_quickly(backend: &Backend) {
+    let store = &backend.store;
+    let count: u32 = match backend.label() {
+        "sqlite" => 10_000,
+        // Every call is a network round trip there; fewer keep the suite quick.
+        _ => 2_000,
+    };
+    let ws = Uuid::new_v4();
+    let started = Instant::now();
+    for i in 0..count {
+        let item = NewQueueItem { priority: (i % 3) as i32, ..message(ws, &format!("m{i}"), 0) };
+        store.enqueue(item, t(0)).await.unwrap();
+    }
+    let enqueued = started.elapsed();
+
+    let started = Instant::now();
+    let mut last: Option<(std::cmp::Reverse<i32>, i64)> = None;
+    let mut delivered = 0;
+    loop {
+        let claimed = store.claim(ws, "r1", LEASE, 1, t(1)).await.unwrap();
+        let Some(item) = claimed.into_iter().next() else { break };
+        let key = (std::cmp::Reverse(item.priority), item.seq);
+        assert!(last.is_none_or(|last| last < key), "delivery order");
+        last = Some(key);
+        assert!(store.complete(item.id, "r1", "{}", t(2)).await.unwrap());
+        delivered += 1;
+    }
+    let drained = started.elapsed();
+    assert_eq!(delivered, count);
+    eprintln!(
+        "{}: {count} messages: enqueue {:.0} µs each; claim + complete {:.0} µs per message",
+        backend.label(),
+        enqueued.as_micros() as f64 / f64::from(count),
+        drained.as_micros() as f64 / f64::from(count),
+    );
+}
