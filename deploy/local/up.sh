@@ -6,9 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --bin agentmesh-registry --bin agentmesh-provisioner
+cargo build --release --bin agentmesh-registry --bin agentmesh-provisioner --bin agentmesh-a2a-gateway
 data="${AGENTMESH_DATA_DIR:-$PWD/data}"
-mkdir -p "$data/registry" "$data/provisioner"
+mkdir -p "$data/registry" "$data/provisioner" "$data/gateway"
 
 # Containers reach the registry through the Docker bridge's gateway, so it
 # listens on every interface; without Docker, loopback is enough.
@@ -53,13 +53,29 @@ registry_token = "$service_token"
 workload_registry_address = "http://$registry_host:50051"
 TOML
 
+cat >"$data/gateway.toml" <<TOML
+listen = "127.0.0.1:50053"
+data_dir = "$data/gateway"
+[auth]
+operator_tokens = ["$operator_token"]
+service_tokens = ["$service_token"]
+[gateway]
+a2a_listen = "127.0.0.1:8053"
+registry_address = "http://127.0.0.1:50051"
+provisioner_address = "http://127.0.0.1:50052"
+service_token = "$service_token"
+network_mode = "dev"
+TOML
+
 pids=()
 trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' INT TERM EXIT
 ./target/release/agentmesh-registry --config "$data/registry.toml" &
 pids+=($!)
 ./target/release/agentmesh-provisioner --config "$data/provisioner.toml" &
 pids+=($!)
+./target/release/agentmesh-a2a-gateway --config "$data/gateway.toml" &
+pids+=($!)
 
-echo "registry on :50051, provisioner on 127.0.0.1:50052"
+echo "registry on :50051, provisioner on 127.0.0.1:50052, gateway on 127.0.0.1:50053 (gRPC) and http://127.0.0.1:8053/a2a/<workspace> (A2A JSON-RPC)"
 echo "operator token (authorization: Bearer …): $data/operator.token"
 wait -n

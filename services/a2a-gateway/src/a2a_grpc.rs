@@ -4,7 +4,10 @@
 //! same messages, so the transcoding is exact: protobuf to JSON and back
 //! through the messages' descriptors.
 
-use std::{pin::Pin, sync::{Arc, LazyLock}};
+use std::{
+    pin::Pin,
+    sync::{Arc, LazyLock},
+};
 
 use agentmesh_chassis::{Caller, telemetry};
 use agentmesh_proto::{
@@ -40,13 +43,21 @@ impl A2aGrpc {
 
     /// The inbound request for the JSON-RPC `method` with `params`, sent by
     /// whoever the metadata says.
-    async fn inbound(&self, metadata: &MetadataMap, caller: Caller, tenant: &str, method: &str, params: Value) -> Result<Inbound, GatewayError> {
+    async fn inbound(
+        &self,
+        metadata: &MetadataMap,
+        caller: Caller,
+        tenant: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<Inbound, GatewayError> {
         let workspace_id: Uuid =
             tenant.parse().map_err(|_| GatewayError::invalid("tenant", "the target workspace's id (a UUID)"))?;
         let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
         let sender = self.gateway.identify(caller, value("x-agentmesh-caller")).await?;
         let request = json!({ "jsonrpc": "2.0", "id": Uuid::new_v4().to_string(), "method": method, "params": params });
-        let envelope = Envelope::parse(request.to_string().as_bytes()).map_err(|e| GatewayError::invalid("message", e.message))?;
+        let envelope =
+            Envelope::parse(request.to_string().as_bytes()).map_err(|e| GatewayError::invalid("message", e.message))?;
         Ok(Inbound {
             sender,
             workspace_id,
@@ -58,7 +69,12 @@ impl A2aGrpc {
     }
 
     /// Sends `request` as JSON-RPC `method` and decodes the agent's result.
-    async fn unary<Req, Resp>(&self, request: Request<Req>, method: &str, tenant: impl Fn(&Req) -> &str) -> Result<Response<Resp>, Status>
+    async fn unary<Req, Resp>(
+        &self,
+        request: Request<Req>,
+        method: &str,
+        tenant: impl Fn(&Req) -> &str,
+    ) -> Result<Response<Resp>, Status>
     where
         Req: prost::Message + Default,
         Resp: prost::Message + Default,
@@ -76,7 +92,10 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamResponse, Status>>
 
 #[tonic::async_trait]
 impl A2aService for A2aGrpc {
-    async fn send_message(&self, request: Request<pb::SendMessageRequest>) -> Result<Response<pb::SendMessageResponse>, Status> {
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let caller = Caller::of(&request);
         let (metadata, _, message) = request.into_parts();
         let params = to_json(&message, "lf.a2a.v1.SendMessageRequest")?;
@@ -93,7 +112,10 @@ impl A2aService for A2aGrpc {
 
     type SendStreamingMessageStream = EventStream;
 
-    async fn send_streaming_message(&self, request: Request<pb::SendMessageRequest>) -> Result<Response<EventStream>, Status> {
+    async fn send_streaming_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         let caller = Caller::of(&request);
         let (metadata, _, message) = request.into_parts();
         let params = to_json(&message, "lf.a2a.v1.SendMessageRequest")?;
@@ -101,7 +123,8 @@ impl A2aService for A2aGrpc {
         let context_id = inbound.envelope.context_id().map(str::to_owned);
         let stream: EventStream = match self.gateway.stream(inbound).await? {
             Streamed::Events(events) => Box::pin(
-                ReceiverStream::new(events).map(|event| from_reply::<pb::StreamResponse>(&event, "lf.a2a.v1.StreamResponse")),
+                ReceiverStream::new(events)
+                    .map(|event| from_reply::<pb::StreamResponse>(&event, "lf.a2a.v1.StreamResponse")),
             ),
             Streamed::Queued(queued) => {
                 let task = jsonrpc::queued_task(Flavor::V10, &queued, context_id.as_deref());
@@ -135,7 +158,10 @@ impl A2aService for A2aGrpc {
         self.unary(request, "GetTask", |r| &r.tenant).await
     }
 
-    async fn list_tasks(&self, request: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, Status> {
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
         self.unary(request, "ListTasks", |r| &r.tenant).await
     }
 
@@ -145,7 +171,10 @@ impl A2aService for A2aGrpc {
 
     type SubscribeToTaskStream = EventStream;
 
-    async fn subscribe_to_task(&self, _request: Request<pb::SubscribeToTaskRequest>) -> Result<Response<EventStream>, Status> {
+    async fn subscribe_to_task(
+        &self,
+        _request: Request<pb::SubscribeToTaskRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         Err(Status::unimplemented(
             "the gateway does not relay task subscriptions; poll GetTask, or stream with SendStreamingMessage",
         ))
@@ -214,10 +243,12 @@ fn method_output(method: &str) -> &'static str {
 /// The proto3 JSON of `message`, without the tenant: the agent serves one
 /// workspace and knows no tenants.
 fn to_json<M: prost::Message>(message: &M, name: &str) -> Result<Value, Status> {
-    let descriptor = DESCRIPTORS.get_message_by_name(name).ok_or_else(|| Status::internal(format!("no descriptor for {name}")))?;
+    let descriptor =
+        DESCRIPTORS.get_message_by_name(name).ok_or_else(|| Status::internal(format!("no descriptor for {name}")))?;
     let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
         .map_err(|e| Status::invalid_argument(format!("cannot read the request: {e}")))?;
-    let mut value = serde_json::to_value(&dynamic).map_err(|e| Status::invalid_argument(format!("cannot read the request: {e}")))?;
+    let mut value = serde_json::to_value(&dynamic)
+        .map_err(|e| Status::invalid_argument(format!("cannot read the request: {e}")))?;
     if let Some(object) = value.as_object_mut() {
         object.remove("tenant");
     }
@@ -225,7 +256,8 @@ fn to_json<M: prost::Message>(message: &M, name: &str) -> Result<Value, Status> 
 }
 
 fn from_json<M: prost::Message + Default>(value: Value, name: &str) -> Result<M, Status> {
-    let descriptor = DESCRIPTORS.get_message_by_name(name).ok_or_else(|| Status::internal(format!("no descriptor for {name}")))?;
+    let descriptor =
+        DESCRIPTORS.get_message_by_name(name).ok_or_else(|| Status::internal(format!("no descriptor for {name}")))?;
     let options = DeserializeOptions::new().deny_unknown_fields(false);
     let dynamic = DynamicMessage::deserialize_with_options(descriptor, value, &options)
         .map_err(|e| Status::unknown(format!("the agent's reply does not fit {name}: {e}")))?;

@@ -3,11 +3,7 @@
 //! and the classification of a failure into "try later" (busy, dropped,
 //! silent, unreachable) or "the agent's answer".
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agentmesh_netguard::{UrlGuard, UrlRejected};
 use bytes::{Bytes, BytesMut};
@@ -131,11 +127,7 @@ impl AgentClient {
 
     /// Posts a streaming JSON-RPC request and returns the accepted stream,
     /// to be read with [`pump_events`].
-    pub async fn open_stream(
-        &self,
-        call: AgentCall<'_>,
-        idle: &mut IdleClock,
-    ) -> Result<reqwest::Response, Failure> {
+    pub async fn open_stream(&self, call: AgentCall<'_>, idle: &mut IdleClock) -> Result<reqwest::Response, Failure> {
         tokio::select! {
             response = self.send(&call, true) => response,
             () = idle.silence() => Err(Failure::IdleTimeout(idle.timeout)),
@@ -237,11 +229,7 @@ fn classify(error: reqwest::Error) -> Failure {
         }
         source = cause.source();
     }
-    if error.is_connect() {
-        Failure::Unreachable(describe(&error))
-    } else {
-        Failure::Dropped(describe(&error))
-    }
+    if error.is_connect() { Failure::Unreachable(describe(&error)) } else { Failure::Dropped(describe(&error)) }
 }
 
 /// The innermost cause, which says what actually went wrong.

@@ -2,7 +2,10 @@
 //! inspection and repair of the durable queue. Handlers validate, call the
 //! store, and map errors.
 
-use std::{sync::Arc, time::{Duration, SystemTime}};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use agentmesh_chassis::Caller;
 use agentmesh_proto::gateway::v1::{self as pb, gateway_service_server::GatewayService};
@@ -111,8 +114,12 @@ impl GatewayService for ControlApi {
         let request = request.into_inner();
         let workspace_id = optional_uuid("workspace_id", &request.workspace_id)?;
         match (workspace_id.is_some(), request.all_workspaces) {
-            (true, true) => return Err(GatewayError::invalid("all_workspaces", "must be false when workspace_id is set").into()),
-            (false, false) => return Err(GatewayError::invalid("workspace_id", "give a workspace_id or set all_workspaces").into()),
+            (true, true) => {
+                return Err(GatewayError::invalid("all_workspaces", "must be false when workspace_id is set").into());
+            }
+            (false, false) => {
+                return Err(GatewayError::invalid("workspace_id", "give a workspace_id or set all_workspaces").into());
+            }
             _ => {}
         }
         if request.older_than_seconds == Some(0) {
@@ -185,8 +192,7 @@ impl GatewayService for ControlApi {
         if request.workspace_ids.len() > MAX_IDS {
             return Err(GatewayError::invalid("workspace_ids", "at most 1000").into());
         }
-        let ids =
-            request.workspace_ids.iter().map(|id| uuid("workspace_ids", id)).collect::<Result<Vec<_>, _>>()?;
+        let ids = request.workspace_ids.iter().map(|id| uuid("workspace_ids", id)).collect::<Result<Vec<_>, _>>()?;
         let page = self
             .store
             .stats(&ids, page_size(request.page_size)?, token(&request.page_token), SystemTime::now())

@@ -119,11 +119,8 @@ impl Directory {
         provisioner_address: &str,
         service_token: &str,
     ) -> anyhow::Result<(Arc<Self>, mpsc::UnboundedReceiver<DrainSignal>)> {
-        let registry = RegistryServiceClient::new(service_channel(
-            registry_address,
-            service_token,
-            Some(REGISTRY_CALL_TIMEOUT),
-        )?);
+        let registry =
+            RegistryServiceClient::new(service_channel(registry_address, service_token, Some(REGISTRY_CALL_TIMEOUT))?);
         let watcher = RegistryServiceClient::new(service_channel(registry_address, service_token, None)?);
         let provisioner = if provisioner_address.is_empty() {
             None
@@ -184,15 +181,15 @@ impl Directory {
             return Ok(*id);
         }
         let request = AuthenticateWorkspaceRequest { token: token.to_owned() };
-        let reply = self.registry.clone().authenticate_workspace(request).await.map_err(|status| match status.code() {
-            Code::Unauthenticated | Code::InvalidArgument => {
-                GatewayError::Unauthenticated("the bearer token is not an operator, service or workspace token")
-            }
-            _ => from_registry(status),
-        })?;
+        let reply =
+            self.registry.clone().authenticate_workspace(request).await.map_err(|status| match status.code() {
+                Code::Unauthenticated | Code::InvalidArgument => {
+                    GatewayError::Unauthenticated("the bearer token is not an operator, service or workspace token")
+                }
+                _ => from_registry(status),
+            })?;
         let record = reply.into_inner().workspace.ok_or_else(|| GatewayError::registry_unavailable("empty reply"))?;
-        let id: Uuid =
-            record.id.parse().map_err(|_| GatewayError::registry_unavailable("malformed workspace id"))?;
+        let id: Uuid = record.id.parse().map_err(|_| GatewayError::registry_unavailable("malformed workspace id"))?;
         self.credentials.lock().expect("credentials lock").insert(digest, (id, Instant::now()));
         Ok(id)
     }
@@ -333,7 +330,8 @@ impl Directory {
                 if let Some(capabilities) = event.capabilities.clone() {
                     target.capabilities = capabilities;
                 }
-                target.idle_timeout = event.idle_timeout_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s.into()));
+                target.idle_timeout =
+                    event.idle_timeout_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s.into()));
             }
             matches!(status, WorkspaceStatus::Online | WorkspaceStatus::Degraded)
                 && event.active_tasks < event.max_concurrent_tasks.max(1)

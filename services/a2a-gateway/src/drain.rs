@@ -30,7 +30,9 @@ enum Attempt {
     /// The agent had no room: the item went back unconsumed.
     Busy,
     /// The attempt failed and counts; the target may be down.
-    Failed { target_down: bool },
+    Failed {
+        target_down: bool,
+    },
     /// Another replica took the item over (our lease had expired).
     Lost,
 }
@@ -160,6 +162,10 @@ impl Drainer {
         if !self.store.acquire_drain_lease(workspace_id, &self.owner, lease, SystemTime::now()).await? {
             return Ok(());
         }
+        let orphans = self.store.take_over_in_flight(workspace_id, &self.owner, SystemTime::now()).await?;
+        if orphans > 0 {
+            tracing::info!(%workspace_id, orphans, "redelivering the in-flight messages of a replica that lost its drain lease");
+        }
         let mut renewed = tokio::time::Instant::now();
         let mut deliveries = JoinSet::new();
         let mut stop = false;
@@ -181,8 +187,7 @@ impl Drainer {
                     let slots = target.free_slots() as usize;
                     if deliveries.len() < slots {
                         let want = (slots - deliveries.len()) as u32;
-                        let items =
-                            self.store.claim(workspace_id, &self.owner, lease, want, SystemTime::now()).await?;
+                        let items = self.store.claim(workspace_id, &self.owner, lease, want, SystemTime::now()).await?;
                         if items.is_empty() && deliveries.is_empty() {
                             self.settle(workspace_id).await;
                             break;
@@ -190,7 +195,8 @@ impl Drainer {
                         for item in items {
                             let drainer = self.clone();
                             let target = target.clone();
-                            deliveries.spawn(async move { drainer.deliver(&target.url, target.idle_timeout, item).await });
+                            deliveries
+                                .spawn(async move { drainer.deliver(&target.url, target.idle_timeout, item).await });
                         }
                     }
                 }

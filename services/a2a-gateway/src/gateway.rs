@@ -7,11 +7,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use agentmesh_chassis::Caller;
 use agentmesh_proto::{
     gateway::v1::{QueueReason, QueuedReply, UnavailableReason},
     registry::v1::WorkspaceStatus,
 };
-use agentmesh_chassis::Caller;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -57,9 +57,7 @@ impl Sender {
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         match self {
             Sender::Service(_) if valid => Ok(Sender::Service(name.to_owned())),
-            Sender::Service(_) => {
-                Err(GatewayError::invalid("x-agentmesh-caller", "1-64 characters of [a-z0-9_-]"))
-            }
+            Sender::Service(_) => Err(GatewayError::invalid("x-agentmesh-caller", "1-64 characters of [a-z0-9_-]")),
             _ if RESERVED_CALLER_NAMES.contains(&name.to_ascii_lowercase().as_str()) => Err(
                 GatewayError::PermissionDenied(format!("the caller name {name:?} is reserved for agentmesh services")),
             ),
@@ -225,7 +223,8 @@ impl Gateway {
             let touched = || directory.touch(workspace_id);
             if let Err(failure) = pump_events(response, &mut idle, touched, events.clone()).await {
                 tracing::warn!(%workspace_id, error = %failure, "the agent's stream ended early");
-                let error = crate::jsonrpc::RpcError::from_gateway(&GatewayError::AgentUnreachable(failure.to_string()));
+                let error =
+                    crate::jsonrpc::RpcError::from_gateway(&GatewayError::AgentUnreachable(failure.to_string()));
                 let _ = events.send(Bytes::from(error.into_response(&serde_json::Value::Null).to_string())).await;
             }
         });
@@ -238,10 +237,9 @@ impl Gateway {
         match self.send(inbound).await? {
             Dispatched::Replied(reply) => Ok(reply),
             // Only sends are ever queued.
-            Dispatched::Queued(queued) => Err(GatewayError::AgentUnreachable(format!(
-                "queued as {} instead of forwarded",
-                queued.queue_id
-            ))),
+            Dispatched::Queued(queued) => {
+                Err(GatewayError::AgentUnreachable(format!("queued as {} instead of forwarded", queued.queue_id)))
+            }
         }
     }
 
@@ -271,7 +269,11 @@ impl Gateway {
                         "workspace {} is {} and takes no messages until it is started again{}",
                         target.id,
                         status.to_ascii_lowercase(),
-                        if target.status_reason.is_empty() { String::new() } else { format!(" ({})", target.status_reason) }
+                        if target.status_reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", target.status_reason)
+                        }
                     ),
                     workspace_id: target.id.to_string(),
                     status,

@@ -5,7 +5,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-
 use agentmesh_chassis::{auth::Authenticator, telemetry};
 use agentmesh_proto::gateway::v1::QueueItemState;
 use axum::{
@@ -66,7 +65,12 @@ async fn rpc(
                 return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, &Value::Null, error, None);
             }
             Err(rejection) => {
-                return rpc_error(rejection.status(), &Value::Null, RpcError::new(jsonrpc::INVALID_REQUEST, rejection.body_text()), None);
+                return rpc_error(
+                    rejection.status(),
+                    &Value::Null,
+                    RpcError::new(jsonrpc::INVALID_REQUEST, rejection.body_text()),
+                    None,
+                );
             }
         };
         let envelope = match Envelope::parse(&body) {
@@ -85,7 +89,12 @@ async fn rpc(
 }
 
 impl Front {
-    async fn handle(&self, workspace_id: &str, headers: &HeaderMap, envelope: Envelope) -> Result<Response, GatewayError> {
+    async fn handle(
+        &self,
+        workspace_id: &str,
+        headers: &HeaderMap,
+        envelope: Envelope,
+    ) -> Result<Response, GatewayError> {
         let workspace_id = parse_workspace(workspace_id)?;
         let sender = self.sender(headers).await?;
         let id = envelope.id().clone();
@@ -95,7 +104,8 @@ impl Front {
         let inbound = Inbound {
             sender,
             workspace_id,
-            traceparent: telemetry::current_traceparent().or_else(|| header_str(headers, "traceparent").map(str::to_owned)),
+            traceparent: telemetry::current_traceparent()
+                .or_else(|| header_str(headers, "traceparent").map(str::to_owned)),
             priority: parse_priority(header_str(headers, "x-agentmesh-priority"))?,
             expires_in: parse_expires_in(header_str(headers, "x-agentmesh-expires-in"))?,
             envelope,
@@ -136,7 +146,8 @@ impl Front {
                                 jsonrpc::task_of_result(flavor, &task_id, result)
                             }
                             (state, _) => {
-                                let detail = if item.last_error.is_empty() { item.state_reason } else { item.last_error };
+                                let detail =
+                                    if item.last_error.is_empty() { item.state_reason } else { item.last_error };
                                 jsonrpc::queue_item_task(flavor, &task_id, state, &detail, None)
                             }
                         };
@@ -162,7 +173,12 @@ async fn card(State(front): State<Front>, Path(workspace_id): Path<String>, head
         let sender = front.sender(&headers).await?;
         let target = front.gateway.authorize(&sender, workspace_id).await?;
         let settings = front.gateway.settings();
-        Ok::<_, GatewayError>(rewrite_card(&target.agent_card_json, workspace_id, &settings.public_url(), &front.public_grpc()))
+        Ok::<_, GatewayError>(rewrite_card(
+            &target.agent_card_json,
+            workspace_id,
+            &settings.public_url(),
+            &front.public_grpc(),
+        ))
     }
     .await;
     match result {

@@ -58,7 +58,10 @@ impl Envelope {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| RpcError::new(PARSE_ERROR, format!("the body is not JSON: {e}")))?;
         let Value::Object(mut request) = value else {
-            return Err(RpcError::new(INVALID_REQUEST, "a JSON-RPC request must be an object (batches are not supported)"));
+            return Err(RpcError::new(
+                INVALID_REQUEST,
+                "a JSON-RPC request must be an object (batches are not supported)",
+            ));
         };
         if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
             return Err(RpcError::new(INVALID_REQUEST, "jsonrpc: must be \"2.0\""));
@@ -218,7 +221,13 @@ pub fn queued_task(flavor: Flavor, queued: &QueuedReply, context_id: Option<&str
 
 /// A task as `tasks/get` reports a queue item that has no task of the
 /// agent's yet (or never will).
-pub fn queue_item_task(flavor: Flavor, id: &str, state: QueueItemState, detail: &str, context_id: Option<&str>) -> Value {
+pub fn queue_item_task(
+    flavor: Flavor,
+    id: &str,
+    state: QueueItemState,
+    detail: &str,
+    context_id: Option<&str>,
+) -> Value {
     let (v03, v10) = match state {
         QueueItemState::DeadLetter => ("failed", "TASK_STATE_FAILED"),
         QueueItemState::Dropped => ("canceled", "TASK_STATE_CANCELED"),
@@ -239,8 +248,16 @@ pub fn completed_task(flavor: Flavor, id: &str, message: Value) -> Value {
     task(flavor, id, context.as_deref(), state, Some(message), Value::Null)
 }
 
-fn task(flavor: Flavor, id: &str, context_id: Option<&str>, state: &str, message: Option<Value>, metadata: Value) -> Value {
-    let mut status = json!({ "state": state, "timestamp": rfc3339(&prost_types::Timestamp::from(std::time::SystemTime::now())) });
+fn task(
+    flavor: Flavor,
+    id: &str,
+    context_id: Option<&str>,
+    state: &str,
+    message: Option<Value>,
+    metadata: Value,
+) -> Value {
+    let mut status =
+        json!({ "state": state, "timestamp": rfc3339(&prost_types::Timestamp::from(std::time::SystemTime::now())) });
     if let Some(message) = message {
         status["message"] = message;
     }
@@ -257,7 +274,9 @@ fn task(flavor: Flavor, id: &str, context_id: Option<&str>, state: &str, message
 fn agent_text(flavor: Flavor, task_id: &str, text: &str) -> Value {
     let id = Uuid::new_v4().to_string();
     match flavor {
-        Flavor::V03 => json!({ "kind": "message", "messageId": id, "taskId": task_id, "role": "agent", "parts": [{ "kind": "text", "text": text }] }),
+        Flavor::V03 => {
+            json!({ "kind": "message", "messageId": id, "taskId": task_id, "role": "agent", "parts": [{ "kind": "text", "text": text }] })
+        }
         Flavor::V10 => json!({ "messageId": id, "taskId": task_id, "role": "ROLE_AGENT", "parts": [{ "text": text }] }),
     }
 }
@@ -304,12 +323,18 @@ mod tests {
 
     #[test]
     fn fills_in_missing_ids_and_keeps_given_ones() {
-        let envelope = Envelope::parse(br#"{"jsonrpc":"2.0","method":"message/send","params":{"message":{"role":"user","parts":[]}}}"#).unwrap();
+        let envelope = Envelope::parse(
+            br#"{"jsonrpc":"2.0","method":"message/send","params":{"message":{"role":"user","parts":[]}}}"#,
+        )
+        .unwrap();
         assert_eq!(envelope.method, Method::Send);
         assert_eq!(envelope.flavor, Flavor::V03);
         assert!(envelope.id().is_string());
         assert_eq!(envelope.message_id().unwrap().len(), 36);
-        let envelope = Envelope::parse(br#"{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{"message":{"messageId":"m-1"}}}"#).unwrap();
+        let envelope = Envelope::parse(
+            br#"{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{"message":{"messageId":"m-1"}}}"#,
+        )
+        .unwrap();
         assert_eq!((envelope.id(), envelope.message_id(), envelope.flavor), (&json!(7), Some("m-1"), Flavor::V10));
     }
 
@@ -322,7 +347,10 @@ mod tests {
         assert_eq!(code(br#"{"jsonrpc":"2.0"}"#), INVALID_REQUEST);
         assert_eq!(code(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#), INVALID_REQUEST);
         assert_eq!(code(br#"{"jsonrpc":"2.0","method":"message/send","params":{}}"#), INVALID_PARAMS);
-        assert_eq!(code(br#"{"jsonrpc":"2.0","method":"SendMessage","params":{"message":{"messageId":5}}}"#), INVALID_PARAMS);
+        assert_eq!(
+            code(br#"{"jsonrpc":"2.0","method":"SendMessage","params":{"message":{"messageId":5}}}"#),
+            INVALID_PARAMS
+        );
     }
 
     #[test]

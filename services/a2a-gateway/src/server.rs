@@ -28,8 +28,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let a2a_listen = config.service.a2a_listen;
-    let a2a_listener =
-        TcpListener::bind(a2a_listen).await.with_context(|| format!("cannot listen on {a2a_listen} (gateway.a2a_listen)"))?;
+    let a2a_listener = TcpListener::bind(a2a_listen)
+        .await
+        .with_context(|| format!("cannot listen on {a2a_listen} (gateway.a2a_listen)"))?;
     run_with_listeners(config, listener, a2a_listener, authenticator, shutdown).await
 }
 

@@ -86,7 +86,8 @@ impl ServiceSettings for GatewaySettings {
             errors.push("gateway.max_attempts: must be between 1 and 100".to_owned());
         }
         if self.retry_backoff_initial_ms == 0 || self.retry_backoff_initial_ms > self.retry_backoff_max_ms {
-            errors.push("gateway.retry_backoff_initial_ms: must be positive and at most retry_backoff_max_ms".to_owned());
+            errors
+                .push("gateway.retry_backoff_initial_ms: must be positive and at most retry_backoff_max_ms".to_owned());
         }
         if !(2..=3600).contains(&self.lease_secs) {
             errors.push("gateway.lease_secs: must be between 2 and 3600".to_owned());
@@ -185,7 +186,8 @@ mod tests {
 
     #[test]
     fn retry_backoff_doubles_to_its_cap() {
-        let settings = GatewaySettings { retry_backoff_initial_ms: 100, retry_backoff_max_ms: 1_000, ..Default::default() };
+        let settings =
+            GatewaySettings { retry_backoff_initial_ms: 100, retry_backoff_max_ms: 1_000, ..Default::default() };
         let delays: Vec<u64> = (1..=6).map(|n| settings.retry_backoff(n).as_millis() as u64).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1_000, 1_000]);
     }

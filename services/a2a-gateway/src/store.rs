@@ -15,7 +15,10 @@
 mod model;
 mod sql;
 
-use std::time::{Duration, SystemTime};
+use std::{
+    collections::HashSet,
+    time::{Duration, SystemTime},
+};
 
 use agentmesh_db::{Database, DbError, Dialect};
 use agentmesh_proto::gateway::v1::QueueItemState;
@@ -212,6 +215,24 @@ impl QueueStore {
     }
 
     /// Gives the drain lease up, if `owner` holds it.
+    /// Ends the item leases other owners hold on a workspace's in-flight
+    /// items, so that the next claim redelivers them first. Only the holder
+    /// of the workspace's drain lease calls it: whoever claimed those items
+    /// lost its drain lease, so it died or stalled, and waiting out their
+    /// own leases would deliver later messages before them.
+    pub async fn take_over_in_flight(&self, workspace_id: Uuid, owner: &str, now: SystemTime) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE queue_items SET lease_expires_at = $3 \
+             WHERE workspace_id = $1 AND state = 'in_flight' AND lease_owner <> $2 AND lease_expires_at > $3",
+        )
+        .bind(workspace_id.to_string())
+        .bind(owner)
+        .bind(to_ms(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn release_drain_lease(&self, workspace_id: Uuid, owner: &str) -> Result<()> {
         sqlx::query("DELETE FROM drain_leases WHERE workspace_id = $1 AND owner = $2")
             .bind(workspace_id.to_string())
@@ -534,13 +555,8 @@ impl QueueStore {
         sql.push(" RETURNING id, workspace_id, priority, seq");
         let rows = sql.query().fetch_all(self.db.pool()).await?;
         let requeued = listed_ids(&rows)?;
-        let mut skipped: Vec<String> = Vec::new();
-        for id in &req.queue_ids {
-            let id_text = id.to_string();
-            if !requeued.contains(id) && !skipped.contains(&id_text) {
-                skipped.push(id_text);
-            }
-        }
+        let mut seen: HashSet<Uuid> = requeued.iter().copied().collect();
+        let skipped = req.queue_ids.iter().filter(|id| seen.insert(**id)).map(Uuid::to_string).collect();
         Ok((requeued, skipped))
     }
 

@@ -95,7 +95,9 @@ async fn a_message_that_meets_a_busy_agent_during_the_drain_goes_back_unconsumed
     let bounced = eventually(Duration::from_secs(5), || async {
         let first = item(&gateway, &queue_ids[0]).await;
         let second = item(&gateway, &queue_ids[1]).await;
-        (first.state() == QueueItemState::Delivered && second.state() == QueueItemState::Queued && second.updated_at != second.enqueued_at)
+        (first.state() == QueueItemState::Delivered
+            && second.state() == QueueItemState::Queued
+            && second.updated_at != second.enqueued_at)
             .then_some(second)
     })
     .await;
@@ -160,7 +162,7 @@ async fn failed_attempts_end_in_a_dead_letter_with_the_last_error_and_can_be_req
     workspace.register(&agent.url, Capabilities::default(), None).await;
     let requeue = gpb::RequeueDeadLettersRequest { workspace_id: workspace.id.clone(), ..Default::default() };
     let requeued = gateway.control().requeue_dead_letters(requeue).await.unwrap().into_inner();
-    assert_eq!(requeued.requeued_ids, [queue_id.clone()]);
+    assert_eq!(requeued.requeued_ids, [queue_id]);
     workspace.heartbeat(0).await;
     eventually(Duration::from_secs(10), || async { (agent.received().await == ["doomed"]).then_some(()) }).await;
 }

@@ -112,6 +112,7 @@ on_every_backend!(
     finished_items_are_purged,
     a_removed_workspaces_queue_is_dropped,
     items_convert_to_the_control_api,
+    a_store_that_cannot_be_reached_says_so,
     a_large_backlog_drains_quickly,
 );
 
@@ -699,6 +700,17 @@ async fn items_convert_to_the_control_api(backend: &Backend) {
     assert_eq!(pb::QueueStats::from(&stats.totals).workspace_id, "");
 }
 
+async fn a_store_that_cannot_be_reached_says_so(backend: &Backend) {
+    let store = backend.replica().await;
+    let ws = Uuid::new_v4();
+    enqueue(&store, message(ws, "m", 0), t(0)).await;
+    store.database().pool().close().await;
+    let error = store.enqueue(message(ws, "n", 0), t(1)).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    let error = store.claim(ws, "r1", LEASE, 1, t(1)).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+}
+
 /// One claim and one complete per message, as a drain does; prints the
 /// cost per message so a regression is visible.
 async fn a_large_backlog_drains_quickly(backend: &Backend) {
@@ -716,24 +728,29 @@ async fn a_large_backlog_drains_quickly(backend: &Backend) {
     }
     let enqueued = started.elapsed();
 
-    let started = Instant::now();
+    let (mut claiming, mut completing) = (Duration::ZERO, Duration::ZERO);
     let mut last: Option<(std::cmp::Reverse<i32>, i64)> = None;
     let mut delivered = 0;
     loop {
+        let started = Instant::now();
         let claimed = store.claim(ws, "r1", LEASE, 1, t(1)).await.unwrap();
+        claiming += started.elapsed();
         let Some(item) = claimed.into_iter().next() else { break };
         let key = (std::cmp::Reverse(item.priority), item.seq);
         assert!(last.is_none_or(|last| last < key), "delivery order");
         last = Some(key);
+        let started = Instant::now();
         assert!(store.complete(item.id, "r1", "{}", t(2)).await.unwrap());
+        completing += started.elapsed();
         delivered += 1;
     }
-    let drained = started.elapsed();
     assert_eq!(delivered, count);
+    let per_message = |total: Duration| total.as_micros() as f64 / f64::from(count);
     eprintln!(
-        "{}: {count} messages: enqueue {:.0} µs each; claim + complete {:.0} µs per message",
+        "{}: {count} messages, per message: enqueue {:.0} µs, claim {:.0} µs, complete {:.0} µs",
         backend.label(),
-        enqueued.as_micros() as f64 / f64::from(count),
-        drained.as_micros() as f64 / f64::from(count),
+        per_message(enqueued),
+        per_message(claiming),
+        per_message(completing),
     );
 }

@@ -47,6 +47,7 @@ pub struct RegistryNode {
     pub address: SocketAddr,
     pub client: Registry,
     pub dir: tempfile::TempDir,
+    database_file: std::path::PathBuf,
     shutdown: CancellationToken,
 }
 
@@ -54,14 +55,25 @@ impl RegistryNode {
     /// A registry that accepts loopback agent URLs (dev mode).
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("registry.db");
+        Self::start_in(dir, file).await
+    }
+
+    /// A second replica on the store of another.
+    pub async fn start_on(database_file: std::path::PathBuf) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), database_file).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, database_file: std::path::PathBuf) -> Self {
         let server = ServerConfig {
-            database_url: Some(format!("sqlite://{}", dir.path().join("registry.db").display())),
+            database_url: Some(format!("sqlite://{}", database_file.display())),
             data_dir: dir.path().to_owned(),
             readiness_interval_ms: 200,
             auth: auth(),
             ..ServerConfig::default()
         };
-        let service = RegistrySettings { event_poll_ms: 50, sweep_interval_ms: 3_600_000, ..RegistrySettings::default() };
+        let service =
+            RegistrySettings { event_poll_ms: 50, sweep_interval_ms: 3_600_000, ..RegistrySettings::default() };
         let config = Config { server, service, ignored_env: vec![] };
         let (authenticator, _) = config.server.auth.authenticator(dir.path()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -70,8 +82,14 @@ impl RegistryNode {
         let guard = UrlGuard::new(NetworkMode::Dev);
         tokio::spawn(agentmesh_registry::server::run(config, listener, authenticator, guard, shutdown.clone()));
         wait_until_serving(address).await;
-        let client = RegistryServiceClient::new(service_channel(&format!("http://{address}"), OPERATOR_TOKEN, None).unwrap());
-        Self { address, client, dir, shutdown }
+        let client =
+            RegistryServiceClient::new(service_channel(&format!("http://{address}"), OPERATOR_TOKEN, None).unwrap());
+        Self { address, client, dir, database_file, shutdown }
+    }
+
+    /// `workspace` talking to this replica.
+    pub fn workspace(&self, workspace: &Workspace) -> Workspace {
+        Workspace { registry: self.client.clone(), ..workspace.clone() }
     }
 
     pub fn url(&self) -> String {
@@ -79,7 +97,7 @@ impl RegistryNode {
     }
 
     pub fn database_file(&self) -> std::path::PathBuf {
-        self.dir.path().join("registry.db")
+        self.database_file.clone()
     }
 
     /// A workspace record, with its token, as the provisioner would create
@@ -178,7 +196,8 @@ impl EchoAgent {
     }
 
     pub async fn set_busy(&self, busy: bool) {
-        let reply = self.client.post(format!("{}/admin/busy", self.url)).json(&json!({ "busy": busy })).send().await.unwrap();
+        let reply =
+            self.client.post(format!("{}/admin/busy", self.url)).json(&json!({ "busy": busy })).send().await.unwrap();
         assert!(reply.status().is_success());
     }
 

@@ -1,0 +1,142 @@
+//! The official A2A Python SDK (`a2a-sdk` 1.3.0) on both ends: its client
+//! pointed at the gateway, over JSON-RPC and over the gRPC binding, reaches
+//! our echo agent and an agent written with the SDK, streaming included.
+
+mod common;
+
+use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_proto::registry::v1::Capabilities;
+use agentmesh_testkit::python::{SdkAgent, sdk_client};
+use common::*;
+use serde_json::Value;
+
+fn card_url(gateway: &GatewayNode, workspace_id: &str) -> String {
+    format!("{}/.well-known/agent-card.json", gateway.a2a_url(workspace_id))
+}
+
+/// Every text part anywhere in the client's output.
+fn texts(events: &[Value]) -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(text)) = map.get("text") {
+                    out.push(text.clone());
+                }
+                map.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    events.iter().for_each(|e| walk(e, &mut out));
+    out
+}
+
+#[tokio::test]
+async fn the_sdk_client_reaches_the_echo_agent_through_the_gateway_on_both_bindings() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let card = card_url(&gateway, &workspace.id);
+
+    for transport in ["jsonrpc", "grpc"] {
+        let text = format!("over {transport}");
+        let events =
+            sdk_client(&["--card-url", &card, "--transport", transport, "--token", &workspace.token, "--text", &text])
+                .await
+                .expect_events();
+        assert!(texts(&events).iter().any(|t| t.contains(&text) && t != &text), "{transport}: {events:?}");
+
+        let streamed = format!("streamed over {transport}");
+        let events = sdk_client(&[
+            "--card-url",
+            &card,
+            "--transport",
+            transport,
+            "--token",
+            &workspace.token,
+            "--text",
+            &streamed,
+            "--stream",
+        ])
+        .await
+        .expect_events();
+        assert!(events.len() >= 2, "{transport}: a stream of several events, got {events:?}");
+        assert!(texts(&events).iter().any(|t| t.contains(&streamed) && t != &streamed), "{transport}: {events:?}");
+    }
+    assert_eq!(agent.received().await, ["over jsonrpc", "streamed over jsonrpc", "over grpc", "streamed over grpc"]);
+}
+
+#[tokio::test]
+async fn the_sdk_client_reaches_an_sdk_agent_through_the_gateway() {
+    let registry = RegistryNode::start().await;
+    let agent = SdkAgent::spawn(&["--grpc-port", "-1"]).await;
+    let workspace = registry.create("sdk-agent", None, 1).await;
+    workspace.register(&agent.http, Capabilities::default(), None).await;
+    workspace.heartbeat(0).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let card = card_url(&gateway, &workspace.id);
+
+    for transport in ["jsonrpc", "grpc"] {
+        let events =
+            sdk_client(&["--card-url", &card, "--transport", transport, "--token", &workspace.token, "--text", "ping"])
+                .await
+                .expect_events();
+        assert!(texts(&events).contains(&"sdk-echo: ping".to_owned()), "{transport}: {events:?}");
+
+        let events = sdk_client(&[
+            "--card-url",
+            &card,
+            "--transport",
+            transport,
+            "--token",
+            &workspace.token,
+            "--text",
+            "pong",
+            "--stream",
+        ])
+        .await
+        .expect_events();
+        assert!(events.len() >= 2, "{transport}: {events:?}");
+        assert!(texts(&events).contains(&"sdk-echo: pong".to_owned()), "{transport}: {events:?}");
+    }
+
+    // The SDK's task query, through the gateway, finds the agent's task.
+    let events =
+        sdk_client(&["--card-url", &card, "--token", &workspace.token, "--text", "remember me"]).await.expect_events();
+    let task_id = find_task_id(&events).expect("the SDK agent answers with a task");
+    let events =
+        sdk_client(&["--card-url", &card, "--token", &workspace.token, "--task-id", &task_id]).await.expect_events();
+    assert!(texts(&events).contains(&"sdk-echo: remember me".to_owned()), "{events:?}");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn the_sdk_client_sees_a_queued_message_as_a_submitted_task_it_can_follow() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let card = card_url(&gateway, &workspace.id);
+    agent.set_busy(true).await;
+
+    for transport in ["jsonrpc", "grpc"] {
+        let text = format!("queued over {transport}");
+        let events =
+            sdk_client(&["--card-url", &card, "--transport", transport, "--token", &workspace.token, "--text", &text])
+                .await
+                .expect_events();
+        let task = events.iter().find_map(|e| e.get("task")).unwrap_or_else(|| panic!("{transport}: {events:?}"));
+        assert_eq!(task["status"]["state"], "TASK_STATE_SUBMITTED", "{transport}: {task}");
+        assert!(task["metadata"]["agentmesh"]["queued"]["queueId"].is_string(), "{transport}: {task}");
+    }
+    agent.set_busy(false).await;
+    workspace.heartbeat(0).await;
+    eventually(std::time::Duration::from_secs(10), || async { (agent.received().await.len() == 2).then_some(()) })
+        .await;
+    assert_eq!(agent.received().await, ["queued over jsonrpc", "queued over grpc"]);
+}
+
+fn find_task_id(events: &[Value]) -> Option<String> {
+    events.iter().find_map(|e| e.get("task").and_then(|t| t["id"].as_str()).map(str::to_owned))
+}

@@ -1,0 +1,64 @@
+//! The gateway binary as operators run it: reflection lists what it serves,
+//! and a bad idle timeout is reported and replaced by the default.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_idle_timeout_is_reported_and_the_default_used() {
+    let registry = RegistryNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentmesh-a2a-gateway"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("AGENTMESH_GATEWAY__REGISTRY_ADDRESS", registry.url())
+        .env("AGENTMESH_GATEWAY__A2A_LISTEN", "127.0.0.1:0")
+        .env("AGENTMESH_GATEWAY__IDLE_TIMEOUT_SECONDS", "-30")
+        .env("AGENTMESH_LOG_JSON", "true")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in stdout.lines().map_while(Result::ok) {
+            let done = line.contains("gateway starting");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(30), lines).await.expect("the gateway starts").unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let warning = lines.iter().find(|l| l.contains("not a positive integer")).expect("a warning line");
+    assert!(warning.contains("WARN") && warning.contains("-30") && warning.contains("300"), "{warning}");
+    let starting = lines.last().unwrap();
+    assert!(starting.contains(r#""idle_timeout_secs":300"#), "{starting}");
+}
+
+#[tokio::test]
+async fn grpcurl_lists_the_control_api_and_the_a2a_binding() {
+    let registry = RegistryNode::start().await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let address = gateway.grpc.to_string();
+    let output = tokio::process::Command::new("grpcurl").args(["-plaintext", &address, "list"]).output().await;
+    let Ok(output) = output else {
+        assert!(std::env::var_os("CI").is_none(), "grpcurl must be installed in CI");
+        eprintln!("skipped: grpcurl is not installed");
+        return;
+    };
+    let listed = String::from_utf8_lossy(&output.stdout);
+    for service in ["agentmesh.gateway.v1.GatewayService", "lf.a2a.v1.A2AService", "grpc.health.v1.Health"] {
+        assert!(listed.lines().any(|l| l == service), "{service} missing from:\n{listed}");
+    }
+}
