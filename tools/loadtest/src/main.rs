@@ -2,8 +2,11 @@
 //! serves a bare tonic echo of the registry's Heartbeat RPC as the ceiling a
 //! single unary RPC reaches on the same machine. Also times workspace
 //! creation through the provisioner against `docker run`, and its
-//! reconciliation of a container killed outside the mesh.
+//! reconciliation of a container killed outside the mesh. And measures A2A
+//! `message/send` through the gateway beside the agent and a reverse proxy,
+//! and the gateway draining a backlog.
 
+mod a2a;
 mod drive;
 mod echo;
 mod fleet;
@@ -36,6 +39,12 @@ enum Command {
     /// same image, and `docker kill`→OFFLINE, as the registry's event stream
     /// reports them.
     Provision(ProvisionArgs),
+    /// `message/send` throughput and latency through the A2A gateway, straight
+    /// to the agent, and through reverse proxies, interleaved round by round.
+    GatewayThroughput(GatewayThroughputArgs),
+    /// Time the A2A gateway draining a backlog of queued messages into a
+    /// one-at-a-time agent, beside the same messages sent straight to it.
+    GatewayDrain(GatewayDrainArgs),
 }
 
 /// Who signs the heartbeats.
@@ -184,11 +193,96 @@ pub struct ProvisionArgs {
     pub label: String,
 }
 
+/// The mesh a gateway benchmark runs against.
+#[derive(clap::Args)]
+pub struct MeshArgs {
+    /// The registry, e.g. http://127.0.0.1:50171.
+    #[arg(long)]
+    pub registry: String,
+    /// File holding the operator token the registry and the gateway accept.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// The gateway's A2A front (JSON-RPC over HTTP), e.g. http://127.0.0.1:8173.
+    #[arg(long)]
+    pub gateway: String,
+    /// The echo agent's URL: registered as the workspace's URL, and the
+    /// target of the direct sends, e.g. http://127.0.0.1:8175/.
+    #[arg(long)]
+    pub agent: String,
+    /// Seconds between the workspace's heartbeats (the agent shim's default is 10).
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// Processes whose CPU use is reported, as name=pid[,pid...]; repeatable.
+    #[arg(long = "cpu")]
+    pub processes: Vec<a2a::cpu::Watched>,
+    /// Append one JSON line per measurement here.
+    #[arg(long)]
+    pub results_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct GatewayThroughputArgs {
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// A reverse proxy in front of the agent, as name=url (e.g.
+    /// nginx=http://127.0.0.1:8174/); repeatable.
+    #[arg(long = "proxy")]
+    pub proxies: Vec<String>,
+    /// Connections, each with one request in flight at a time.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
+    pub concurrency: Vec<usize>,
+    /// Rounds; each runs every concurrency against every target in turn,
+    /// starting one target further along each round.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Seconds driven but not measured at the start of each measurement.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_secs: u64,
+    /// Seconds measured per target, concurrency and round.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// The workspace's max_concurrent_tasks: high, so that only the agent's
+    /// own answers could ever hold a message back.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_concurrent_tasks: u32,
+}
+
+#[derive(clap::Args)]
+pub struct GatewayDrainArgs {
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// The gateway's gRPC address (control API), e.g. http://127.0.0.1:50173.
+    #[arg(long)]
+    pub gateway_grpc: String,
+    /// Messages in the backlog, and sent straight to the agent for comparison.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// Rounds; each sends the messages straight to the agent, then queues
+    /// and drains them through the gateway.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Connections queueing the backlog at once; with 1 the order of
+    /// delivery is checked exactly, else only that each arrived once.
+    #[arg(long, default_value_t = 1)]
+    pub fill_concurrency: usize,
+    /// Milliseconds between reads of the agent's counters while it drains.
+    #[arg(long, default_value_t = 10)]
+    pub poll_ms: u64,
+    /// Seconds a drain may take before the run fails.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// The workspace's max_concurrent_tasks: 1 delivers one message at a time.
+    #[arg(long, default_value_t = 1)]
+    pub max_concurrent_tasks: u32,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::EchoServer { listen } => echo::serve(listen).await,
         Command::Heartbeats(args) => drive::run(args).await,
         Command::Provision(args) => provision::run(args).await,
+        Command::GatewayThroughput(args) => a2a::throughput::run(args).await,
+        Command::GatewayDrain(args) => a2a::drain::run(args).await,
     }
 }

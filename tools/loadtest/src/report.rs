@@ -50,7 +50,7 @@ pub struct RunShape<'a> {
 }
 
 /// The value at quantile `q` (nearest rank) of sorted microseconds, in ms.
-fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
+pub fn quantile_ms(sorted: &[u32], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -108,13 +108,24 @@ pub fn print(shape: &RunShape<'_>, mut samples: Samples) {
     println!("{json}");
 }
 
+/// Linux reports CPU times in USER_HZ ticks, 100 per second on every
+/// mainstream configuration.
+const TICKS_PER_SECOND: u64 = 100;
+
 /// CPU time this process has used so far (user + system), from
 /// /proc/self/stat; None where that is unavailable.
 pub fn process_cpu_time() -> Option<Duration> {
-    // Linux reports these in USER_HZ ticks, 100 per second on every
-    // mainstream configuration.
-    const TICKS_PER_SECOND: u64 = 100;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_time_from_stat("/proc/self/stat")
+}
+
+/// CPU time process `pid` has used so far, all its threads together; None
+/// when it is gone or /proc is unavailable.
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    cpu_time_from_stat(&format!("/proc/{pid}/stat"))
+}
+
+fn cpu_time_from_stat(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name start at field 3 (state);
     // utime and stime are fields 14 and 15.
     let after_name = stat.rsplit_once(')')?.1;
@@ -122,6 +133,17 @@ pub fn process_cpu_time() -> Option<Duration> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(Duration::from_millis((utime + stime) * 1000 / TICKS_PER_SECOND))
+}
+
+/// CPU time all cores of the machine have spent busy so far (user, nice,
+/// system, irq, softirq, steal), from /proc/stat.
+pub fn machine_busy_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+    // Columns: user nice system idle iowait irq softirq steal …
+    let busy = [0, 1, 2, 5, 6, 7].iter().map(|&i| fields.get(i).copied().unwrap_or(0)).sum::<u64>();
+    Some(Duration::from_millis(busy * 1000 / TICKS_PER_SECOND))
 }
 
 #[cfg(test)]
@@ -141,5 +163,8 @@ mod tests {
     #[test]
     fn own_cpu_time_is_readable() {
         assert!(process_cpu_time().is_some());
+        assert!(cpu_time_of(std::process::id()).is_some());
+        assert!(machine_busy_time().is_some());
+        assert!(cpu_time_of(u32::MAX).is_none());
     }
 }

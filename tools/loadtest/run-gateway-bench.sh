@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# A2A gateway benchmark (docs/benchmarks.md): builds in release mode, then
+# starts on loopback, each with a temp dir under $OUT: the registry and the
+# gateway (SQLite stores, dev network mode), two echo agents, and nginx as a
+# reverse proxy in front of the first agent. Then the load client's two parts:
+#
+#   throughput  `message/send` to one workspace (max_concurrent_tasks high,
+#               agent with no delay and no concurrency limit), closed loop
+#               over C keep-alive connections, against the agent directly
+#               (the nearest limit), through the gateway and through nginx;
+#               interleaved: every round runs every C against every target.
+#   drain       per round: MESSAGES sent straight to the second agent (one at
+#               a time, --max-concurrent 1), then as many queued through the
+#               gateway while that agent answers busy, then the agent freed,
+#               one heartbeat reporting room, and the time until the agent
+#               has received them all (workspace max_concurrent_tasks 1).
+#
+# Everything started here is stopped at the end, on failure too.
+#
+# Knobs (environment): PARTS ("throughput drain"), CONCURRENCY ("1 16 64"),
+# ROUNDS (3), DURATION (10 s measured), WARMUP (2 s), MESSAGES (10000),
+# DRAIN_ROUNDS (2), FILL_CONCURRENCY (1: delivery order is checked exactly),
+# GATEWAY_LOG (the gateway's RUST_LOG, default info as deployed), ports
+# REGISTRY_PORT (50171), GATEWAY_GRPC_PORT (50173), GATEWAY_PORT (8173),
+# NGINX_PORT (8174), AGENT_PORT (8175), DRAIN_AGENT_PORT (8176), SKIP_BUILD=1,
+# OUT (results directory), QUIET_CORES and QUIET_WAIT (before each part, wait
+# up to QUIET_WAIT seconds for the machine to use less than QUIET_CORES cores).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PARTS=${PARTS:-"throughput drain"}
+CONCURRENCY=${CONCURRENCY:-"1 16 64"}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+MESSAGES=${MESSAGES:-10000}
+DRAIN_ROUNDS=${DRAIN_ROUNDS:-2}
+FILL_CONCURRENCY=${FILL_CONCURRENCY:-1}
+GATEWAY_LOG=${GATEWAY_LOG:-info}
+REGISTRY_PORT=${REGISTRY_PORT:-50171}
+GATEWAY_GRPC_PORT=${GATEWAY_GRPC_PORT:-50173}
+GATEWAY_PORT=${GATEWAY_PORT:-8173}
+NGINX_PORT=${NGINX_PORT:-8174}
+AGENT_PORT=${AGENT_PORT:-8175}
+DRAIN_AGENT_PORT=${DRAIN_AGENT_PORT:-8176}
+QUIET_CORES=${QUIET_CORES:-0.3}
+QUIET_WAIT=${QUIET_WAIT:-300}
+OUT=${OUT:-$(mktemp -d /tmp/agentmesh-gateway-bench.XXXXXX)}
+mkdir -p "$OUT"
+
+NGINX=$(command -v nginx || true)
+[[ -x $NGINX ]] || NGINX=/usr/sbin/nginx
+if [[ ! -x $NGINX ]]; then
+  echo "nginx is needed (Debian: apt-get install -y nginx)" >&2
+  exit 2
+fi
+
+if [[ ${SKIP_BUILD:-} != 1 ]]; then
+  cargo build --release -p agentmesh-a2a-gateway -p agentmesh-registry -p agentmesh-echo-agent -p agentmesh-loadtest
+fi
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+LOADTEST=$target_dir/release/agentmesh-loadtest
+REGISTRY=$target_dir/release/agentmesh-registry
+GATEWAY=$target_dir/release/agentmesh-a2a-gateway
+ECHO_AGENT=$target_dir/release/agentmesh-echo-agent
+
+pids=()
+cleanup() {
+  local status=$?
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for_port() {
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+cores() { awk -v t="$1" -v d="$2" 'BEGIN { printf "%.2f", t / 100 / d }'; }
+
+# Waits until the machine is nearly idle (the services idle too).
+wait_for_quiet() {
+  local waited=0 before after
+  while ((waited < QUIET_WAIT)); do
+    before=$(machine_ticks)
+    sleep 2
+    after=$(machine_ticks)
+    waited=$((waited + 2))
+    if awk -v b="$(cores $((after - before)) 2)" -v q="$QUIET_CORES" 'BEGIN { exit !(b < q) }'; then
+      return 0
+    fi
+  done
+  echo "warning: the machine is still busy after ${QUIET_WAIT}s; measuring anyway" >&2
+}
+
+# Another run (or anything else) on these ports would answer in place of
+# what this run starts.
+for port in "$REGISTRY_PORT" "$GATEWAY_GRPC_PORT" "$GATEWAY_PORT" "$NGINX_PORT" "$AGENT_PORT" "$DRAIN_AGENT_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "127.0.0.1:$port is already in use; set the *_PORT knobs" >&2
+    exit 2
+  fi
+done
+
+umask 077
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$OUT/operator.token"
+operator_token=$(cat "$OUT/operator.token")
+service_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+umask 022
+mkdir -p "$OUT/registry" "$OUT/gateway" "$OUT/nginx"
+cat >"$OUT/registry.toml" <<TOML
+listen = "127.0.0.1:$REGISTRY_PORT"
+data_dir = "$OUT/registry"
+[auth]
+operator_tokens = ["$operator_token"]
+service_tokens = ["$service_token"]
+[registry]
+network_mode = "dev"
+TOML
+cat >"$OUT/gateway.toml" <<TOML
+listen = "127.0.0.1:$GATEWAY_GRPC_PORT"
+data_dir = "$OUT/gateway"
+[auth]
+operator_tokens = ["$operator_token"]
+service_tokens = ["$service_token"]
+[gateway]
+a2a_listen = "127.0.0.1:$GATEWAY_PORT"
+registry_address = "http://127.0.0.1:$REGISTRY_PORT"
+service_token = "$service_token"
+network_mode = "dev"
+TOML
+sed -e "s|@DIR@|$OUT/nginx|g" -e "s|@LISTEN@|127.0.0.1:$NGINX_PORT|g" -e "s|@UPSTREAM@|127.0.0.1:$AGENT_PORT|g" \
+  tools/loadtest/nginx/nginx.conf.template >"$OUT/nginx/nginx.conf"
+
+"$REGISTRY" --config "$OUT/registry.toml" >"$OUT/registry.log" 2>&1 &
+registry_pid=$!
+pids+=("$registry_pid")
+"$ECHO_AGENT" --listen "127.0.0.1:$AGENT_PORT" --max-concurrent 0 --delay-ms 0 >"$OUT/agent.log" 2>&1 &
+agent_pid=$!
+pids+=("$agent_pid")
+"$ECHO_AGENT" --listen "127.0.0.1:$DRAIN_AGENT_PORT" --max-concurrent 1 --delay-ms 0 >"$OUT/drain-agent.log" 2>&1 &
+drain_agent_pid=$!
+pids+=("$drain_agent_pid")
+wait_for_port "$REGISTRY_PORT"
+RUST_LOG=$GATEWAY_LOG "$GATEWAY" --config "$OUT/gateway.toml" >"$OUT/gateway.log" 2>&1 &
+gateway_pid=$!
+pids+=("$gateway_pid")
+"$NGINX" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -e "$OUT/nginx/error.log" &
+nginx_pid=$!
+pids+=("$nginx_pid")
+for port in "$AGENT_PORT" "$DRAIN_AGENT_PORT" "$GATEWAY_GRPC_PORT" "$GATEWAY_PORT" "$NGINX_PORT"; do
+  wait_for_port "$port"
+done
+# The master forks its workers after it binds the port.
+for _ in $(seq 1 100); do
+  nginx_workers=$(pgrep -P "$nginx_pid" | paste -sd, || true)
+  [[ -n $nginx_workers ]] && break
+  sleep 0.1
+done
+nginx_pids=$nginx_pid${nginx_workers:+,$nginx_workers}
+
+mesh=(--registry "http://127.0.0.1:$REGISTRY_PORT" --token-file "$OUT/operator.token"
+  --gateway "http://127.0.0.1:$GATEWAY_PORT" --cpu "gateway=$gateway_pid" --cpu "registry=$registry_pid"
+  --results-file "$OUT/results.jsonl")
+
+{
+  echo "results in $OUT; $(nproc) CPU cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))" \
+    "shared by the client and every server; $("$NGINX" -v 2>&1); Linux $(uname -r)"
+} | tee "$OUT/summary.txt"
+for part in $PARTS; do
+  wait_for_quiet
+  case $part in
+    throughput)
+      "$LOADTEST" gateway-throughput "${mesh[@]}" --agent "http://127.0.0.1:$AGENT_PORT/" \
+        --cpu "agent=$agent_pid" --cpu "nginx=$nginx_pids" --proxy "nginx=http://127.0.0.1:$NGINX_PORT/" \
+        --concurrency "${CONCURRENCY// /,}" --rounds "$ROUNDS" --duration-secs "$DURATION" --warmup-secs "$WARMUP" |
+        tee "$OUT/throughput.out"
+      ;;
+    drain)
+      "$LOADTEST" gateway-drain "${mesh[@]}" --agent "http://127.0.0.1:$DRAIN_AGENT_PORT/" \
+        --cpu "agent=$drain_agent_pid" --gateway-grpc "http://127.0.0.1:$GATEWAY_GRPC_PORT" \
+        --messages "$MESSAGES" --rounds "$DRAIN_ROUNDS" --fill-concurrency "$FILL_CONCURRENCY" |
+        tee "$OUT/drain.out"
+      ;;
+    *)
+      echo "unknown part $part (throughput, drain)" >&2
+      exit 2
+      ;;
+  esac
+  sed -n '/^== summary/,$p' "$OUT/$part.out" >>"$OUT/summary.txt"
+done
+echo
+echo "== everything ($OUT/summary.txt; JSON lines in $OUT/results.jsonl; service logs beside)"
+cat "$OUT/summary.txt"
