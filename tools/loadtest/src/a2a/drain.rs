@@ -7,7 +7,6 @@
 //! them all, delivered by the gateway in order, one at a time.
 
 use std::{
-    fs,
     io::Write,
     sync::{
         Arc,
@@ -27,7 +26,7 @@ use super::{
     has_result,
     http::{Connection, Endpoint, bearer},
     mesh::{Control, Workspace, read_token},
-    message_send, run_tag,
+    message_send, open_results, run_tag,
 };
 use crate::{GatewayDrainArgs, report::quantile_ms};
 
@@ -86,6 +85,11 @@ struct Direct {
 struct Fill {
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// Median reply time of the first and of the last tenth of the
+    /// messages, by the order they were sent: whether queueing slows down
+    /// as the queue grows.
+    first_tenth_p50_ms: f64,
+    last_tenth_p50_ms: f64,
     max_depth: u64,
     queued: u64,
     in_flight: u64,
@@ -97,7 +101,7 @@ struct Drained {
     elapsed: Duration,
     /// From switching the agent back until its first message.
     first_delivery: Duration,
-    /// The heartbeat that reports room, as the agent saw it.
+    /// The round trip of the heartbeat that reports room.
     heartbeat: Duration,
     /// From switching the agent back until the gateway reported nothing queued or in flight.
     queue_empty: Duration,
@@ -137,16 +141,7 @@ pub async fn run(args: GatewayDrainArgs) -> anyhow::Result<()> {
     ensure!(empty.queued == 0 && empty.in_flight == 0, "the new workspace already has a queue: {empty:?}");
     eprintln!("workspace {} online (max_concurrent_tasks {})", workspace.id, args.max_concurrent_tasks);
 
-    let mut results_file = match &mesh.results_file {
-        Some(path) => Some(
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let mut results_file = mesh.results_file.as_deref().map(open_results).transpose()?;
     let mut rounds = Vec::with_capacity(args.rounds);
     for round in 1..=args.rounds {
         let prefix = format!("{tag}-r{round}");
@@ -167,12 +162,14 @@ pub async fn run(args: GatewayDrainArgs) -> anyhow::Result<()> {
         let fill =
             fill(&gateway, &authorization, &texts, &prefix, args.fill_concurrency, &control, &workspace.id).await?;
         println!(
-            "round {round} fill: {} messages queued through the gateway in {:.3} s ({:.0}/s), queued reply p50 {:.3} ms, \
-             p99 {:.3} ms, deepest {}; GetQueueStats: {} queued, {} in flight",
+            "round {round} fill: {} messages queued through the gateway in {:.3} s ({:.0}/s), queued reply p50 {:.3} ms \
+             (first tenth {:.3}, last tenth {:.3}), p99 {:.3} ms, deepest {}; GetQueueStats: {} queued, {} in flight",
             args.messages,
             fill.elapsed.as_secs_f64(),
             args.messages as f64 / fill.elapsed.as_secs_f64(),
             quantile_ms(&fill.latencies_us, 0.5),
+            fill.first_tenth_p50_ms,
+            fill.last_tenth_p50_ms,
             quantile_ms(&fill.latencies_us, 0.99),
             fill.max_depth,
             fill.queued,
@@ -254,7 +251,7 @@ async fn fill(
                 let Some(text) = texts.get(i) else { break };
                 let sent = Instant::now();
                 let reply = connection.post_json(message_send(i as u64, &format!("{prefix}-q{i}"), text)).await?;
-                latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                latencies_us.push((i, u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX)));
                 ensure!(
                     reply.status.is_success(),
                     "message {i}: HTTP {}: {}",
@@ -267,14 +264,25 @@ async fn fill(
             Ok::<_, anyhow::Error>((latencies_us, max_depth))
         }));
     }
-    let mut latencies_us = Vec::with_capacity(texts.len());
+    let mut by_index = vec![0u32; texts.len()];
     let mut max_depth = 0;
     for worker in workers {
         let (latencies, depth) = worker.await??;
-        latencies_us.extend(latencies);
+        for (i, latency) in latencies {
+            by_index[i] = latency;
+        }
         max_depth = max_depth.max(depth);
     }
     let elapsed = start.elapsed();
+    let tenth = (texts.len() / 10).max(1);
+    let tenth_p50 = |slice: &[u32]| {
+        let mut sorted = slice.to_vec();
+        sorted.sort_unstable();
+        quantile_ms(&sorted, 0.5)
+    };
+    let first_tenth_p50_ms = tenth_p50(&by_index[..tenth]);
+    let last_tenth_p50_ms = tenth_p50(&by_index[texts.len() - tenth..]);
+    let mut latencies_us = by_index;
     latencies_us.sort_unstable();
     let stats = control.queue_stats(workspace_id).await?;
     ensure!(
@@ -284,7 +292,15 @@ async fn fill(
         stats.in_flight,
         texts.len()
     );
-    Ok(Fill { elapsed, latencies_us, max_depth, queued: stats.queued, in_flight: stats.in_flight })
+    Ok(Fill {
+        elapsed,
+        latencies_us,
+        first_tenth_p50_ms,
+        last_tenth_p50_ms,
+        max_depth,
+        queued: stats.queued,
+        in_flight: stats.in_flight,
+    })
 }
 
 /// The queue depth of a reply that is a task the gateway queued
@@ -416,6 +432,8 @@ fn round_json(r: &Round, messages: usize) -> Value {
         "fill_secs": round3(r.fill.elapsed.as_secs_f64()),
         "fill_p50_ms": round3(quantile_ms(&r.fill.latencies_us, 0.5)),
         "fill_p99_ms": round3(quantile_ms(&r.fill.latencies_us, 0.99)),
+        "fill_first_tenth_p50_ms": round3(r.fill.first_tenth_p50_ms),
+        "fill_last_tenth_p50_ms": round3(r.fill.last_tenth_p50_ms),
         "fill_max_depth": r.fill.max_depth,
         "queued_before_drain": r.fill.queued,
         "in_flight_before_drain": r.fill.in_flight,

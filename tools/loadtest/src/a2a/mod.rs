@@ -9,6 +9,9 @@ mod http;
 mod mesh;
 pub mod throughput;
 
+use std::{fs, path::Path};
+
+use anyhow::Context;
 use bytes::Bytes;
 
 /// A `message/send` request (A2A 0.3 JSON-RPC) with one text part. The ids
@@ -35,6 +38,15 @@ fn has_result(body: &[u8]) -> bool {
 /// the same agent.
 fn run_tag() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// The file measurements are appended to, one JSON line each.
+fn open_results(path: &Path) -> anyhow::Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

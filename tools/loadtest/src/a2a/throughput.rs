@@ -22,7 +22,7 @@ use super::{
     has_result,
     http::{Connection, Endpoint, bearer},
     mesh::{Workspace, read_token},
-    message_send, run_tag,
+    message_send, open_results, run_tag,
 };
 use crate::{
     GatewayThroughputArgs,
@@ -105,16 +105,7 @@ pub async fn run(args: GatewayThroughputArgs) -> anyhow::Result<()> {
         workspace.id, args.rounds, args.duration_secs, args.warmup_secs
     );
 
-    let mut results_file = match &mesh.results_file {
-        Some(path) => Some(
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let mut results_file = mesh.results_file.as_deref().map(open_results).transpose()?;
     let mut measured = Vec::new();
     let mut sequence = 0usize;
     for round in 1..=args.rounds {
