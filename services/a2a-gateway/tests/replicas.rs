@@ -12,25 +12,8 @@ use std::{
 
 use agentmesh_echo_agent::Config as EchoConfig;
 use agentmesh_proto::gateway::v1::{GetQueueStatsRequest, gateway_service_client::GatewayServiceClient};
-use agentmesh_testkit::binary::spawn_until_ready;
+use agentmesh_testkit::{binary::spawn_until_ready, postgres::fresh_database};
 use common::*;
-
-const POSTGRES_ENV: &str = "AGENTMESH_TEST_POSTGRES_URL";
-
-/// A fresh PostgreSQL database, or `None` where none is configured (never in CI).
-async fn postgres() -> Option<String> {
-    let Ok(admin) = std::env::var(POSTGRES_ENV) else {
-        assert!(std::env::var_os("CI").is_none(), "{POSTGRES_ENV} must be set in CI");
-        eprintln!("skipped: {POSTGRES_ENV} is not set");
-        return None;
-    };
-    let name = format!("gateway_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::any::install_default_drivers();
-    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap();
-    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-    let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
-    Some(format!("{base}/{name}"))
-}
 
 /// A gateway replica as its own process, so that it can be killed.
 struct Replica {
@@ -118,7 +101,7 @@ async fn queue_while_busy(agent: &EchoAgent, urls: &[String], count: usize) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_draining_one_queue_deliver_each_message_once_in_order() {
-    let Some(database_url) = postgres().await else { return };
+    let Some(database_url) = fresh_database("gateway_test").await else { return };
     let registry = RegistryNode::start().await;
     let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
     let first = Replica::start(&registry, &database_url).await;
@@ -138,7 +121,7 @@ async fn two_replicas_draining_one_queue_deliver_each_message_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_drain_loses_nothing() {
-    let Some(database_url) = postgres().await else { return };
+    let Some(database_url) = fresh_database("gateway_test").await else { return };
     let registry = RegistryNode::start().await;
     let config = EchoConfig { delay: Duration::from_millis(10), ..EchoConfig::default() };
     let (agent, workspace) = EchoAgent::online(&registry, config).await;

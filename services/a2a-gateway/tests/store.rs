@@ -15,15 +15,12 @@ use agentmesh_db::{Database, Dialect};
 use agentmesh_proto::gateway::v1::{self as pb, QueueItemState, QueueReason};
 use uuid::Uuid;
 
-const POSTGRES_ENV: &str = "AGENTMESH_TEST_POSTGRES_URL";
 const LEASE: Duration = Duration::from_secs(30);
 
 /// A fresh queue on one engine; `finish` drops its PostgreSQL database.
 struct Backend {
     store: QueueStore,
     url: String,
-    /// The admin URL and the name of the throwaway PostgreSQL database.
-    postgres: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -32,27 +29,19 @@ async fn backends() -> Vec<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("gateway.db").display());
     let store = QueueStore::open(Database::connect(&url).await.unwrap()).await.unwrap();
-    let mut backends = vec![Backend { store, url, postgres: None, _dir: Some(dir) }];
-    match std::env::var(POSTGRES_ENV) {
-        Ok(admin) => {
-            let name = format!("gateway_test_{}", Uuid::new_v4().simple());
-            sqlx::any::install_default_drivers();
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap();
-            sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-            let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
-            let url = format!("{base}/{name}");
-            let store = QueueStore::open(Database::connect(&url).await.unwrap()).await.unwrap();
-            backends.push(Backend { store, url, postgres: Some((admin, name)), _dir: None });
-        }
-        Err(_) => {
-            assert!(std::env::var_os("CI").is_none(), "{POSTGRES_ENV} must be set in CI");
-            eprintln!("skipping PostgreSQL: {POSTGRES_ENV} is not set");
-        }
+    let mut backends = vec![Backend { store, url, _dir: Some(dir) }];
+    if let Some(url) = agentmesh_testkit::postgres::fresh_database("gateway_test").await {
+        let store = QueueStore::open(Database::connect(&url).await.unwrap()).await.unwrap();
+        backends.push(Backend { store, url, _dir: None });
     }
     backends
 }
 
 impl Backend {
+    fn is_postgres(&self) -> bool {
+        self.store.database().dialect() == Dialect::Postgres
+    }
+
     fn label(&self) -> &'static str {
         match self.store.database().dialect() {
             Dialect::Sqlite => "sqlite",
@@ -63,17 +52,18 @@ impl Backend {
     /// Another gateway replica on the same queue: its own connection pool on
     /// PostgreSQL; on SQLite (one replica only) the same store.
     async fn replica(&self) -> QueueStore {
-        match self.postgres {
-            Some(_) => QueueStore::open(Database::connect(&self.url).await.unwrap()).await.unwrap(),
-            None => self.store.clone(),
+        if self.is_postgres() {
+            QueueStore::open(Database::connect(&self.url).await.unwrap()).await.unwrap()
+        } else {
+            self.store.clone()
         }
     }
 
     async fn finish(self) {
+        let postgres = self.is_postgres();
         self.store.database().pool().close().await;
-        if let Some((admin, name)) = self.postgres {
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap();
-            sqlx::Executor::execute(&mut conn, format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
+        if postgres {
+            agentmesh_testkit::postgres::drop_database(&self.url).await;
         }
     }
 }

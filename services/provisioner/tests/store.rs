@@ -10,23 +10,13 @@ use agentmesh_provisioner::{
     store::{Desired, Store, WorkloadRecord, now_ms},
 };
 
-const POSTGRES_ENV: &str = "AGENTMESH_TEST_POSTGRES_URL";
-
 /// Fresh stores: SQLite always, PostgreSQL when configured (always in CI).
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Store::connect(&format!("sqlite://{}", dir.path().join("p.db").display())).await.unwrap();
     let mut stores = vec![(sqlite, Some(dir))];
-    match std::env::var(POSTGRES_ENV) {
-        Ok(admin) => {
-            let name = format!("provisioner_test_{}", uuid::Uuid::new_v4().simple());
-            sqlx::any::install_default_drivers();
-            let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap();
-            sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-            let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
-            stores.push((Store::connect(&format!("{base}/{name}")).await.unwrap(), None));
-        }
-        Err(_) => assert!(std::env::var_os("CI").is_none(), "{POSTGRES_ENV} must be set in CI"),
+    if let Some(url) = agentmesh_testkit::postgres::fresh_database("provisioner_test").await {
+        stores.push((Store::connect(&url).await.unwrap(), None));
     }
     stores
 }

@@ -293,7 +293,7 @@ async fn a_store_outage_is_unavailable_without_leaking_the_connection_string() {
     operator.create_workspace(create_request("before")).await.unwrap();
 
     let name = db.url.rsplit('/').next().unwrap().to_owned();
-    let admin_url = std::env::var("AGENTMESH_TEST_POSTGRES_URL").unwrap();
+    let admin_url = agentmesh_testkit::postgres::admin_url().unwrap();
     let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
     for statement in [
         format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
@@ -349,7 +349,7 @@ async fn serves_over_tls_when_configured() {
         .connect()
         .await
         .unwrap();
-    server.wait_until_serving(channel.clone()).await;
+    agentmesh_testkit::grpc::wait_until_serving(channel.clone()).await;
     let mut client = pb::registry_service_client::RegistryServiceClient::new(channel);
     let mut request = tonic::Request::new(create_request("over-tls"));
     request.metadata_mut().insert("authorization", format!("Bearer {OPERATOR_TOKEN}").parse().unwrap());

@@ -29,20 +29,6 @@ fn auth() -> AuthConfig {
     AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![SERVICE_TOKEN.into()] }
 }
 
-/// Waits until the gRPC server at `address` reports SERVING.
-pub async fn wait_until_serving(address: SocketAddr) {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let mut watch =
-        health.watch(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-    while let Some(reply) = watch.message().await.unwrap() {
-        if reply.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-            return;
-        }
-    }
-    panic!("health stream ended before SERVING");
-}
-
 pub struct RegistryNode {
     pub address: SocketAddr,
     pub client: Registry,
@@ -81,7 +67,7 @@ impl RegistryNode {
         let shutdown = CancellationToken::new();
         let guard = UrlGuard::new(NetworkMode::Dev);
         tokio::spawn(agentmesh_registry::server::run(config, listener, authenticator, guard, shutdown.clone()));
-        wait_until_serving(address).await;
+        agentmesh_testkit::grpc::serving_channel(address).await;
         let client =
             RegistryServiceClient::new(service_channel(&format!("http://{address}"), OPERATOR_TOKEN, None).unwrap());
         Self { address, client, dir, database_file, shutdown }
@@ -271,7 +257,7 @@ impl GatewayNode {
             authenticator,
             shutdown.clone(),
         ));
-        wait_until_serving(grpc).await;
+        agentmesh_testkit::grpc::serving_channel(grpc).await;
         Self { grpc, http, shutdown, _dir: None }
     }
 

@@ -42,19 +42,6 @@ fn auth() -> AuthConfig {
     AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![SERVICE_TOKEN.into()] }
 }
 
-async fn wait_until_serving(address: SocketAddr) -> Channel {
-    let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let mut watch =
-        health.watch(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-    while let Some(reply) = watch.message().await.unwrap() {
-        if reply.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-            return channel;
-        }
-    }
-    panic!("health stream ended before SERVING");
-}
-
 /// A registry serving on `ip` (a Docker network's gateway, so containers
 /// reach it), accepting loopback and private agent URLs.
 pub struct RegistryNode {
@@ -83,7 +70,7 @@ impl RegistryNode {
         let shutdown = CancellationToken::new();
         let guard = UrlGuard::new(NetworkMode::Dev);
         tokio::spawn(agentmesh_registry::server::run(config, listener, authenticator, guard, shutdown.clone()));
-        let channel = wait_until_serving(address).await;
+        let channel = agentmesh_testkit::grpc::serving_channel(address).await;
         Self { address, client: RegistryServiceClient::with_interceptor(channel, Operator), shutdown, _dir: dir }
     }
 
@@ -213,7 +200,7 @@ impl ProvisionerNode {
             runtimes,
             shutdown.clone(),
         ));
-        let channel = wait_until_serving(address).await;
+        let channel = agentmesh_testkit::grpc::serving_channel(address).await;
         Self {
             address,
             client: ProvisionerServiceClient::with_interceptor(channel, Operator),

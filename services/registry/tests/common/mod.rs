@@ -33,9 +33,6 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// The admin URL of the PostgreSQL server tests may create databases on.
-const POSTGRES_ENV: &str = "AGENTMESH_TEST_POSTGRES_URL";
-
 impl TestDb {
     /// `None` when PostgreSQL is not configured and this is not CI; in CI a
     /// missing PostgreSQL fails the test rather than skipping it.
@@ -47,17 +44,8 @@ impl TestDb {
                 Some(Self { url, _dir: Some(dir) })
             }
             Backend::Postgres => {
-                let Ok(admin) = std::env::var(POSTGRES_ENV) else {
-                    assert!(std::env::var_os("CI").is_none(), "{POSTGRES_ENV} must be set in CI");
-                    eprintln!("skipping: {POSTGRES_ENV} is not set");
-                    return None;
-                };
-                let name = format!("registry_test_{}", uuid::Uuid::new_v4().simple());
-                sqlx::any::install_default_drivers();
-                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await.unwrap();
-                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-                let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
-                Some(Self { url: format!("{base}/{name}"), _dir: None })
+                let url = agentmesh_testkit::postgres::fresh_database("registry_test").await?;
+                Some(Self { url, _dir: None })
             }
         }
     }
@@ -123,7 +111,7 @@ pub struct Server {
 impl Server {
     pub async fn start(url: &str, mode: NetworkMode) -> Self {
         let server = Self::launch(url, mode, None).await;
-        server.wait_until_serving(server.channel().await).await;
+        agentmesh_testkit::grpc::wait_until_serving(server.channel().await).await;
         server
     }
 
@@ -152,19 +140,6 @@ impl Server {
             shutdown.clone(),
         ));
         Self { address, shutdown, task }
-    }
-
-    /// Waits on the health stream until the server reports SERVING.
-    pub async fn wait_until_serving(&self, channel: Channel) {
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let mut watch =
-            health.watch(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-        while let Some(reply) = watch.message().await.unwrap() {
-            if reply.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-                return;
-            }
-        }
-        panic!("health stream ended before SERVING");
     }
 
     pub async fn channel(&self) -> Channel {
