@@ -10,10 +10,7 @@ use std::{
 };
 
 use agentmesh_chassis::{Caller, telemetry};
-use agentmesh_proto::{
-    a2a::v1::{self as pb, a2a_service_server::A2aService},
-    gateway::v1::QueueItemState,
-};
+use agentmesh_proto::a2a::v1::{self as pb, a2a_service_server::A2aService};
 use futures::{Stream, StreamExt};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, ReflectMessage};
@@ -55,9 +52,13 @@ impl A2aGrpc {
             tenant.parse().map_err(|_| GatewayError::invalid("tenant", "the target workspace's id (a UUID)"))?;
         let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
         let sender = self.gateway.identify(caller, value("x-agentmesh-caller")).await?;
-        let request = json!({ "jsonrpc": "2.0", "id": Uuid::new_v4().to_string(), "method": method, "params": params });
-        let envelope =
-            Envelope::parse(request.to_string().as_bytes()).map_err(|e| GatewayError::invalid("message", e.message))?;
+        let request = serde_json::Map::from_iter([
+            ("jsonrpc".to_owned(), json!("2.0")),
+            ("id".to_owned(), json!(Uuid::new_v4().to_string())),
+            ("method".to_owned(), json!(method)),
+            ("params".to_owned(), params),
+        ]);
+        let envelope = Envelope::from_request(request).map_err(|e| GatewayError::invalid("message", e.message))?;
         Ok(Inbound {
             sender,
             workspace_id,
@@ -142,16 +143,7 @@ impl A2aService for A2aGrpc {
             let sender = self.gateway.identify(Caller::of(&request), None).await?;
             self.gateway.authorize(&sender, workspace_id).await?;
             if let Some(item) = self.gateway.queued_task(workspace_id, &task_id).await? {
-                let task = match (item.state, item.result_json) {
-                    (QueueItemState::Delivered, Some(result)) => {
-                        let result = serde_json::from_str(&result).unwrap_or(Value::Null);
-                        jsonrpc::task_of_result(Flavor::V10, &task_id, result)
-                    }
-                    (state, _) => {
-                        let detail = if item.last_error.is_empty() { item.state_reason } else { item.last_error };
-                        jsonrpc::queue_item_task(Flavor::V10, &task_id, state, &detail, None)
-                    }
-                };
+                let task = jsonrpc::task_of_queue_item(Flavor::V10, &task_id, item);
                 return Ok(Response::new(from_json(task, "lf.a2a.v1.Task")?));
             }
         }

@@ -136,11 +136,12 @@ impl AgentClient {
 
     async fn send(&self, call: &AgentCall<'_>, stream: bool) -> Result<reqwest::Response, Failure> {
         // GW-3: the record may have been poisoned after registration.
-        self.guard.check(call.url).await.map_err(|rejected| Failure::Refused(rejected.to_string()))?;
+        let checked = self.guard.check(call.url).await.map_err(|rejected| Failure::Refused(rejected.to_string()))?;
         let accept = if stream { "text/event-stream" } else { "application/json" };
         let mut request = self
             .http
-            .post(call.url)
+            // The URL as the guard parsed it: checked once, parsed once.
+            .post(checked.into_url())
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(header::ACCEPT, HeaderValue::from_static(accept))
             .body(call.body.clone());

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -19,22 +19,31 @@ use uuid::Uuid;
 use crate::{
     agent_client::{AgentCall, AgentClient, Failure, IdleClock},
     directory::{Directory, DrainSignal},
-    jsonrpc::{Envelope, Flavor},
+    jsonrpc::Flavor,
     settings::GatewaySettings,
     store::{QueueItem, QueueStore},
 };
 
 /// How a delivery attempt ended.
 enum Attempt {
-    Delivered,
+    /// The agent answered: its result is to be recorded with the item.
+    Replied { queue_id: Uuid, workspace_id: Uuid, result: String },
     /// The agent had no room: the item went back unconsumed.
     Busy,
     /// The attempt failed and counts; the target may be down.
-    Failed {
-        target_down: bool,
-    },
+    Failed { target_down: bool },
     /// Another replica took the item over (our lease had expired).
     Lost,
+}
+
+/// The parts of an agent's JSON-RPC response the drain needs, borrowed
+/// from the reply rather than rebuilt.
+#[derive(serde::Deserialize)]
+struct AgentReply<'a> {
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
 }
 
 pub struct Drainer {
@@ -88,6 +97,10 @@ impl Drainer {
     pub async fn run(self: Arc<Self>, mut signals: mpsc::UnboundedReceiver<DrainSignal>, shutdown: CancellationToken) {
         let mut scan = tokio::time::interval(self.settings.scan_interval());
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Retention is counted in days: forgetting finished items needs no
+        // more than one sweep a minute.
+        let mut purge = tokio::time::interval(Duration::from_secs(60));
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -98,6 +111,7 @@ impl Drainer {
                     None => return,
                 },
                 _ = scan.tick() => self.scan(&shutdown).await,
+                _ = purge.tick() => self.purge().await,
             }
         }
     }
@@ -111,6 +125,13 @@ impl Drainer {
         }
     }
 
+    async fn purge(&self) {
+        let before = SystemTime::now() - Duration::from_secs(self.settings.retention_secs);
+        if let Err(e) = self.store.purge_finished(before).await {
+            tracing::warn!(error = %e, "cannot purge finished queue items");
+        }
+    }
+
     async fn scan(self: &Arc<Self>, shutdown: &CancellationToken) {
         let now = SystemTime::now();
         match self.store.expire_due(now).await {
@@ -120,10 +141,6 @@ impl Drainer {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot expire queued messages"),
-        }
-        let retention = Duration::from_secs(self.settings.retention_secs);
-        if let Err(e) = self.store.purge_finished(now - retention).await {
-            tracing::warn!(error = %e, "cannot purge finished queue items");
         }
         let workspaces = match self.store.workspaces_with_work(now).await {
             Ok(workspaces) => workspaces,
@@ -168,6 +185,10 @@ impl Drainer {
         }
         let mut renewed = tokio::time::Instant::now();
         let mut deliveries = JoinSet::new();
+        // Results are written while the next message is already on its way:
+        // the agent has the message either way, and an unrecorded result
+        // only means a redelivery the agent recognises by its message id.
+        let mut records = JoinSet::new();
         let mut stop = false;
         let mut delivered = 0u64;
         let started = std::time::Instant::now();
@@ -203,7 +224,11 @@ impl Drainer {
             }
             let Some(joined) = deliveries.join_next().await else { break };
             match joined {
-                Ok(Attempt::Delivered) => delivered += 1,
+                Ok(Attempt::Replied { queue_id, workspace_id, result }) => {
+                    delivered += 1;
+                    let drainer = self.clone();
+                    records.spawn(async move { drainer.record(queue_id, workspace_id, result).await });
+                }
                 Ok(Attempt::Busy) | Ok(Attempt::Failed { target_down: true }) => stop = true,
                 Ok(Attempt::Failed { target_down: false } | Attempt::Lost) => {}
                 Err(e) => {
@@ -212,6 +237,7 @@ impl Drainer {
                 }
             }
         }
+        while records.join_next().await.is_some() {}
         self.store.release_drain_lease(workspace_id, &self.owner).await?;
         if delivered > 0 {
             tracing::info!(%workspace_id, delivered, elapsed_ms = started.elapsed().as_millis() as u64, "queue drained");
@@ -229,12 +255,11 @@ impl Drainer {
 
     async fn deliver(&self, url: &str, idle_override: Option<Duration>, item: QueueItem) -> Attempt {
         let request = item.request_json.clone().unwrap_or_default();
-        let flavor = Envelope::parse(request.as_bytes()).map(|e| e.flavor).unwrap_or(Flavor::V10);
         let call = AgentCall {
             url,
+            a2a_version: Flavor::of_request(&request).a2a_version(),
             body: bytes::Bytes::from(request),
             traceparent: (!item.traceparent.is_empty()).then_some(item.traceparent.as_str()),
-            a2a_version: (flavor == Flavor::V10).then_some("1.0"),
         };
         let mut idle = IdleClock {
             timeout: idle_override.unwrap_or(self.idle_timeout),
@@ -242,24 +267,17 @@ impl Drainer {
         };
         let outcome = self.agents.call(call, &mut idle).await;
         let now = SystemTime::now();
-        let result = match outcome {
-            Ok(reply) => match serde_json::from_slice::<Value>(&reply) {
-                Ok(mut response) if response.get("result").is_some() => {
-                    let result = response["result"].take().to_string();
-                    self.store.complete(item.id, &self.owner, &result, now).await.map(|done| {
-                        if done {
-                            tracing::info!(queue_id = %item.id, workspace_id = %item.workspace_id, "queued message delivered");
-                            Attempt::Delivered
-                        } else {
-                            Attempt::Lost
-                        }
-                    })
+        let recorded = match outcome {
+            Ok(reply) => match serde_json::from_slice::<AgentReply>(&reply) {
+                Ok(AgentReply { result: Some(result), .. }) => {
+                    let result = result.get().to_owned();
+                    return Attempt::Replied { queue_id: item.id, workspace_id: item.workspace_id, result };
                 }
-                Ok(response) => {
-                    let error = response.get("error").map(Value::to_string).unwrap_or_else(|| "no result".into());
+                Ok(AgentReply { error, .. }) => {
+                    let error = error.map_or("no result", |e| e.get());
                     self.fail(&item, &format!("the agent answered with an error: {error}"), false, now).await
                 }
-                Err(e) => self.fail(&item, &format!("the agent's reply is not JSON: {e}"), false, now).await,
+                Err(e) => self.fail(&item, &format!("the agent's reply is not JSON-RPC: {e}"), false, now).await,
             },
             Err(Failure::Busy { .. }) => {
                 self.store.release_unconsumed(item.id, &self.owner, now).await.map(|_| Attempt::Busy)
@@ -269,12 +287,23 @@ impl Drainer {
                 self.fail(&item, &failure.to_string(), down, now).await
             }
         };
-        result.unwrap_or_else(|e| {
+        recorded.unwrap_or_else(|e| {
             // The outcome could not be recorded: the lease runs out and the
             // item is delivered again, with the same message id.
             tracing::warn!(queue_id = %item.id, error = %e, "cannot record a delivery outcome");
             Attempt::Failed { target_down: true }
         })
+    }
+
+    /// Stores the agent's result with the item (GW-7).
+    async fn record(&self, queue_id: Uuid, workspace_id: Uuid, result: String) {
+        match self.store.complete(queue_id, &self.owner, &result, SystemTime::now()).await {
+            Ok(true) => tracing::debug!(%queue_id, %workspace_id, "queued message delivered"),
+            Ok(false) => tracing::warn!(%queue_id, "delivered, but another replica had taken the item over"),
+            // The lease runs out and the item is delivered again, with the
+            // same message id.
+            Err(e) => tracing::warn!(%queue_id, error = %e, "cannot record a delivery"),
+        }
     }
 
     async fn fail(

@@ -21,7 +21,7 @@ use crate::{
     directory::{Directory, Target},
     drain::Drainer,
     error::{GatewayError, Result},
-    jsonrpc::{Envelope, Method},
+    jsonrpc::Envelope,
     settings::GatewaySettings,
     store::{NewQueueItem, QueueItem, QueueStore, StoreError},
 };
@@ -159,36 +159,26 @@ impl Gateway {
         Ok(target)
     }
 
-    /// Delivers a request now, or queues it when the target cannot take it
+    /// Delivers a message now, or queues it when the target cannot take it
     /// now but is expected to (GW-5).
     pub async fn send(self: &Arc<Self>, inbound: Inbound) -> Result<Dispatched> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
-        let queueable = inbound.envelope.method == Method::Send;
-        if queueable && let Some(reason) = self.must_wait(&target).await? {
+        if let Some(reason) = self.must_wait(&target)? {
             return self.queue_or_refuse(&target, &inbound, reason, None).await.map(Dispatched::Queued);
         }
-        // A caller that hangs up must not abort a dispatch in flight (GW-4):
-        // the dispatch runs on its own task and queues on its own.
         let gateway = self.clone();
-        let dispatch = tokio::spawn(async move {
-            let body = inbound.envelope.to_bytes();
-            let call = AgentCall {
-                url: &target.url,
-                body,
-                traceparent: inbound.traceparent.as_deref(),
-                a2a_version: inbound.envelope.a2a_version(),
-            };
+        detached(async move {
             let mut idle = gateway.idle_clock(&target);
-            match gateway.agents.call(call, &mut idle).await {
+            match gateway.agents.call(agent_call(&target, &inbound), &mut idle).await {
                 Ok(reply) => Ok(Dispatched::Replied(reply)),
-                Err(failure) if failure.is_retryable() && queueable => {
+                Err(failure) if failure.is_retryable() => {
                     let reason = queue_reason(&failure);
                     gateway.queue_or_refuse(&target, &inbound, reason, Some(&failure)).await.map(Dispatched::Queued)
                 }
                 Err(failure) => Err(gateway.refusal(&target, failure)),
             }
-        });
-        dispatch.await.map_err(|e| GatewayError::AgentUnreachable(format!("the dispatch task failed: {e}")))?
+        })
+        .await
     }
 
     /// Opens a stream to the agent, or queues the message like [`send`]
@@ -197,18 +187,11 @@ impl Gateway {
     /// not queued again (that would deliver it twice).
     pub async fn stream(self: &Arc<Self>, inbound: Inbound) -> Result<Streamed> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
-        if let Some(reason) = self.must_wait(&target).await? {
+        if let Some(reason) = self.must_wait(&target)? {
             return self.queue_or_refuse(&target, &inbound, reason, None).await.map(Streamed::Queued);
         }
-        let body = inbound.envelope.to_bytes();
-        let call = AgentCall {
-            url: &target.url,
-            body,
-            traceparent: inbound.traceparent.as_deref(),
-            a2a_version: inbound.envelope.a2a_version(),
-        };
         let mut idle = self.idle_clock(&target);
-        let response = match self.agents.open_stream(call, &mut idle).await {
+        let response = match self.agents.open_stream(agent_call(&target, &inbound), &mut idle).await {
             Ok(response) => response,
             Err(failure) if failure.is_retryable() => {
                 let reason = queue_reason(&failure);
@@ -232,15 +215,16 @@ impl Gateway {
     }
 
     /// Passes a request that is not a message (task queries, push
-    /// configuration…) to the agent; those are never queued.
+    /// configuration…) to the agent; those are never queued, so a target
+    /// that cannot answer now is UNAVAILABLE.
     pub async fn forward(self: &Arc<Self>, inbound: Inbound) -> Result<Bytes> {
-        match self.send(inbound).await? {
-            Dispatched::Replied(reply) => Ok(reply),
-            // Only sends are ever queued.
-            Dispatched::Queued(queued) => {
-                Err(GatewayError::AgentUnreachable(format!("queued as {} instead of forwarded", queued.queue_id)))
-            }
-        }
+        let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
+        let gateway = self.clone();
+        detached(async move {
+            let mut idle = gateway.idle_clock(&target);
+            gateway.agents.call(agent_call(&target, &inbound), &mut idle).await.map_err(|f| gateway.refusal(&target, f))
+        })
+        .await
     }
 
     /// The queue item behind a task id the gateway handed out, if the id is
@@ -253,7 +237,7 @@ impl Gateway {
 
     /// Whether a message for `target` must wait instead of being dispatched
     /// now; refuses targets that will not come back on their own.
-    async fn must_wait(&self, target: &Target) -> Result<Option<QueueReason>> {
+    fn must_wait(&self, target: &Target) -> Result<Option<QueueReason>> {
         use WorkspaceStatus as S;
         match target.status {
             S::Online | S::Degraded if target.url.is_empty() => Ok(Some(QueueReason::TargetNotReady)),
@@ -315,7 +299,7 @@ impl Gateway {
             reason,
             max_attempts: self.settings.max_attempts,
             expires_at: inbound.expires_in.map(|after| now + after),
-            request_json: String::from_utf8_lossy(&inbound.envelope.to_bytes()).into_owned(),
+            request_json: String::from_utf8_lossy(&inbound.envelope.body()).into_owned(),
             traceparent: inbound.traceparent.clone().unwrap_or_default(),
         };
         let enqueued = self.store.enqueue(item, now).await.map_err(store_error)?;
@@ -369,6 +353,21 @@ impl Gateway {
                 retry_after: Duration::from_secs(1),
             },
         }
+    }
+}
+
+/// Runs `work` on a task of its own: a caller that hangs up must not abort
+/// a dispatch in flight (GW-4), which queues or records on its own.
+async fn detached<T: Send + 'static>(work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    tokio::spawn(work).await.map_err(|e| GatewayError::AgentUnreachable(format!("the dispatch task failed: {e}")))?
+}
+
+fn agent_call<'a>(target: &'a Target, inbound: &'a Inbound) -> AgentCall<'a> {
+    AgentCall {
+        url: &target.url,
+        body: inbound.envelope.body(),
+        traceparent: inbound.traceparent.as_deref(),
+        a2a_version: inbound.envelope.a2a_version(),
     }
 }
 

@@ -6,7 +6,6 @@
 use std::{sync::Arc, time::Duration};
 
 use agentmesh_chassis::{auth::Authenticator, telemetry};
-use agentmesh_proto::gateway::v1::QueueItemState;
 use axum::{
     Router,
     body::{Body, Bytes},
@@ -73,7 +72,7 @@ async fn rpc(
                 );
             }
         };
-        let envelope = match Envelope::parse(&body) {
+        let envelope = match Envelope::parse(body) {
             Ok(envelope) => envelope,
             Err(error) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, error, None),
         };
@@ -140,17 +139,7 @@ impl Front {
                 self.gateway.authorize(&inbound.sender, workspace_id).await?;
                 match self.gateway.queued_task(workspace_id, &task_id).await? {
                     Some(item) => {
-                        let task = match (item.state, item.result_json) {
-                            (QueueItemState::Delivered, Some(result)) => {
-                                let result = serde_json::from_str(&result).unwrap_or(Value::Null);
-                                jsonrpc::task_of_result(flavor, &task_id, result)
-                            }
-                            (state, _) => {
-                                let detail =
-                                    if item.last_error.is_empty() { item.state_reason } else { item.last_error };
-                                jsonrpc::queue_item_task(flavor, &task_id, state, &detail, None)
-                            }
-                        };
+                        let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
                         Ok(json_value(&jsonrpc::result_response(&id, task)))
                     }
                     None => Ok(json_bytes(self.gateway.forward(inbound).await?)),
@@ -176,20 +165,14 @@ async fn card(State(front): State<Front>, Path(workspace_id): Path<String>, head
         Ok::<_, GatewayError>(rewrite_card(
             &target.agent_card_json,
             workspace_id,
-            &settings.public_url(),
-            &front.public_grpc(),
+            &settings.public_url,
+            &settings.public_grpc_address,
         ))
     }
     .await;
     match result {
         Ok(card) => json_value(&card),
         Err(error) => gateway_error(&id, &error),
-    }
-}
-
-impl Front {
-    fn public_grpc(&self) -> String {
-        self.gateway.settings().public_grpc_address.clone()
     }
 }
 

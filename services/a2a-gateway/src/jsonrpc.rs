@@ -4,10 +4,11 @@
 //! and errors.
 
 use agentmesh_proto::gateway::v1::{QueueItemState, QueuedReply};
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::error::GatewayError;
+use crate::{error::GatewayError, store::QueueItem};
 
 /// Which generation of A2A method names the caller uses; replies the
 /// gateway writes itself follow it.
@@ -35,6 +36,10 @@ pub struct Envelope {
     pub request: Map<String, Value>,
     pub method: Method,
     pub flavor: Flavor,
+    /// The request as it goes to the agent: the caller's own bytes when
+    /// nothing had to be filled in, so the common case is not serialised
+    /// again.
+    body: Bytes,
 }
 
 /// A JSON-RPC error the gateway answers with itself.
@@ -51,37 +56,79 @@ pub const INVALID_PARAMS: i64 = -32602;
 /// A2A's TaskNotFoundError.
 pub const TASK_NOT_FOUND: i64 = -32001;
 
+impl Method {
+    /// The method and the protocol generation a JSON-RPC method name belongs to.
+    pub fn named(name: &str) -> (Method, Flavor) {
+        match name {
+            "message/send" => (Method::Send, Flavor::V03),
+            "message/stream" => (Method::Stream, Flavor::V03),
+            "tasks/get" => (Method::GetTask, Flavor::V03),
+            "tasks/cancel" => (Method::CancelTask, Flavor::V03),
+            "SendMessage" => (Method::Send, Flavor::V10),
+            "SendStreamingMessage" => (Method::Stream, Flavor::V10),
+            "GetTask" => (Method::GetTask, Flavor::V10),
+            "CancelTask" => (Method::CancelTask, Flavor::V10),
+            other if other.contains('/') => (Method::Other, Flavor::V03),
+            _ => (Method::Other, Flavor::V10),
+        }
+    }
+}
+
+impl Flavor {
+    /// The generation of a stored request, from its method name alone
+    /// (without building the whole document).
+    pub fn of_request(request: &str) -> Flavor {
+        #[derive(serde::Deserialize)]
+        struct MethodOnly<'a> {
+            #[serde(borrow)]
+            method: std::borrow::Cow<'a, str>,
+        }
+        serde_json::from_str::<MethodOnly>(request).map_or(Flavor::V10, |m| Method::named(&m.method).1)
+    }
+
+    /// The `A2A-Version` header an agent expects for this flavour.
+    pub fn a2a_version(self) -> Option<&'static str> {
+        match self {
+            Flavor::V10 => Some("1.0"),
+            Flavor::V03 => None,
+        }
+    }
+}
+
 impl Envelope {
     /// Parses a request and fills in what callers may leave out (GW-2): the
     /// JSON-RPC id and, for messages, the A2A message id.
-    pub fn parse(body: &[u8]) -> Result<Self, RpcError> {
-        let value: Value = serde_json::from_slice(body)
+    pub fn parse(body: Bytes) -> Result<Self, RpcError> {
+        let value: Value = serde_json::from_slice(&body)
             .map_err(|e| RpcError::new(PARSE_ERROR, format!("the body is not JSON: {e}")))?;
-        let Value::Object(mut request) = value else {
+        let Value::Object(request) = value else {
             return Err(RpcError::new(
                 INVALID_REQUEST,
                 "a JSON-RPC request must be an object (batches are not supported)",
             ));
         };
+        Self::normalise(request, Some(body))
+    }
+
+    /// The envelope of a request built by the gateway itself (the gRPC
+    /// binding's), checked and filled in like a caller's.
+    pub fn from_request(request: Map<String, Value>) -> Result<Self, RpcError> {
+        Self::normalise(request, None)
+    }
+
+    fn normalise(mut request: Map<String, Value>, body: Option<Bytes>) -> Result<Self, RpcError> {
         if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
             return Err(RpcError::new(INVALID_REQUEST, "jsonrpc: must be \"2.0\""));
         }
         let (method, flavor) = match request.get("method").and_then(Value::as_str) {
-            Some("message/send") => (Method::Send, Flavor::V03),
-            Some("message/stream") => (Method::Stream, Flavor::V03),
-            Some("tasks/get") => (Method::GetTask, Flavor::V03),
-            Some("tasks/cancel") => (Method::CancelTask, Flavor::V03),
-            Some("SendMessage") => (Method::Send, Flavor::V10),
-            Some("SendStreamingMessage") => (Method::Stream, Flavor::V10),
-            Some("GetTask") => (Method::GetTask, Flavor::V10),
-            Some("CancelTask") => (Method::CancelTask, Flavor::V10),
-            Some(other) if other.contains('/') => (Method::Other, Flavor::V03),
-            Some(_) => (Method::Other, Flavor::V10),
+            Some(name) => Method::named(name),
             None => return Err(RpcError::new(INVALID_REQUEST, "method: must be a string")),
         };
+        let mut filled = false;
         match request.get("id") {
             None | Some(Value::Null) => {
                 request.insert("id".to_owned(), Value::String(Uuid::new_v4().to_string()));
+                filled = true;
             }
             Some(Value::String(_) | Value::Number(_)) => {}
             Some(_) => return Err(RpcError::new(INVALID_REQUEST, "id: must be a string or a number")),
@@ -100,11 +147,16 @@ impl Envelope {
                 }
                 None | Some(Value::Null) | Some(Value::String(_)) => {
                     message.insert("messageId".to_owned(), Value::String(Uuid::new_v4().to_string()));
+                    filled = true;
                 }
                 Some(_) => return Err(RpcError::new(INVALID_PARAMS, "params.message.messageId: must be a string")),
             }
         }
-        Ok(Self { request, method, flavor })
+        let body = match body {
+            Some(body) if !filled => body,
+            _ => Bytes::from(serde_json::to_vec(&request).map_err(|e| RpcError::new(INVALID_REQUEST, e.to_string()))?),
+        };
+        Ok(Self { request, method, flavor, body })
     }
 
     pub fn id(&self) -> &Value {
@@ -125,16 +177,13 @@ impl Envelope {
         self.request.get("params")?.get("id")?.as_str()
     }
 
-    pub fn to_bytes(&self) -> bytes::Bytes {
-        serde_json::to_vec(&self.request).map(bytes::Bytes::from).unwrap_or_default()
+    /// The request as it goes to the agent.
+    pub fn body(&self) -> Bytes {
+        self.body.clone()
     }
 
-    /// The `A2A-Version` header an agent expects for this flavour.
     pub fn a2a_version(&self) -> Option<&'static str> {
-        match self.flavor {
-            Flavor::V10 => Some("1.0"),
-            Flavor::V03 => None,
-        }
+        self.flavor.a2a_version()
     }
 }
 
@@ -240,6 +289,20 @@ pub fn queue_item_task(
     task(flavor, id, context_id, task_state, message, metadata)
 }
 
+/// The task a queue id stands for: the agent's reply once delivered, else
+/// the item's state as a task (GW-7: the caller collects its result).
+pub fn task_of_queue_item(flavor: Flavor, task_id: &str, item: QueueItem) -> Value {
+    match (item.state, item.result_json) {
+        (QueueItemState::Delivered, Some(result)) => {
+            task_of_result(flavor, task_id, serde_json::from_str(&result).unwrap_or(Value::Null))
+        }
+        (state, _) => {
+            let detail = if item.last_error.is_empty() { item.state_reason } else { item.last_error };
+            queue_item_task(flavor, task_id, state, &detail, None)
+        }
+    }
+}
+
 /// A completed task wrapping an agent's reply that was a message, for
 /// callers that asked for a task.
 pub fn completed_task(flavor: Flavor, id: &str, message: Value) -> Value {
@@ -323,24 +386,37 @@ mod tests {
 
     #[test]
     fn fills_in_missing_ids_and_keeps_given_ones() {
-        let envelope = Envelope::parse(
+        let envelope = Envelope::parse(Bytes::from_static(
             br#"{"jsonrpc":"2.0","method":"message/send","params":{"message":{"role":"user","parts":[]}}}"#,
-        )
+        ))
         .unwrap();
         assert_eq!(envelope.method, Method::Send);
         assert_eq!(envelope.flavor, Flavor::V03);
         assert!(envelope.id().is_string());
         assert_eq!(envelope.message_id().unwrap().len(), 36);
-        let envelope = Envelope::parse(
+        let envelope = Envelope::parse(Bytes::from_static(
             br#"{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{"message":{"messageId":"m-1"}}}"#,
-        )
+        ))
         .unwrap();
         assert_eq!((envelope.id(), envelope.message_id(), envelope.flavor), (&json!(7), Some("m-1"), Flavor::V10));
     }
 
     #[test]
+    fn passes_a_complete_request_on_byte_for_byte_and_a_filled_in_one_rewritten() {
+        let complete: &[u8] =
+            br#"{ "jsonrpc": "2.0", "id": "a", "method": "message/send", "params": {"message": {"messageId": "m"}} }"#;
+        assert_eq!(Envelope::parse(Bytes::from_static(complete)).unwrap().body(), complete);
+        let filled =
+            Envelope::parse(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"tasks/get","params":{"id":"t"}}"#));
+        let body: Value = serde_json::from_slice(&filled.unwrap().body()).unwrap();
+        assert!(body["id"].is_string(), "{body}");
+        assert_eq!(Flavor::of_request(r#"{"jsonrpc":"2.0","method":"message/send"}"#), Flavor::V03);
+        assert_eq!(Flavor::of_request(r#"{"method":"SendMessage","params":{}}"#), Flavor::V10);
+    }
+
+    #[test]
     fn refuses_malformed_envelopes_with_the_json_rpc_codes() {
-        let code = |body: &[u8]| Envelope::parse(body).unwrap_err().code;
+        let code = |body: &'static [u8]| Envelope::parse(Bytes::from_static(body)).unwrap_err().code;
         assert_eq!(code(b"not json"), PARSE_ERROR);
         assert_eq!(code(b"[]"), INVALID_REQUEST);
         assert_eq!(code(br#"{"jsonrpc":"1.0","method":"x"}"#), INVALID_REQUEST);

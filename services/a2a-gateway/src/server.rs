@@ -49,9 +49,12 @@ pub async fn run_with_listeners(
         tracing::warn!("{problem}");
     }
     let a2a_address = a2a_listener.local_addr()?;
-    if settings.public_url.is_empty() {
-        settings.public_url = format!("http://{a2a_address}");
-    }
+    // What the agent cards advertise: as configured, else where this
+    // replica actually listens.
+    settings.public_url = match settings.public_url.trim_end_matches('/') {
+        "" => format!("http://{a2a_address}"),
+        configured => configured.to_owned(),
+    };
     if settings.public_grpc_address.is_empty() {
         settings.public_grpc_address = grpc_listener.local_addr()?.to_string();
     }

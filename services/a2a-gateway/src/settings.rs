@@ -130,14 +130,6 @@ impl GatewaySettings {
         let doubled = self.retry_backoff_initial_ms.saturating_mul(1u64 << attempts.saturating_sub(1).min(30));
         Duration::from_millis(doubled.min(self.retry_backoff_max_ms))
     }
-
-    pub fn public_url(&self) -> String {
-        if self.public_url.is_empty() {
-            format!("http://{}", self.a2a_listen)
-        } else {
-            self.public_url.trim_end_matches('/').to_owned()
-        }
-    }
 }
 
 /// Accepts a positive integer of seconds, as a number or a string of digits
