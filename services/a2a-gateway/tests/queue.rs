@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use agentmesh_echo_agent::Config as EchoConfig;
 use agentmesh_proto::{
+    a2a::v1::{self as a2a_pb, a2a_service_client::A2aServiceClient},
     gateway::v1::{self as gpb, QueueItemState},
     registry::v1::{Capabilities, WorkspaceStatus},
 };
 use common::*;
 use serde_json::{Value, json};
+use tonic_types::StatusExt;
 
 fn queued(reply: &RpcReply) -> &Value {
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -133,6 +135,26 @@ async fn a_native_session_gets_unavailable_with_retry_information_and_nothing_is
     assert_eq!(data["reason"], "UNAVAILABLE_REASON_NATIVE_SESSION_BUSY", "{data}");
     assert_eq!(data["retryAfterSeconds"], 1);
     assert_eq!(data["workspaceId"], workspace.id.as_str());
+
+    // The gRPC binding says the same with standard status details.
+    let channel = agentmesh_chassis::client::service_channel(&format!("http://{}", gateway.grpc), OPERATOR_TOKEN, None);
+    let mut a2a = A2aServiceClient::new(channel.unwrap());
+    let message = a2a_pb::Message {
+        message_id: "m-native-grpc".into(),
+        role: a2a_pb::Role::User as i32,
+        parts: vec![a2a_pb::Part { content: Some(a2a_pb::part::Content::Text("hi".into())), ..Default::default() }],
+        ..Default::default()
+    };
+    let request =
+        a2a_pb::SendMessageRequest { tenant: workspace.id.clone(), message: Some(message), ..Default::default() };
+    let status = a2a.send_message(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let details = status.get_error_details();
+    let info = details.error_info().expect("ErrorInfo");
+    assert_eq!((info.reason.as_str(), info.domain.as_str()), ("NATIVE_SESSION_BUSY", "agentmesh.dev"));
+    assert_eq!(info.metadata["workspace_id"], workspace.id);
+    assert_eq!(details.retry_info().and_then(|r| r.retry_delay), Some(Duration::from_secs(1)));
+
     assert_eq!(depth(&gateway).await, 0);
     let all = gpb::ListQueueItemsRequest { states: (1..=5).collect(), ..Default::default() };
     assert!(gateway.control().list_queue_items(all).await.unwrap().into_inner().items.is_empty());
