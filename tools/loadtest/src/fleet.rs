@@ -12,13 +12,9 @@ use std::{
 use agentmesh_proto::registry::v1::{self as pb, registry_service_client::RegistryServiceClient};
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt, stream};
-use tonic::{
-    Request,
-    metadata::{AsciiMetadataValue, MetadataValue},
-    transport::Channel,
-};
+use tonic::{Request, metadata::AsciiMetadataValue, transport::Channel};
 
-use crate::{AuthMode, HeartbeatArgs};
+use crate::{AuthMode, HeartbeatArgs, auth::bearer};
 
 /// One heartbeating workspace.
 pub struct Agent {
@@ -31,10 +27,6 @@ pub struct Agent {
 struct Created {
     id: String,
     token: String,
-}
-
-fn bearer(token: &str) -> anyhow::Result<AsciiMetadataValue> {
-    MetadataValue::try_from(format!("Bearer {token}")).context("the token is not a valid header value")
 }
 
 /// The agents of a run, ready to heartbeat.

@@ -7,6 +7,7 @@
 //! and the gateway draining a backlog.
 
 mod a2a;
+mod auth;
 mod drive;
 mod echo;
 mod fleet;

@@ -30,12 +30,14 @@ use tokio::{
     sync::watch,
 };
 use tonic::{
-    Request,
-    metadata::{AsciiMetadataValue, MetadataValue},
+    metadata::AsciiMetadataValue,
     transport::{Channel, Endpoint},
 };
 
-use crate::{Arm, ProvisionArgs};
+use crate::{
+    Arm, ProvisionArgs,
+    auth::{authorised, bearer},
+};
 
 /// The registry record owner named by workspaces the `docker run` arms use;
 /// no provisioner manages it, so none touches their containers.
@@ -122,16 +124,6 @@ struct Seen {
 struct EngineEvent {
     action: String,
     at: SystemTime,
-}
-
-fn bearer(token: &str) -> anyhow::Result<AsciiMetadataValue> {
-    MetadataValue::try_from(format!("Bearer {token}")).context("the token is not a valid header value")
-}
-
-fn authorised<T>(message: T, operator: &AsciiMetadataValue) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", operator.clone());
-    request
 }
 
 /// Follows every workspace's lifecycle events from now on (heartbeats left out).

@@ -10,9 +10,10 @@ use agentmesh_proto::{
 use anyhow::{Context, ensure};
 use serde_json::json;
 use tokio::task::JoinHandle;
+
+use crate::auth::{authorised, bearer};
 use tonic::{
-    Request,
-    metadata::{AsciiMetadataValue, MetadataValue},
+    metadata::AsciiMetadataValue,
     transport::{Channel, Endpoint},
 };
 
@@ -20,16 +21,6 @@ use tonic::{
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
     let token = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(token.trim().to_owned())
-}
-
-fn metadata_bearer(token: &str) -> anyhow::Result<AsciiMetadataValue> {
-    MetadataValue::try_from(format!("Bearer {token}")).context("the token is not a valid header value")
-}
-
-fn signed<T>(message: T, authorization: &AsciiMetadataValue) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", authorization.clone());
-    request
 }
 
 async fn channel(address: &str) -> anyhow::Result<Channel> {
@@ -55,7 +46,7 @@ impl Workspace {
         agent_url: &str,
         max_concurrent_tasks: u32,
     ) -> anyhow::Result<Self> {
-        let operator = metadata_bearer(operator_token)?;
+        let operator = bearer(operator_token)?;
         let mut registry = RegistryServiceClient::new(channel(registry_address).await?);
         let create = pb::CreateWorkspaceRequest {
             name: name.to_owned(),
@@ -67,9 +58,9 @@ impl Workspace {
             ..Default::default()
         };
         let created =
-            registry.create_workspace(signed(create, &operator)).await.context("CreateWorkspace")?.into_inner();
+            registry.create_workspace(authorised(create, &operator)).await.context("CreateWorkspace")?.into_inner();
         let id = created.workspace.context("CreateWorkspace returned no workspace")?.id;
-        let workspace = Self { id, token: metadata_bearer(&created.token)?, registry };
+        let workspace = Self { id, token: bearer(&created.token)?, registry };
         let card = json!({"name": name, "description": "echo agent under benchmark", "version": "1.0.0",
             "capabilities": {}, "defaultInputModes": ["text/plain"], "defaultOutputModes": ["text/plain"],
             "skills": []});
@@ -79,7 +70,7 @@ impl Workspace {
             agent_card_json: card.to_string(),
             ..Default::default()
         };
-        workspace.registry.clone().register(signed(register, &workspace.token)).await.context("Register")?;
+        workspace.registry.clone().register(authorised(register, &workspace.token)).await.context("Register")?;
         let status = workspace.heartbeat(0).await?;
         ensure!(
             status == pb::WorkspaceStatus::Online,
@@ -92,7 +83,7 @@ impl Workspace {
     /// One heartbeat reporting `active_tasks` and no errors; the status after it.
     pub async fn heartbeat(&self, active_tasks: u32) -> anyhow::Result<pb::WorkspaceStatus> {
         let request = pb::HeartbeatRequest { workspace_id: self.id.clone(), active_tasks, ..Default::default() };
-        let reply = self.registry.clone().heartbeat(signed(request, &self.token)).await.context("Heartbeat")?;
+        let reply = self.registry.clone().heartbeat(authorised(request, &self.token)).await.context("Heartbeat")?;
         Ok(reply.into_inner().status())
     }
 
@@ -108,7 +99,7 @@ impl Workspace {
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                if let Err(status) = registry.heartbeat(signed(request.clone(), &token)).await {
+                if let Err(status) = registry.heartbeat(authorised(request.clone(), &token)).await {
                     eprintln!("warning: a keep-alive heartbeat failed: {status}");
                 }
             }
@@ -133,17 +124,14 @@ pub struct Control {
 
 impl Control {
     pub async fn connect(address: &str, operator_token: &str) -> anyhow::Result<Self> {
-        Ok(Self {
-            client: GatewayServiceClient::new(channel(address).await?),
-            operator: metadata_bearer(operator_token)?,
-        })
+        Ok(Self { client: GatewayServiceClient::new(channel(address).await?), operator: bearer(operator_token)? })
     }
 
     /// The queue figures of one workspace.
     pub async fn queue_stats(&self, workspace_id: &str) -> anyhow::Result<QueueStats> {
         let request = GetQueueStatsRequest { workspace_ids: vec![workspace_id.to_owned()], ..Default::default() };
         let reply =
-            self.client.clone().get_queue_stats(signed(request, &self.operator)).await.context("GetQueueStats")?;
+            self.client.clone().get_queue_stats(authorised(request, &self.operator)).await.context("GetQueueStats")?;
         Ok(reply.into_inner().totals.unwrap_or_default())
     }
 }
