@@ -6,9 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --bin agentmesh-registry --bin agentmesh-provisioner --bin agentmesh-a2a-gateway
+cargo build --release --bin agentmesh-registry --bin agentmesh-provisioner --bin agentmesh-a2a-gateway --bin agentmesh-scheduler
 data="${AGENTMESH_DATA_DIR:-$PWD/data}"
-mkdir -p "$data/registry" "$data/provisioner" "$data/gateway"
+mkdir -p "$data/registry" "$data/provisioner" "$data/gateway" "$data/scheduler"
 
 # Containers reach the registry through the Docker bridge's gateway, so it
 # listens on every interface; without Docker, loopback is enough.
@@ -67,6 +67,18 @@ service_token = "$service_token"
 network_mode = "dev"
 TOML
 
+cat >"$data/scheduler.toml" <<TOML
+listen = "127.0.0.1:50054"
+data_dir = "$data/scheduler"
+[auth]
+operator_tokens = ["$operator_token"]
+service_tokens = ["$service_token"]
+[scheduler]
+registry_address = "http://127.0.0.1:50051"
+gateway_address = "http://127.0.0.1:50053"
+service_token = "$service_token"
+TOML
+
 pids=()
 trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' INT TERM EXIT
 ./target/release/agentmesh-registry --config "$data/registry.toml" &
@@ -75,7 +87,9 @@ pids+=($!)
 pids+=($!)
 ./target/release/agentmesh-a2a-gateway --config "$data/gateway.toml" &
 pids+=($!)
+./target/release/agentmesh-scheduler --config "$data/scheduler.toml" &
+pids+=($!)
 
-echo "registry on :50051, provisioner on 127.0.0.1:50052, gateway on 127.0.0.1:50053 (gRPC) and http://127.0.0.1:8053/a2a/<workspace> (A2A JSON-RPC)"
+echo "registry on :50051, provisioner on 127.0.0.1:50052, gateway on 127.0.0.1:50053 (gRPC) and http://127.0.0.1:8053/a2a/<workspace> (A2A JSON-RPC), scheduler on 127.0.0.1:50054"
 echo "operator token (authorization: Bearer …): $data/operator.token"
 wait -n

@@ -4,6 +4,9 @@
 //! Services write their SQL once, in the subset both engines understand
 //! (`$1` placeholders, `RETURNING`, `ON CONFLICT`), and run it through one
 //! `AnyPool`. The few places where the engines differ ask [`Dialect`].
+//! Statements assembled at run time go through [`Sql`].
+
+mod sql;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
@@ -12,6 +15,8 @@ use sqlx::{
     any::AnyPoolOptions,
     migrate::{MigrateError, Migrator},
 };
+
+pub use sql::Sql;
 
 /// Which engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +114,19 @@ impl Database {
                 sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_key).execute(&mut *tx).await?;
                 Ok(tx)
             }
-            // Taking the write lock up front lets the busy timeout queue
-            // writers from other processes; a deferred transaction that
-            // upgrades later fails at once with SQLITE_BUSY instead.
+            Dialect::Sqlite => self.begin_write().await,
+        }
+    }
+
+    /// Begins a transaction that reads, then writes what it read.
+    ///
+    /// On SQLite it takes the write lock at once: the busy timeout then
+    /// queues writers from other processes, whereas a deferred transaction
+    /// that upgrades later fails at once with SQLITE_BUSY. PostgreSQL needs
+    /// nothing special; the statements lock the rows they read.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, DbError> {
+        match self.dialect {
+            Dialect::Postgres => Ok(self.pool.begin().await?),
             Dialect::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
         }
     }
@@ -120,6 +135,34 @@ impl Database {
     pub async fn ping(&self) -> Result<(), DbError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// Whether an error means "the database is not there right now" rather than
+/// "this statement is wrong": retrying later may succeed.
+pub fn unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                // Connection exceptions, shutdown and "cannot connect now",
+                // too many connections.
+                let code = pg.code();
+                code.starts_with("08") || code.starts_with("57P") || code == "53300"
+            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY / SQLITE_LOCKED (any extended code): another
+                // process held the file past the busy timeout.
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or_default();
+                matches!(code & 0xff, 5 | 6)
+            } else {
+                false
+            }
+        }
+        _ => false,
     }
 }
 

@@ -19,12 +19,13 @@ use std::{
 use agentmesh_chassis::{
     auth::token_digest,
     client::{ServiceChannel, service_channel},
+    registry_events::{self, StreamChange},
 };
 use agentmesh_proto::{
     provisioner::v1::{WakeWorkspaceRequest, provisioner_service_client::ProvisionerServiceClient},
     registry::v1::{
         self as pb, AuthenticateWorkspaceRequest, CanCommunicateRequest, EventType, GetWorkspaceRequest,
-        WatchEventsRequest, WorkspaceStatus, registry_service_client::RegistryServiceClient,
+        WorkspaceStatus, registry_service_client::RegistryServiceClient,
     },
 };
 use tokio::sync::{mpsc, watch};
@@ -249,61 +250,18 @@ impl Directory {
         self.following.load(Ordering::Acquire)
     }
 
-    /// Follows the registry's events until `shutdown`, reconnecting (and
-    /// resuming after the last event seen) when the stream breaks.
+    /// Follows the registry's events until `shutdown`; while the stream is
+    /// down the cache is dropped and every lookup asks the registry.
     pub async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut cursor: Option<u64> = None;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let request = WatchEventsRequest { after_cursor: cursor, ..Default::default() };
-            let mut watcher = self.watcher.clone();
-            let opened = tokio::select! {
-                () = shutdown.cancelled() => return,
-                opened = watcher.watch_events(request) => opened,
-            };
-            match opened {
-                Ok(stream) => {
-                    let mut stream = stream.into_inner();
-                    self.following.store(true, Ordering::Release);
-                    tracing::info!("following the registry's events");
-                    loop {
-                        let next = tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            next = stream.message() => next,
-                        };
-                        match next {
-                            Ok(Some(reply)) => {
-                                if let Some(event) = reply.event {
-                                    backoff = Duration::from_millis(100);
-                                    cursor = Some(event.cursor);
-                                    self.apply(event);
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(status) => {
-                                tracing::warn!(code = ?status.code(), message = status.message(), "registry event stream broke");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(status) => {
-                    if matches!(status.code(), Code::OutOfRange | Code::InvalidArgument) {
-                        // The cursor fell out of the retention window:
-                        // start afresh; the cache is rebuilt on demand.
-                        cursor = None;
-                    }
-                    tracing::warn!(code = ?status.code(), message = status.message(), "cannot follow the registry's events");
-                }
+        registry_events::follow(self.watcher.clone(), shutdown, |change| match change {
+            StreamChange::Connected => self.following.store(true, Ordering::Release),
+            StreamChange::Event(event) => self.apply(event),
+            StreamChange::Disconnected => {
+                self.following.store(false, Ordering::Release);
+                self.targets.write().expect("targets lock").clear();
             }
-            self.following.store(false, Ordering::Release);
-            self.targets.write().expect("targets lock").clear();
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        })
+        .await;
     }
 
     fn apply(&self, event: pb::Event) {

@@ -20,14 +20,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use agentmesh_db::{Database, DbError, Dialect};
+use agentmesh_db::{Database, DbError, Dialect, Sql, unavailable};
 use agentmesh_proto::gateway::v1::QueueItemState;
 use sqlx::{Row, any::AnyRow, migrate::Migrator};
 use uuid::Uuid;
 
 pub use model::{DropStale, Enqueued, ListFilter, NewQueueItem, QueueItem, QueueStats, Requeue, StatsPage};
 use model::{duration_ms, from_ms, parse_reason, parse_state, reason_text, state_text, to_ms};
-use sql::{ListCursor, Sql, StatsCursor};
+use sql::{ListCursor, StatsCursor};
 
 // Two schemas, because the arrival number is an auto-numbered column and the
 // engines spell that differently (AUTOINCREMENT rowid vs. identity). A
@@ -100,34 +100,6 @@ impl From<DbError> for StoreError {
             DbError::Sqlx(e) | DbError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e.into(),
             other => StoreError::Migrate(other),
         }
-    }
-}
-
-/// Whether an error means "the database is not there right now" rather than
-/// "this statement is wrong".
-fn unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-                // Connection exceptions, shutdown and "cannot connect now",
-                // too many connections.
-                let code = pg.code();
-                code.starts_with("08") || code.starts_with("57P") || code == "53300"
-            } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                // SQLITE_BUSY / SQLITE_LOCKED (any extended code): another
-                // process held the file past the busy timeout.
-                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or_default();
-                matches!(code & 0xff, 5 | 6)
-            } else {
-                false
-            }
-        }
-        _ => false,
     }
 }
 

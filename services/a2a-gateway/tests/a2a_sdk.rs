@@ -2,12 +2,10 @@
 //! pointed at the gateway, over JSON-RPC and over the gRPC binding, reaches
 //! our echo agent and an agent written with the SDK, streaming included.
 
-mod common;
-
 use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_meshkit::*;
 use agentmesh_proto::registry::v1::Capabilities;
 use agentmesh_testkit::python::{SdkAgent, sdk_client};
-use common::*;
 use serde_json::Value;
 
 fn card_url(gateway: &GatewayNode, workspace_id: &str) -> String {

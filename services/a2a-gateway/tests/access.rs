@@ -2,11 +2,9 @@
 //! for a registry record poisoned after registration; peer access rules;
 //! caller names reserved for agentmesh's own services.
 
-mod common;
-
 use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_meshkit::*;
 use agentmesh_proto::{gateway::v1 as gpb, registry::v1::Capabilities};
-use common::*;
 
 /// Rewrites a workspace's URL behind the registry's back, as an attacker
 /// with write access to its database could.

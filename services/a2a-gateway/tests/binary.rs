@@ -1,15 +1,13 @@
 //! The gateway binary as operators run it: reflection lists what it serves,
 //! and a bad idle timeout is reported and replaced by the default.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
     time::Duration,
 };
 
-use common::*;
+use agentmesh_meshkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_idle_timeout_is_reported_and_the_default_used() {

@@ -1,11 +1,9 @@
 //! Messages through the gateway's JSON-RPC front to a real echo agent:
 //! delivery, the agent card, authentication and refusals.
 
-mod common;
-
 use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_meshkit::*;
 use agentmesh_proto::registry::v1::WorkspaceStatus;
-use common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -3,13 +3,11 @@
 //! also one that reached another registry replica; the workspace's own
 //! override wins.
 
-mod common;
-
 use std::time::Duration;
 
 use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_meshkit::*;
 use agentmesh_proto::registry::v1::Capabilities;
-use common::*;
 use tokio_util::sync::CancellationToken;
 
 /// Heartbeats every 300 ms until cancelled, as a busy agent's shim does.

@@ -2,17 +2,15 @@
 //! targets get their messages queued, drained in order once the registry
 //! reports room, each delivered once as the agent sees it.
 
-mod common;
-
 use std::time::Duration;
 
 use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_meshkit::*;
 use agentmesh_proto::{
     a2a::v1::{self as a2a_pb, a2a_service_client::A2aServiceClient},
     gateway::v1::{self as gpb, QueueItemState},
     registry::v1::{Capabilities, WorkspaceStatus},
 };
-use common::*;
 use serde_json::{Value, json};
 use tonic_types::StatusExt;
 

@@ -3,17 +3,15 @@
 //! loses nothing, and its in-flight message is delivered again with the
 //! same message id, which the agent recognises.
 
-mod common;
-
 use std::{
     process::{Child, Command},
     time::Duration,
 };
 
 use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_meshkit::*;
 use agentmesh_proto::gateway::v1::{GetQueueStatsRequest, gateway_service_client::GatewayServiceClient};
 use agentmesh_testkit::{binary::spawn_until_ready, postgres::fresh_database};
-use common::*;
 
 /// A gateway replica as its own process, so that it can be killed.
 struct Replica {

@@ -3,8 +3,6 @@
 //! refused; a connection dropped mid-call queues the message; a caller that
 //! hangs up does not abort the dispatch it started.
 
-mod common;
-
 use std::{
     sync::{
         Arc, Mutex,
@@ -14,9 +12,9 @@ use std::{
 };
 
 use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_meshkit::*;
 use agentmesh_proto::{gateway::v1 as gpb, registry::v1::Capabilities};
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
-use common::*;
 use serde_json::{Value, json};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

@@ -4,7 +4,8 @@
 //! creation through the provisioner against `docker run`, and its
 //! reconciliation of a container killed outside the mesh. And measures A2A
 //! `message/send` through the gateway beside the agent and a reverse proxy,
-//! and the gateway draining a backlog.
+//! and the gateway draining a backlog. And the scheduler's fire lag with
+//! many schedules loaded, and its memory per schedule.
 
 mod a2a;
 mod auth;
@@ -13,6 +14,7 @@ mod echo;
 mod fleet;
 mod provision;
 mod report;
+mod schedule;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -46,6 +48,10 @@ enum Command {
     /// Time the A2A gateway draining a backlog of queued messages into a
     /// one-at-a-time agent, beside the same messages sent straight to it.
     GatewayDrain(GatewayDrainArgs),
+    /// Load many schedules into the scheduler, fire a burst of them in one
+    /// second, and report their lag beside the same sends made directly
+    /// through the gateway, and the scheduler's memory per schedule.
+    ScheduleLag(ScheduleLagArgs),
 }
 
 /// Who signs the heartbeats.
@@ -277,6 +283,74 @@ pub struct GatewayDrainArgs {
     pub max_concurrent_tasks: u32,
 }
 
+#[derive(clap::Args)]
+pub struct ScheduleLagArgs {
+    /// The registry, e.g. http://127.0.0.1:50181.
+    #[arg(long)]
+    pub registry: String,
+    /// The scheduler, e.g. http://127.0.0.1:50184.
+    #[arg(long)]
+    pub scheduler: String,
+    /// The gateway's gRPC address, where its A2A binding is served, e.g.
+    /// http://127.0.0.1:50183: the direct burst goes there.
+    #[arg(long)]
+    pub gateway_grpc: String,
+    /// File holding the operator token every service accepts.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// The echo agent's URL, registered for every workspace, e.g. http://127.0.0.1:8185/.
+    #[arg(long)]
+    pub agent: String,
+    /// The scheduler's process id: its resident memory is read from /proc,
+    /// and its CPU use reported.
+    #[arg(long)]
+    pub scheduler_pid: u32,
+    /// Other processes whose CPU use is reported, as name=pid[,pid...]; repeatable.
+    #[arg(long = "cpu")]
+    pub processes: Vec<a2a::cpu::Watched>,
+    /// Schedules loaded in all, a round's due ones included.
+    #[arg(long, default_value_t = 100_000)]
+    pub schedules: usize,
+    /// Schedules that fall due in the same second, each round.
+    #[arg(long, default_value_t = 1_000)]
+    pub due: usize,
+    /// Workspaces the schedules are spread over, round-robin.
+    #[arg(long, default_value_t = 100)]
+    pub workspaces: usize,
+    /// Rounds; each creates its due schedules for a new second, and deletes
+    /// them once they have run.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// CreateSchedule and DeleteSchedule calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Sends in flight at once in the direct burst: the scheduler's max_in_flight.
+    #[arg(long, default_value_t = 512)]
+    pub burst_concurrency: usize,
+    /// Seconds from the start of a round to the second its schedules fall due.
+    #[arg(long, default_value_t = 30)]
+    pub lead_secs: u64,
+    /// Milliseconds between reads of the run history while a burst runs.
+    #[arg(long, default_value_t = 500)]
+    pub poll_ms: u64,
+    /// Seconds after their second by which every run must have an outcome.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+    /// Seconds between the workspaces' heartbeats (the agent shim's default is 10).
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// Every workspace's max_concurrent_tasks: high, so that no run finds
+    /// its workspace busy.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_concurrent_tasks: u32,
+    /// Append one JSON line for the load and one per round here.
+    #[arg(long)]
+    pub results_file: Option<PathBuf>,
+    /// A name for this run in the results, e.g. "sqlite".
+    #[arg(long, default_value = "")]
+    pub label: String,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -285,5 +359,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Provision(args) => provision::run(args).await,
         Command::GatewayThroughput(args) => a2a::throughput::run(args).await,
         Command::GatewayDrain(args) => a2a::drain::run(args).await,
+        Command::ScheduleLag(args) => schedule::run(args).await,
     }
 }

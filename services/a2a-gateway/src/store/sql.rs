@@ -1,69 +1,8 @@
-//! Statements whose shape depends on the request (optional filters, id
-//! lists), and the page tokens that resume them.
+//! The page tokens that resume the queue's listings.
 
-use sqlx::{Any, any::AnyArguments, query::Query};
 use uuid::Uuid;
 
 use super::{Result, StoreError};
-
-enum Arg {
-    Text(String),
-    Int(i64),
-}
-
-/// SQL text with its arguments, numbered `$1, $2, …` as they are added, which
-/// both engines understand.
-pub(crate) struct Sql {
-    text: String,
-    args: Vec<Arg>,
-}
-
-impl Sql {
-    pub(crate) fn new(text: &str) -> Self {
-        Self { text: text.to_owned(), args: Vec::new() }
-    }
-
-    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
-        self.text.push_str(text);
-        self
-    }
-
-    /// Appends a placeholder for `value`.
-    pub(crate) fn text(&mut self, value: impl Into<String>) -> &mut Self {
-        self.args.push(Arg::Text(value.into()));
-        self.placeholder()
-    }
-
-    pub(crate) fn int(&mut self, value: i64) -> &mut Self {
-        self.args.push(Arg::Int(value));
-        self.placeholder()
-    }
-
-    /// Appends `(p1, p2, …)` for `values`, which must not be empty.
-    pub(crate) fn text_list<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, values: I) -> &mut Self {
-        self.push("(");
-        for (i, value) in values.into_iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.text(value);
-        }
-        self.push(")")
-    }
-
-    fn placeholder(&mut self) -> &mut Self {
-        let n = self.args.len();
-        self.text.push_str(&format!("${n}"));
-        self
-    }
-
-    pub(crate) fn query(&self) -> Query<'_, Any, AnyArguments<'_>> {
-        self.args.iter().fold(sqlx::query(&self.text), |query, arg| match arg {
-            Arg::Text(value) => query.bind(value.as_str()),
-            Arg::Int(value) => query.bind(*value),
-        })
-    }
-}
 
 /// Where a list page ended: the last item's place in delivery order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,13 +72,6 @@ fn token_fields(token: &str, tag: &str, count: usize) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placeholders_are_numbered_in_order() {
-        let mut sql = Sql::new("SELECT 1 WHERE a = ");
-        sql.text("x").push(" AND b = ").int(2).push(" AND c IN ").text_list(["p", "q"]);
-        assert_eq!(sql.text, "SELECT 1 WHERE a = $1 AND b = $2 AND c IN ($3, $4)");
-    }
 
     #[test]
     fn tokens_round_trip_and_refuse_each_other() {

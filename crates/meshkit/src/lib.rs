@@ -1,9 +1,12 @@
-//! A small mesh in one process for the gateway's tests: a real registry, a
-//! gateway on real listeners, and echo agents that register and heartbeat
-//! through the registry's API the way the agent shim does.
-#![allow(dead_code)]
+//! A small mesh in one process for the services' integration tests: a real
+//! registry, a gateway on real listeners, and echo agents that register and
+//! heartbeat through the registry's API the way the agent shim does.
+//!
+//! It depends on the services it starts, which dev-depend on it: Cargo links
+//! one copy of each service into an integration test, so that is sound; unit
+//! tests (`#[cfg(test)]`) must not use it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agentmesh_a2a_gateway::settings::GatewaySettings;
 use agentmesh_chassis::{
@@ -15,13 +18,15 @@ use agentmesh_netguard::{NetworkMode, UrlGuard};
 use agentmesh_proto::{
     gateway::v1::gateway_service_client::GatewayServiceClient,
     registry::v1::{self as rpb, registry_service_client::RegistryServiceClient},
+    scheduler::v1::scheduler_service_client::SchedulerServiceClient,
 };
 use agentmesh_registry::settings::RegistrySettings;
+use agentmesh_scheduler::{dispatch::Dispatcher, settings::SchedulerSettings};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub const OPERATOR_TOKEN: &str = "operator-token-for-gateway-tests";
-pub const SERVICE_TOKEN: &str = "service-token-for-gateway-tests";
+pub const OPERATOR_TOKEN: &str = "operator-token-for-mesh-tests";
+pub const SERVICE_TOKEN: &str = "service-token-for-mesh-tests";
 
 pub type Registry = RegistryServiceClient<ServiceChannel>;
 
@@ -275,6 +280,99 @@ impl GatewayNode {
 }
 
 impl Drop for GatewayNode {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A scheduler on real listeners.
+pub struct SchedulerNode {
+    pub address: SocketAddr,
+    /// A client with operator credentials.
+    pub client: SchedulerServiceClient<ServiceChannel>,
+    shutdown: CancellationToken,
+}
+
+impl SchedulerNode {
+    /// A scheduler on the store at `database_url`, sending through `gateway`.
+    pub async fn start(
+        registry: &RegistryNode,
+        gateway: &GatewayNode,
+        database_url: &str,
+        data_dir: &std::path::Path,
+        tune: impl FnOnce(&mut SchedulerSettings),
+    ) -> Self {
+        let config = Self::config(registry, &format!("http://{}", gateway.grpc), database_url, data_dir, tune);
+        Self::serve(config, data_dir, None).await
+    }
+
+    /// A scheduler whose runs go to `dispatcher` instead of the gateway.
+    pub async fn start_with_dispatcher(
+        registry: &RegistryNode,
+        database_url: &str,
+        data_dir: &std::path::Path,
+        dispatcher: Arc<dyn Dispatcher>,
+    ) -> Self {
+        // No gateway: nothing is sent to the address configured.
+        let config = Self::config(registry, "http://127.0.0.1:9", database_url, data_dir, |_| {});
+        Self::serve(config, data_dir, Some(dispatcher)).await
+    }
+
+    fn config(
+        registry: &RegistryNode,
+        gateway_address: &str,
+        database_url: &str,
+        data_dir: &std::path::Path,
+        tune: impl FnOnce(&mut SchedulerSettings),
+    ) -> Config<SchedulerSettings> {
+        let server = ServerConfig {
+            database_url: Some(database_url.to_owned()),
+            data_dir: data_dir.to_owned(),
+            readiness_interval_ms: 100,
+            auth: auth(),
+            ..ServerConfig::default()
+        };
+        let mut service = SchedulerSettings {
+            registry_address: registry.url(),
+            gateway_address: gateway_address.to_owned(),
+            service_token: SERVICE_TOKEN.to_owned(),
+            ..SchedulerSettings::default()
+        };
+        tune(&mut service);
+        Config { server, service, ignored_env: vec![] }
+    }
+
+    async fn serve(
+        config: Config<SchedulerSettings>,
+        data_dir: &std::path::Path,
+        dispatcher: Option<Arc<dyn Dispatcher>>,
+    ) -> Self {
+        let (authenticator, _) = config.server.auth.authenticator(data_dir).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        match dispatcher {
+            Some(dispatcher) => tokio::spawn(agentmesh_scheduler::server::run_with_dispatcher(
+                config,
+                listener,
+                authenticator,
+                dispatcher,
+                shutdown.clone(),
+            )),
+            None => tokio::spawn(agentmesh_scheduler::server::run(config, listener, authenticator, shutdown.clone())),
+        };
+        agentmesh_testkit::grpc::serving_channel(address).await;
+        let client =
+            SchedulerServiceClient::new(service_channel(&format!("http://{address}"), OPERATOR_TOKEN, None).unwrap());
+        Self { address, client, shutdown }
+    }
+
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for SchedulerNode {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }

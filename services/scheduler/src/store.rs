@@ -1,0 +1,894 @@
+//! The scheduler's store (SCH-1, SCH-6…SCH-8): schedules and the history of
+//! their runs. SQLite by default, PostgreSQL when several replicas share it
+//! (ARCH-2); every statement is written once for both.
+//!
+//! Replicas never fire a run twice and never lose one. A claim advances a
+//! due schedule's `next_run_at` and records its run in one transaction, on
+//! PostgreSQL skipping schedules another replica is claiming. A run's id
+//! follows from its message id, which follows from the schedule and the
+//! scheduled time, so a second record of the same run is refused. Every later
+//! step on a run is a compare-and-set on its lease owner, and a run whose
+//! lease ran out (its replica died) is taken over by another.
+//!
+//! Enumerations are stored by their proto value names, flags as 0 or 1, and
+//! times as unix milliseconds.
+
+mod model;
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use agentmesh_db::{Database, DbError, Dialect, Sql, unavailable};
+use agentmesh_proto::scheduler::v1::{CatchUpPolicy, OverlapPolicy, RunOutcome, RunTrigger};
+use chrono::{DateTime, Utc};
+use sqlx::{Row, any::AnyRow, error::ErrorKind, migrate::Migrator};
+use uuid::Uuid;
+
+pub use model::*;
+
+// Two schemas only because PostgreSQL needs byte-wise collation spelled out
+// and SQLite does not know its name.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
+/// Rows per multi-row statement of a claim. SQLite looks each `$n` up among
+/// the statement's parameters as it parses, which grows with the square of
+/// their number (a 1000-row insert, nine arguments a row, takes 0.3 s to
+/// parse), so there statements stay small; PostgreSQL takes the whole batch
+/// in one round trip.
+const POSTGRES_CLAIM_CHUNK: usize = 1000;
+const SQLITE_CLAIM_CHUNK: usize = 100;
+
+macro_rules! schedule_columns {
+    () => {
+        "id, workspace_id, name, cron_expression, timezone, message_text, message_metadata_json, enabled, \
+         disabled_reason, overlap_policy, catch_up_policy, next_run_at, last_run_at, last_outcome, last_error, \
+         consecutive_empty_replies, stale, revision, created_at, updated_at"
+    };
+}
+
+macro_rules! run_columns {
+    () => {
+        "id, schedule_id, workspace_id, run_trigger, scheduled_at, fired_at, finished_at, outcome, error, summary, \
+         message_id, queue_id"
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (or refuses connections for now);
+    /// retrying later may succeed.
+    #[error("the schedule store is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("the schedule store failed")]
+    Database(#[source] sqlx::Error),
+    #[error("migrating the schedule store failed")]
+    Migrate(#[source] DbError),
+    /// The workspace already has a schedule of this name.
+    #[error("the workspace already has a schedule named {0:?}")]
+    NameTaken(String),
+    #[error("the workspace already has {limit} schedules, the most allowed")]
+    TooManySchedules { limit: u32 },
+    #[error("the stored revision is {stored}, not {expected}")]
+    RevisionMismatch { expected: u64, stored: u64 },
+    /// A page token this store did not hand out (or for the other listing).
+    #[error("invalid page token")]
+    InvalidPageToken,
+    #[error("{id} cannot be read: {problem}")]
+    Corrupt { id: String, problem: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if unavailable(&e) { StoreError::Unavailable(e) } else { StoreError::Database(e) }
+    }
+}
+
+impl From<DbError> for StoreError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Sqlx(e) | DbError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e.into(),
+            other => StoreError::Migrate(other),
+        }
+    }
+}
+
+/// The schedule store; cheap to clone (it shares the connection pool).
+#[derive(Debug, Clone)]
+pub struct ScheduleStore {
+    db: Database,
+    due_sql: &'static str,
+    take_over_sql: &'static str,
+    claim_chunk: usize,
+}
+
+impl ScheduleStore {
+    /// Opens the store on `db`, bringing its schema up to date.
+    pub async fn open(db: Database) -> Result<Self> {
+        db.migrate(&SQLITE_MIGRATIONS, &POSTGRES_MIGRATIONS).await?;
+        let (due_sql, take_over_sql, claim_chunk) = match db.dialect() {
+            Dialect::Postgres => (DUE_POSTGRES, TAKE_OVER_POSTGRES, POSTGRES_CLAIM_CHUNK),
+            Dialect::Sqlite => (DUE_SQLITE, TAKE_OVER_SQLITE, SQLITE_CLAIM_CHUNK),
+        };
+        Ok(Self { db, due_sql, take_over_sql, claim_chunk })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Inserts a schedule: a new id, revision 1, created and updated `now`.
+    ///
+    /// The workspace's schedules are counted in the inserting statement.
+    /// SQLite has one writer, so there the limit is exact; on PostgreSQL two
+    /// creates racing for the last place may both see it free, and the
+    /// workspace ends up a schedule or two over the limit, which is harmless.
+    pub async fn create(&self, new: NewSchedule, max_per_workspace: u32, now: DateTime<Utc>) -> Result<Schedule> {
+        let now = to_ms(now);
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO schedules (id, workspace_id, name, cron_expression, timezone, message_text, \
+             message_metadata_json, enabled, disabled_reason, overlap_policy, catch_up_policy, next_run_at, \
+             last_outcome, last_error, consecutive_empty_replies, stale, revision, created_at, updated_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, '', $9, $10, $11, 'RUN_OUTCOME_UNSPECIFIED', '', 0, 0, 1, $12, $12 \
+             WHERE (SELECT COUNT(*) FROM schedules WHERE workspace_id = $2) < $13 \
+             RETURNING ",
+            schedule_columns!()
+        ))
+        .bind(Uuid::new_v4().to_string())
+        .bind(new.workspace_id.to_string())
+        .bind(&new.name)
+        .bind(&new.cron_expression)
+        .bind(&new.timezone)
+        .bind(&new.message_text)
+        .bind(&new.message_metadata_json)
+        .bind(i64::from(new.enabled))
+        .bind(new.overlap_policy.as_str_name())
+        .bind(new.catch_up_policy.as_str_name())
+        .bind(new.next_run_at.map(to_ms))
+        .bind(now)
+        .bind(i64::from(max_per_workspace))
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(|e| name_taken_or(e, &new.name))?;
+        match inserted {
+            Some(row) => decode_schedule(&row),
+            None => Err(StoreError::TooManySchedules { limit: max_per_workspace }),
+        }
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Schedule>> {
+        let row = sqlx::query(concat!("SELECT ", schedule_columns!(), " FROM schedules WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| decode_schedule(&row)).transpose()
+    }
+
+    /// One page of the schedules matching every filter, by workspace, then
+    /// name. `page_size` 0 means 100; at most 1000. Returns the token of the
+    /// next page, empty on the last.
+    pub async fn list_schedules(
+        &self,
+        filter: &ScheduleFilter,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<Schedule>, String)> {
+        let after = parse_token(page_token, ScheduleCursor::parse)?;
+        let page = effective_page_size(page_size);
+        let mut sql = Sql::new(concat!("SELECT ", schedule_columns!(), " FROM schedules WHERE 1 = 1"));
+        if let Some(workspace_id) = filter.workspace_id {
+            sql.push(" AND workspace_id = ").text(workspace_id.to_string());
+        }
+        if let Some(enabled) = filter.enabled {
+            sql.push(" AND enabled = ").int(i64::from(enabled));
+        }
+        if filter.stale_only {
+            sql.push(" AND stale = 1");
+        }
+        if let Some(after) = after {
+            let workspace_id = after.workspace_id.to_string();
+            sql.push(" AND (workspace_id > ").text(workspace_id.clone());
+            sql.push(" OR (workspace_id = ").text(workspace_id).push(" AND name > ").text(after.name).push("))");
+        }
+        sql.push(" ORDER BY workspace_id, name LIMIT ").int(i64::from(page) + 1);
+        let rows = sql.query().fetch_all(self.db.pool()).await?;
+        let mut schedules = rows.iter().map(decode_schedule).collect::<Result<Vec<_>>>()?;
+        let next = next_page(&mut schedules, page, |last| {
+            ScheduleCursor { workspace_id: last.workspace_id, name: last.name.clone() }.token()
+        });
+        Ok((schedules, next))
+    }
+
+    /// Applies the fields `changes` sets. Returns the schedule afterwards and
+    /// whether anything changed: when every set field already holds its
+    /// value (and `clear_stale` finds nothing to clear), nothing is written.
+    /// Otherwise the revision goes up by one and `updated_at` becomes `now`.
+    /// `enabled` counts as a change only when the flag flips; its reason is
+    /// written with it. `Ok(None)` when there is no such schedule.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        expected_revision: Option<u64>,
+        changes: &ScheduleChanges,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Schedule, bool)>> {
+        // The write is a compare-and-set on the revision read: losing it
+        // means another update came in between, so look again.
+        loop {
+            let Some(stored) = self.get(id).await? else { return Ok(None) };
+            if let Some(expected) = expected_revision
+                && expected != stored.revision
+            {
+                return Err(StoreError::RevisionMismatch { expected, stored: stored.revision });
+            }
+            let Some(mut sql) = assignments(&stored, changes) else { return Ok(Some((stored, false))) };
+            sql.push("revision = revision + 1, updated_at = ").int(to_ms(now));
+            sql.push(" WHERE id = ").text(id.to_string());
+            sql.push(" AND revision = ").int(revision_value(stored.revision));
+            sql.push(concat!(" RETURNING ", schedule_columns!()));
+            let name = changes.name.as_deref().unwrap_or(&stored.name);
+            let row = sql.query().fetch_optional(self.db.pool()).await.map_err(|e| name_taken_or(e, name))?;
+            if let Some(row) = row {
+                return Ok(Some((decode_schedule(&row)?, true)));
+            }
+        }
+    }
+
+    /// Deletes a schedule and its runs; false when it did not exist.
+    pub async fn delete(&self, id: Uuid) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM schedules WHERE id = $1").bind(id.to_string()).execute(self.db.pool()).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Claims up to `limit` enabled schedules due at `now`, earliest first,
+    /// in one transaction: each gets the `next_run_at` (and `last_error`, if
+    /// any) of its `plan`, and the run the plan asks for is recorded
+    /// IN_PROGRESS under `owner`'s lease until `now + lease`. Returns the
+    /// recorded runs in claim order; a run recorded before (same scheduled
+    /// time) is not recorded again, nor returned. Revision and `updated_at`
+    /// stay as they are.
+    pub async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        owner: &str,
+        lease: Duration,
+        plan: impl Fn(&DueSchedule) -> Plan + Send,
+    ) -> Result<Vec<ClaimedRun>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = to_ms(now);
+        let lease_until = now.saturating_add(duration_ms(lease));
+        let mut tx = self.db.begin_write().await?;
+        let rows = sqlx::query(self.due_sql).bind(now).bind(i64::from(limit)).fetch_all(&mut *tx).await?;
+        let due = rows.iter().map(decode_due).collect::<Result<Vec<_>>>()?;
+        let planned: Vec<(Due, Plan)> = due
+            .into_iter()
+            .map(|due| {
+                let plan = plan(&due.schedule);
+                (due, plan)
+            })
+            .collect();
+
+        let mut advanced = HashSet::new();
+        for chunk in planned.chunks(self.claim_chunk) {
+            let rows = advance_sql(chunk).query().persistent(false).fetch_all(&mut *tx).await?;
+            for row in &rows {
+                advanced.insert(uuid_column(row, "id")?);
+            }
+        }
+
+        let runs: Vec<(&Due, RunTrigger, DateTime<Utc>)> = planned
+            .iter()
+            .filter(|(due, _)| advanced.contains(&due.schedule.id))
+            .filter_map(|(due, plan)| plan.run.map(|(trigger, at)| (due, trigger, at)))
+            .collect();
+        let mut claimed = Vec::with_capacity(runs.len());
+        for chunk in runs.chunks(self.claim_chunk) {
+            let mut sql = Sql::new(
+                "INSERT INTO schedule_runs (id, schedule_id, workspace_id, run_trigger, scheduled_at, fired_at, \
+                 outcome, error, summary, message_id, queue_id, lease_owner, lease_until) VALUES ",
+            );
+            for (i, (due, trigger, at)) in chunk.iter().enumerate() {
+                let message_id = message_id(due.schedule.id, &RunKey::At(*at));
+                sql.push(if i == 0 { "(" } else { ", (" });
+                sql.text(run_id(&message_id).to_string()).push(", ");
+                sql.text(due.schedule.id.to_string()).push(", ");
+                sql.text(due.schedule.workspace_id.to_string()).push(", ");
+                sql.text(trigger.as_str_name()).push(", ").int(to_ms(*at)).push(", ").int(now);
+                sql.push(", 'RUN_OUTCOME_IN_PROGRESS', '', '', ").text(message_id).push(", '', ");
+                sql.text(owner).push(", ").int(lease_until).push(")");
+            }
+            sql.push(concat!(" ON CONFLICT DO NOTHING RETURNING ", run_columns!()));
+            for row in sql.query().persistent(false).fetch_all(&mut *tx).await? {
+                claimed.push(decode_run(&row)?);
+            }
+        }
+        tx.commit().await?;
+
+        let by_schedule: HashMap<Uuid, (usize, &Due)> =
+            planned.iter().enumerate().map(|(order, (due, _))| (due.schedule.id, (order, due))).collect();
+        // RETURNING promises no order.
+        claimed.sort_by_key(|run| by_schedule.get(&run.schedule_id).map(|(order, _)| *order));
+        Ok(claimed
+            .into_iter()
+            .filter_map(|run| {
+                let (_, due) = by_schedule.get(&run.schedule_id)?;
+                Some(ClaimedRun {
+                    run,
+                    message_text: due.message_text.clone(),
+                    message_metadata_json: due.message_metadata_json.clone(),
+                    overlap_policy: due.overlap_policy,
+                })
+            })
+            .collect())
+    }
+
+    /// Takes over up to `limit` runs IN_PROGRESS whose lease ended before
+    /// `now` (their replica died): they are `owner`'s until `now + lease`,
+    /// their `fired_at` unchanged. Returns them with what firing needs.
+    pub async fn take_over_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRun>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = to_ms(now);
+        let rows = sqlx::query(self.take_over_sql)
+            .bind(owner)
+            .bind(now.saturating_add(duration_ms(lease)))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut runs = rows.iter().map(decode_run).collect::<Result<Vec<_>>>()?;
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        runs.sort_by_key(|run| (run.scheduled_at, run.id));
+        let schedule_ids: HashSet<String> = runs.iter().map(|run| run.schedule_id.to_string()).collect();
+        let mut sql =
+            Sql::new("SELECT id, message_text, message_metadata_json, overlap_policy FROM schedules WHERE id IN ");
+        sql.text_list(schedule_ids);
+        let rows = sql.query().persistent(false).fetch_all(self.db.pool()).await?;
+        let mut messages = HashMap::new();
+        for row in &rows {
+            let fields = Fields::new(row)?;
+            let message = (
+                fields.text("message_text")?,
+                fields.text("message_metadata_json")?,
+                fields.named("overlap_policy", OverlapPolicy::from_str_name)?,
+            );
+            messages.insert(fields.uuid("id")?, message);
+        }
+        // A run whose schedule was deleted meanwhile went with it.
+        Ok(runs
+            .into_iter()
+            .filter_map(|run| {
+                let (message_text, message_metadata_json, overlap_policy) = messages.get(&run.schedule_id)?.clone();
+                Some(ClaimedRun { run, message_text, message_metadata_json, overlap_policy })
+            })
+            .collect())
+    }
+
+    /// Extends to `until` the lease of every run IN_PROGRESS that `owner`
+    /// holds; returns how many.
+    pub async fn renew_leases(&self, owner: &str, until: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE schedule_runs SET lease_until = $2 WHERE lease_owner = $1 AND outcome = 'RUN_OUTCOME_IN_PROGRESS'",
+        )
+        .bind(owner)
+        .bind(to_ms(until))
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Records the outcome of a run `owner` still holds, and with it the
+    /// schedule's latest run: its time, outcome and error (empty clears it).
+    /// An EMPTY_REPLY counts one more empty reply in a row, and marks the
+    /// schedule stale once the count reaches `stale_after` (0 counts as 1);
+    /// a DELIVERED resets the count; the stale flag stays until cleared by an
+    /// update. Revision, `updated_at` and `next_run_at` stay as they are.
+    /// False, writing nothing, when the run is gone or held by another.
+    pub async fn finish_run(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        finish: &Finish,
+        now: DateTime<Utc>,
+        stale_after: u32,
+    ) -> Result<bool> {
+        let mut tx = self.db.begin_write().await?;
+        let finished = sqlx::query(
+            "UPDATE schedule_runs SET outcome = $3, error = $4, summary = $5, queue_id = $6, finished_at = $7, \
+             lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND outcome = 'RUN_OUTCOME_IN_PROGRESS' \
+             RETURNING schedule_id, scheduled_at",
+        )
+        .bind(run_id.to_string())
+        .bind(owner)
+        .bind(finish.outcome.as_str_name())
+        .bind(&finish.error)
+        .bind(&finish.summary)
+        .bind(&finish.queue_id)
+        .bind(to_ms(now))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(finished) = finished else { return Ok(false) };
+        let schedule_id: String = finished.try_get("schedule_id")?;
+        let scheduled_at: i64 = finished.try_get("scheduled_at")?;
+        let empty_reply = i64::from(finish.outcome == RunOutcome::EmptyReply);
+        let delivered = i64::from(finish.outcome == RunOutcome::Delivered);
+        // Every SET term sees the row as it was, so the new count is spelled
+        // out again where staleness is decided.
+        sqlx::query(
+            "UPDATE schedules SET last_run_at = $2, last_outcome = $3, last_error = $4, \
+             consecutive_empty_replies = CASE WHEN $6 = 1 THEN 0 ELSE consecutive_empty_replies + $5 END, \
+             stale = CASE WHEN $5 = 1 AND consecutive_empty_replies + 1 >= $7 THEN 1 ELSE stale END \
+             WHERE id = $1",
+        )
+        .bind(schedule_id)
+        .bind(scheduled_at)
+        .bind(finish.outcome.as_str_name())
+        .bind(&finish.error)
+        .bind(empty_reply)
+        .bind(delivered)
+        .bind(i64::from(stale_after))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records a manual run of `schedule` (TriggerSchedule): scheduled and
+    /// fired `now`, IN_PROGRESS under `owner`'s lease. With a `request_id`,
+    /// a retry finds the run the first call recorded and returns it, in
+    /// whatever state, with `created` false.
+    pub async fn record_manual_run(
+        &self,
+        schedule: &Schedule,
+        request_id: Option<&str>,
+        now: DateTime<Utc>,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<(ClaimedRun, bool)> {
+        let fresh_request = Uuid::new_v4().to_string();
+        let message_id = message_id(schedule.id, &RunKey::Request(request_id.unwrap_or(&fresh_request)));
+        let id = run_id(&message_id);
+        let now = to_ms(now);
+        let claimed = |run| ClaimedRun {
+            run,
+            message_text: schedule.message_text.clone(),
+            message_metadata_json: schedule.message_metadata_json.clone(),
+            overlap_policy: schedule.overlap_policy,
+        };
+        // Purging may remove a finished run between the insert that met it
+        // and the read; then it is recorded afresh.
+        loop {
+            let inserted = sqlx::query(concat!(
+                "INSERT INTO schedule_runs (id, schedule_id, workspace_id, run_trigger, scheduled_at, fired_at, \
+                 outcome, error, summary, message_id, queue_id, lease_owner, lease_until) \
+                 VALUES ($1, $2, $3, 'RUN_TRIGGER_MANUAL', $4, $4, 'RUN_OUTCOME_IN_PROGRESS', '', '', $5, '', $6, $7) \
+                 ON CONFLICT DO NOTHING RETURNING ",
+                run_columns!()
+            ))
+            .bind(id.to_string())
+            .bind(schedule.id.to_string())
+            .bind(schedule.workspace_id.to_string())
+            .bind(now)
+            .bind(&message_id)
+            .bind(owner)
+            .bind(now.saturating_add(duration_ms(lease)))
+            .fetch_optional(self.db.pool())
+            .await?;
+            if let Some(row) = inserted {
+                return Ok((claimed(decode_run(&row)?), true));
+            }
+            let existing = sqlx::query(concat!("SELECT ", run_columns!(), " FROM schedule_runs WHERE message_id = $1"))
+                .bind(&message_id)
+                .fetch_optional(self.db.pool())
+                .await?;
+            if let Some(row) = existing {
+                return Ok((claimed(decode_run(&row)?), false));
+            }
+        }
+    }
+
+    /// The earliest `next_run_at` of the enabled schedules.
+    pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let row = sqlx::query(
+            "SELECT id, next_run_at FROM schedules WHERE enabled = 1 AND next_run_at IS NOT NULL \
+             ORDER BY next_run_at LIMIT 1",
+        )
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|row| Fields::new(&row)?.time("next_run_at")).transpose()
+    }
+
+    /// Up to `limit` enabled schedules without a `next_run_at`, to be
+    /// repaired.
+    pub async fn missing_next_run(&self, limit: u32) -> Result<Vec<Schedule>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            schedule_columns!(),
+            " FROM schedules WHERE enabled = 1 AND next_run_at IS NULL ORDER BY id LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(decode_schedule).collect()
+    }
+
+    /// Gives an enabled schedule without one its `next_run_at`, and the
+    /// `last_error` if given; true if written. Nothing happens to a schedule
+    /// that got one meanwhile or was disabled.
+    pub async fn repair_next_run(
+        &self,
+        id: Uuid,
+        next_run_at: DateTime<Utc>,
+        last_error: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE schedules SET next_run_at = $2, last_error = COALESCE($3, last_error) \
+             WHERE id = $1 AND enabled = 1 AND next_run_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(to_ms(next_run_at))
+        .bind(last_error)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Disables every enabled schedule of a workspace, with `reason`, as an
+    /// update would (next revision, `updated_at` = `now`). Returns how many.
+    pub async fn disable_workspace(&self, workspace_id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE schedules SET enabled = 0, disabled_reason = $2, next_run_at = NULL, revision = revision + 1, \
+             updated_at = $3 WHERE workspace_id = $1 AND enabled = 1",
+        )
+        .bind(workspace_id.to_string())
+        .bind(reason)
+        .bind(to_ms(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The workspaces with at least one enabled schedule, in id order.
+    pub async fn workspaces_with_enabled_schedules(&self) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query("SELECT DISTINCT workspace_id FROM schedules WHERE enabled = 1 ORDER BY workspace_id")
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter().map(|row| uuid_column(row, "workspace_id")).collect()
+    }
+
+    pub async fn get_run(&self, id: Uuid) -> Result<Option<Run>> {
+        let row = sqlx::query(concat!("SELECT ", run_columns!(), " FROM schedule_runs WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| decode_run(&row)).transpose()
+    }
+
+    /// One page of the runs matching every filter, newest scheduled time
+    /// first (ties by id, descending). `page_size` 0 means 100; at most
+    /// 1000. Returns the token of the next page, empty on the last.
+    pub async fn list_runs(&self, filter: &RunFilter, page_size: u32, page_token: &str) -> Result<(Vec<Run>, String)> {
+        let after = parse_token(page_token, RunCursor::parse)?;
+        let page = effective_page_size(page_size);
+        let mut sql = Sql::new(concat!("SELECT ", run_columns!(), " FROM schedule_runs WHERE 1 = 1"));
+        if let Some(schedule_id) = filter.schedule_id {
+            sql.push(" AND schedule_id = ").text(schedule_id.to_string());
+        }
+        if let Some(workspace_id) = filter.workspace_id {
+            sql.push(" AND workspace_id = ").text(workspace_id.to_string());
+        }
+        if !filter.outcomes.is_empty() {
+            sql.push(" AND outcome IN ").text_list(filter.outcomes.iter().map(|outcome| outcome.as_str_name()));
+        }
+        if let Some(after) = filter.scheduled_after {
+            sql.push(" AND scheduled_at >= ").int(to_ms(after));
+        }
+        if let Some(before) = filter.scheduled_before {
+            sql.push(" AND scheduled_at < ").int(to_ms(before));
+        }
+        if let Some(after) = after {
+            sql.push(" AND (scheduled_at < ").int(after.scheduled_at_ms);
+            sql.push(" OR (scheduled_at = ").int(after.scheduled_at_ms);
+            sql.push(" AND id < ").text(after.id.to_string()).push("))");
+        }
+        sql.push(" ORDER BY scheduled_at DESC, id DESC LIMIT ").int(i64::from(page) + 1);
+        let rows = sql.query().fetch_all(self.db.pool()).await?;
+        let mut runs = rows.iter().map(decode_run).collect::<Result<Vec<_>>>()?;
+        let next = next_page(&mut runs, page, |last| {
+            RunCursor { scheduled_at_ms: to_ms(last.scheduled_at), id: last.id }.token()
+        });
+        Ok((runs, next))
+    }
+
+    /// Forgets the runs that finished before `before`; returns how many.
+    pub async fn purge_runs(&self, before: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM schedule_runs WHERE finished_at IS NOT NULL AND finished_at < $1")
+            .bind(to_ms(before))
+            .execute(self.db.pool())
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// The due schedules a claim takes, earliest first, with what firing needs.
+/// The `enabled = 1` term is the due index's predicate, written out so the
+/// index serves every plan. On PostgreSQL, `SKIP LOCKED` lets replicas
+/// claiming at once take different schedules instead of waiting for each
+/// other; `NO KEY UPDATE` because the key stays, so inserting runs (whose
+/// foreign key locks the schedule's key) is not held up. SQLite has a single
+/// writer, taken when the claim's transaction begins.
+macro_rules! due_sql {
+    ($lock:literal) => {
+        concat!(
+            "SELECT id, workspace_id, cron_expression, timezone, catch_up_policy, next_run_at, message_text, \
+             message_metadata_json, overlap_policy FROM schedules \
+             WHERE enabled = 1 AND next_run_at <= $1 ORDER BY next_run_at LIMIT $2",
+            $lock
+        )
+    };
+}
+const DUE_POSTGRES: &str = due_sql!(" FOR NO KEY UPDATE SKIP LOCKED");
+const DUE_SQLITE: &str = due_sql!("");
+
+/// The take-over of expired leases, as one statement so that it is atomic on
+/// its own. The outer conditions repeat the inner ones: a row another
+/// replica took over between the inner read and the lock is re-checked
+/// against them on PostgreSQL, and left alone.
+macro_rules! take_over_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE schedule_runs SET lease_owner = $1, lease_until = $2 \
+             WHERE outcome = 'RUN_OUTCOME_IN_PROGRESS' AND lease_until < $3 AND id IN \
+             (SELECT id FROM schedule_runs WHERE outcome = 'RUN_OUTCOME_IN_PROGRESS' AND lease_until < $3 \
+             ORDER BY lease_until LIMIT $4",
+            $lock,
+            ") RETURNING ",
+            run_columns!()
+        )
+    };
+}
+const TAKE_OVER_POSTGRES: &str = take_over_sql!(" FOR NO KEY UPDATE SKIP LOCKED");
+const TAKE_OVER_SQLITE: &str = take_over_sql!("");
+
+/// A due schedule as the claim read it.
+struct Due {
+    schedule: DueSchedule,
+    message_text: String,
+    message_metadata_json: String,
+    overlap_policy: OverlapPolicy,
+}
+
+/// Moves each planned schedule to its next time, if it is still due when
+/// the claim read it; returns the ids of those moved.
+fn advance_sql(planned: &[(Due, Plan)]) -> Sql {
+    let mut sql = Sql::new("WITH planned (schedule_id, due_at, new_next_run_at, new_error) AS (VALUES ");
+    for (i, (due, plan)) in planned.iter().enumerate() {
+        sql.push(if i == 0 { "(" } else { ", (" });
+        sql.text(due.schedule.id.to_string()).push(", ").int(to_ms(due.schedule.next_run_at)).push(", ");
+        sql.int(to_ms(plan.next_run_at)).push(", ").text_or_null(plan.error.as_deref()).push(")");
+    }
+    sql.push(
+        ") UPDATE schedules SET next_run_at = planned.new_next_run_at, \
+         last_error = COALESCE(planned.new_error, schedules.last_error) \
+         FROM planned WHERE schedules.id = planned.schedule_id AND schedules.next_run_at = planned.due_at \
+         RETURNING id",
+    );
+    sql
+}
+
+/// The `SET` list of an update, ending in ", " for the revision that always
+/// follows; `None` when `changes` leaves the schedule as it is.
+fn assignments(stored: &Schedule, changes: &ScheduleChanges) -> Option<Sql> {
+    let mut sql = Sql::new("UPDATE schedules SET ");
+    let mut changed = false;
+    let mut text = |column: &str, new: Option<&str>, old: &str| {
+        if let Some(new) = new.filter(|new| *new != old) {
+            sql.push(column).push(" = ").text(new).push(", ");
+            changed = true;
+        }
+    };
+    text("name", changes.name.as_deref(), &stored.name);
+    text("cron_expression", changes.cron_expression.as_deref(), &stored.cron_expression);
+    text("timezone", changes.timezone.as_deref(), &stored.timezone);
+    text("message_text", changes.message_text.as_deref(), &stored.message_text);
+    text("message_metadata_json", changes.message_metadata_json.as_deref(), &stored.message_metadata_json);
+    let overlap_policy = changes.overlap_policy.map(|policy| policy.as_str_name());
+    text("overlap_policy", overlap_policy, stored.overlap_policy.as_str_name());
+    let catch_up_policy = changes.catch_up_policy.map(|policy| policy.as_str_name());
+    text("catch_up_policy", catch_up_policy, stored.catch_up_policy.as_str_name());
+    if let Some((enabled, reason)) = changes.enabled.as_ref().filter(|(enabled, _)| *enabled != stored.enabled) {
+        sql.push("enabled = ").int(i64::from(*enabled)).push(", disabled_reason = ").text(reason.as_str()).push(", ");
+        changed = true;
+    }
+    if let Some(next_run_at) = changes.next_run_at.filter(|next| *next != stored.next_run_at) {
+        match next_run_at {
+            Some(at) => sql.push("next_run_at = ").int(to_ms(at)).push(", "),
+            None => sql.push("next_run_at = NULL, "),
+        };
+        changed = true;
+    }
+    if changes.clear_stale && (stored.stale || stored.consecutive_empty_replies > 0) {
+        sql.push("stale = 0, consecutive_empty_replies = 0, ");
+        changed = true;
+    }
+    changed.then_some(sql)
+}
+
+fn effective_page_size(page_size: u32) -> u32 {
+    match page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n.min(MAX_PAGE_SIZE),
+    }
+}
+
+/// An empty token means the first page.
+fn parse_token<T>(token: &str, parse: fn(&str) -> Option<T>) -> Result<Option<T>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    parse(token).map(Some).ok_or(StoreError::InvalidPageToken)
+}
+
+/// Cuts a page read one row long down to size; the token of the next page,
+/// or empty when there is none.
+fn next_page<T>(items: &mut Vec<T>, page: u32, token: impl Fn(&T) -> String) -> String {
+    if items.len() <= page as usize {
+        return String::new();
+    }
+    items.truncate(page as usize);
+    items.last().map(token).unwrap_or_default()
+}
+
+/// Revisions start at 1 and go up by one per change: they fit.
+fn revision_value(revision: u64) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
+}
+
+fn name_taken_or(e: sqlx::Error, name: &str) -> StoreError {
+    match &e {
+        // The only unique key a schedule can break is (workspace, name); its
+        // id is a fresh random UUID.
+        sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => StoreError::NameTaken(name.to_owned()),
+        _ => e.into(),
+    }
+}
+
+fn corrupt(id: &str, column: &str, value: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { id: id.to_owned(), problem: format!("{column}: {value}") }
+}
+
+fn uuid_column(row: &AnyRow, column: &str) -> Result<Uuid> {
+    let text: String = row.try_get(column)?;
+    Uuid::parse_str(&text).map_err(|e| corrupt(&text, column, e))
+}
+
+/// The columns of one row, read with the row's id at hand for errors.
+struct Fields<'r> {
+    row: &'r AnyRow,
+    id: String,
+}
+
+impl<'r> Fields<'r> {
+    fn new(row: &'r AnyRow) -> Result<Self> {
+        Ok(Self { row, id: row.try_get("id")? })
+    }
+
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.row.try_get(column)?)
+    }
+
+    fn uuid(&self, column: &str) -> Result<Uuid> {
+        let text: String = self.row.try_get(column)?;
+        Uuid::parse_str(&text).map_err(|e| corrupt(&self.id, column, e))
+    }
+
+    fn time(&self, column: &str) -> Result<DateTime<Utc>> {
+        let ms: i64 = self.row.try_get(column)?;
+        from_ms(ms).ok_or_else(|| corrupt(&self.id, column, ms))
+    }
+
+    fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>> {
+        let ms: Option<i64> = self.row.try_get(column)?;
+        ms.map(|ms| from_ms(ms).ok_or_else(|| corrupt(&self.id, column, ms))).transpose()
+    }
+
+    fn flag(&self, column: &str) -> Result<bool> {
+        match self.row.try_get::<i64, _>(column)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(corrupt(&self.id, column, other)),
+        }
+    }
+
+    fn count<T: TryFrom<i64>>(&self, column: &str) -> Result<T> {
+        let value: i64 = self.row.try_get(column)?;
+        T::try_from(value).map_err(|_| corrupt(&self.id, column, value))
+    }
+
+    /// An enumeration stored by its proto value name.
+    fn named<T>(&self, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+        let name: String = self.row.try_get(column)?;
+        parse(&name).ok_or_else(|| corrupt(&self.id, column, name))
+    }
+}
+
+fn decode_schedule(row: &AnyRow) -> Result<Schedule> {
+    let fields = Fields::new(row)?;
+    Ok(Schedule {
+        id: fields.uuid("id")?,
+        workspace_id: fields.uuid("workspace_id")?,
+        name: fields.text("name")?,
+        cron_expression: fields.text("cron_expression")?,
+        timezone: fields.text("timezone")?,
+        message_text: fields.text("message_text")?,
+        message_metadata_json: fields.text("message_metadata_json")?,
+        enabled: fields.flag("enabled")?,
+        disabled_reason: fields.text("disabled_reason")?,
+        overlap_policy: fields.named("overlap_policy", OverlapPolicy::from_str_name)?,
+        catch_up_policy: fields.named("catch_up_policy", CatchUpPolicy::from_str_name)?,
+        next_run_at: fields.optional_time("next_run_at")?,
+        last_run_at: fields.optional_time("last_run_at")?,
+        last_outcome: fields.named("last_outcome", RunOutcome::from_str_name)?,
+        last_error: fields.text("last_error")?,
+        consecutive_empty_replies: fields.count("consecutive_empty_replies")?,
+        stale: fields.flag("stale")?,
+        revision: fields.count("revision")?,
+        created_at: fields.time("created_at")?,
+        updated_at: fields.time("updated_at")?,
+    })
+}
+
+fn decode_due(row: &AnyRow) -> Result<Due> {
+    let fields = Fields::new(row)?;
+    Ok(Due {
+        schedule: DueSchedule {
+            id: fields.uuid("id")?,
+            workspace_id: fields.uuid("workspace_id")?,
+            cron_expression: fields.text("cron_expression")?,
+            timezone: fields.text("timezone")?,
+            catch_up_policy: fields.named("catch_up_policy", CatchUpPolicy::from_str_name)?,
+            next_run_at: fields.time("next_run_at")?,
+        },
+        message_text: fields.text("message_text")?,
+        message_metadata_json: fields.text("message_metadata_json")?,
+        overlap_policy: fields.named("overlap_policy", OverlapPolicy::from_str_name)?,
+    })
+}
+
+fn decode_run(row: &AnyRow) -> Result<Run> {
+    let fields = Fields::new(row)?;
+    Ok(Run {
+        id: fields.uuid("id")?,
+        schedule_id: fields.uuid("schedule_id")?,
+        workspace_id: fields.uuid("workspace_id")?,
+        trigger: fields.named("run_trigger", RunTrigger::from_str_name)?,
+        scheduled_at: fields.time("scheduled_at")?,
+        fired_at: fields.optional_time("fired_at")?,
+        finished_at: fields.optional_time("finished_at")?,
+        outcome: fields.named("outcome", RunOutcome::from_str_name)?,
+        error: fields.text("error")?,
+        summary: fields.text("summary")?,
+        message_id: fields.text("message_id")?,
+        queue_id: fields.text("queue_id")?,
+    })
+}
