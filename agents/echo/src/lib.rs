@@ -109,6 +109,9 @@ pub struct Config {
     /// How many of the latest message ids are remembered to recognise
     /// redeliveries; 0 turns recognition off.
     pub remembered_message_ids: usize,
+    /// Answer with an empty text instead of the echo, as an agent that
+    /// ignores the prompt would.
+    pub silent: bool,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             capabilities: Capabilities::default(),
             idle_timeout_seconds: None,
             remembered_message_ids: 100_000,
+            silent: false,
         }
     }
 }

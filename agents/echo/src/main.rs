@@ -55,6 +55,10 @@ struct Args {
     /// redelivered message as the same message; 0 turns this off.
     #[arg(long, env = "AGENTMESH_ECHO_REMEMBERED_MESSAGE_IDS", default_value_t = 100_000)]
     remembered_message_ids: usize,
+    /// Answer every message with an empty text, as an agent that ignores
+    /// the prompt would.
+    #[arg(long, env = "AGENTMESH_ECHO_SILENT")]
+    silent: bool,
 }
 
 impl Args {
@@ -72,6 +76,7 @@ impl Args {
             },
             idle_timeout_seconds: self.idle_timeout_seconds,
             remembered_message_ids: self.remembered_message_ids,
+            silent: self.silent,
         }
     }
 }

@@ -72,7 +72,7 @@ pub(crate) async fn handle(State(state): State<Arc<AgentState>>, body: Bytes) ->
     let Some(in_flight) = state.admit() else {
         return busy(&request.id);
     };
-    let reply = format!("echo: {}", incoming.text);
+    let reply = if state.config.silent { String::new() } else { format!("echo: {}", incoming.text) };
     let Incoming { text, context_id, message_id } = incoming;
     let answer = state.deliveries().deliver(message_id.as_deref(), text, || AnswerIds {
         context_id: context_id.unwrap_or_else(new_id),

@@ -55,7 +55,16 @@ impl Mesh {
     /// An echo agent online as a workspace declaring `capabilities`, with
     /// room for `max_concurrent_tasks`.
     async fn agent(&self, capabilities: rpb::Capabilities, max_concurrent_tasks: u32) -> (EchoAgent, Workspace) {
-        let agent = EchoAgent::start(EchoConfig::default()).await;
+        self.agent_with(EchoConfig::default(), capabilities, max_concurrent_tasks).await
+    }
+
+    async fn agent_with(
+        &self,
+        config: EchoConfig,
+        capabilities: rpb::Capabilities,
+        max_concurrent_tasks: u32,
+    ) -> (EchoAgent, Workspace) {
+        let agent = EchoAgent::start(config).await;
         let workspace = self.registry.create("echo", None, max_concurrent_tasks).await;
         workspace.register(&agent.url, capabilities, None).await;
         assert_eq!(workspace.heartbeat(0).await, WorkspaceStatus::Online);
@@ -383,4 +392,65 @@ async fn a_manual_trigger_fires_once_per_request_id() {
     assert_eq!(agent.received().await, ["prompt from by-hand"]);
     let after = get(&scheduler.client, &schedule.id).await;
     assert_eq!(after.next_run_at, schedule.next_run_at, "a trigger leaves the timetable alone");
+}
+
+/// Rows damaged behind the scheduler's back (SCH-7): an expression that no
+/// longer parses keeps its `next_run_at` and an error and wedges nothing; a
+/// missing `next_run_at` is repaired at start.
+#[tokio::test]
+async fn a_damaged_row_neither_loses_its_place_nor_stops_the_others() {
+    let mesh = Mesh::start().await;
+    let scheduler = mesh.scheduler(|_| {}).await;
+    let (agent, workspace) = mesh.agent(rpb::Capabilities::default(), 8).await;
+    let poisoned = create(&scheduler.client, schedule_request(&workspace, "poisoned", EVERY_SECOND)).await;
+    let unplaced = create(&scheduler.client, schedule_request(&workspace, "unplaced", "0 0 1 1 *")).await;
+    let healthy = create(&scheduler.client, schedule_request(&workspace, "healthy", EVERY_SECOND)).await;
+    scheduler.stop();
+
+    let pool = sqlx::SqlitePool::connect(&mesh.database_url()).await.unwrap();
+    sqlx::query("UPDATE schedules SET cron_expression = 'not a cron' WHERE id = $1")
+        .bind(&poisoned.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE schedules SET next_run_at = NULL WHERE id = $1")
+        .bind(&unplaced.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let scheduler = mesh.scheduler(|_| {}).await;
+    let poisoned_before = runs(&scheduler.client, &poisoned.id).await.len();
+    let fired = finished_runs(&scheduler.client, &healthy.id, 3, Duration::from_secs(10)).await;
+    assert!(fired.iter().all(|r| r.outcome() == RunOutcome::Delivered), "{fired:#?}");
+
+    let damaged = get(&scheduler.client, &poisoned.id).await;
+    assert!(damaged.last_error.contains("cron_expression"), "{damaged:?}");
+    assert!(damaged.next_run_at.is_some(), "a bad expression never erases next_run_at");
+    assert!(millis(&damaged.next_run_at) > chrono_now_ms() + 30_000, "looked at again later, not every tick");
+    assert_eq!(runs(&scheduler.client, &poisoned.id).await.len(), poisoned_before, "nothing fires from a bad row");
+
+    let repaired = get(&scheduler.client, &unplaced.id).await;
+    assert!(repaired.next_run_at.is_some(), "a missing next_run_at is repaired at start");
+    assert!(agent.received().await.iter().any(|t| t == "prompt from healthy"));
+}
+
+#[tokio::test]
+async fn repeated_empty_replies_mark_the_schedule_stale() {
+    let mesh = Mesh::start().await;
+    let scheduler = mesh.scheduler(|s| s.stale_after_empty_replies = 3).await;
+    let silent = EchoConfig { silent: true, ..EchoConfig::default() };
+    let (_agent, workspace) = mesh.agent_with(silent, rpb::Capabilities::default(), 4).await;
+    let schedule = create(&scheduler.client, schedule_request(&workspace, "ignored", EVERY_SECOND)).await;
+
+    let runs = finished_runs(&scheduler.client, &schedule.id, 3, Duration::from_secs(10)).await;
+    assert!(runs.iter().all(|r| r.outcome() == RunOutcome::EmptyReply), "{runs:#?}");
+    let stale = eventually(Duration::from_secs(5), || async {
+        let schedule = get(&scheduler.client, &schedule.id).await;
+        schedule.stale.then_some(schedule)
+    })
+    .await;
+    assert!(stale.consecutive_empty_replies >= 3, "{stale:?}");
+    assert!(stale.enabled, "a stale schedule keeps firing");
 }
