@@ -97,9 +97,10 @@ impl Engine {
             return Ok(claimed.run);
         }
         let decision = AssertUnwindSafe(self.decide(&claimed)).catch_unwind().await;
+        let fired_at = Some(Utc::now());
         match decision {
             Ok(Decision::Finish(finish)) => {
-                self.finish(&claimed, &finish).await;
+                self.finish(&claimed, &Finish { fired_at, ..finish }).await;
                 Ok(self.store.get_run(claimed.run.id).await?.unwrap_or(claimed.run))
             }
             Ok(Decision::Send) => {
@@ -107,14 +108,14 @@ impl Engine {
                 let permit = self.slots.clone().acquire_owned().await.expect("the slots are never closed");
                 let engine = self.clone();
                 tokio::spawn(async move {
-                    let finish = engine.send_caught(&claimed).await;
+                    let finish = Finish { fired_at, ..engine.send_caught(&claimed).await };
                     engine.finish(&claimed, &finish).await;
                     drop(permit);
                 });
                 Ok(run)
             }
             Err(panic) => {
-                let finish = panicked(panic);
+                let finish = Finish { fired_at, ..panicked(panic) };
                 self.finish(&claimed, &finish).await;
                 Err(SchedulerError::Store(finish.error))
             }
@@ -196,24 +197,28 @@ impl Engine {
     /// this replica's send slots.
     async fn fire(self: &Arc<Self>, claimed: ClaimedRun) {
         let permit = self.slots.clone().acquire_owned().await.expect("the slots are never closed");
-        let lag_ms = claimed.run.fired_at.map(|at| (at - claimed.run.scheduled_at).num_milliseconds()).unwrap_or(0);
         let span = tracing::info_span!(
             "schedule.fire",
             schedule_id = %claimed.run.schedule_id,
             run_id = %claimed.run.id,
             workspace_id = %claimed.run.workspace_id,
             trigger = claimed.run.trigger.as_str_name(),
-            lag_ms,
+            lag_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
         let engine = self.clone();
         tokio::spawn(
             async move {
-                let finish = match AssertUnwindSafe(engine.decide(&claimed)).catch_unwind().await {
+                let decision = AssertUnwindSafe(engine.decide(&claimed)).catch_unwind().await;
+                let fired_at = Utc::now();
+                let lag_ms = (fired_at - claimed.run.scheduled_at).num_milliseconds();
+                tracing::Span::current().record("lag_ms", lag_ms);
+                let finish = match decision {
                     Ok(Decision::Finish(finish)) => finish,
                     Ok(Decision::Send) => engine.send_caught(&claimed).await,
                     Err(panic) => panicked(panic),
                 };
+                let finish = Finish { fired_at: Some(fired_at), ..finish };
                 tracing::Span::current().record("outcome", finish.outcome.as_str_name());
                 engine.finish(&claimed, &finish).await;
                 drop(permit);
@@ -236,12 +241,7 @@ impl Engine {
             return Decision::Finish(failed(format!("workspace {workspace_id} was removed")));
         }
         if workspace.capabilities.native_scheduler {
-            return Decision::Finish(Finish {
-                outcome: RunOutcome::SkippedNative,
-                error: String::new(),
-                summary: String::new(),
-                queue_id: String::new(),
-            });
+            return Decision::Finish(Finish { outcome: RunOutcome::SkippedNative, ..Finish::default() });
         }
         if workspace.is_busy() && claimed.overlap_policy != OverlapPolicy::Queue {
             let error = format!(
@@ -249,12 +249,7 @@ impl Engine {
                 workspace.active_tasks,
                 workspace.max_concurrent_tasks.max(1)
             );
-            return Decision::Finish(Finish {
-                outcome: RunOutcome::SkippedBusy,
-                error,
-                summary: String::new(),
-                queue_id: String::new(),
-            });
+            return Decision::Finish(Finish { outcome: RunOutcome::SkippedBusy, error, ..Finish::default() });
         }
         Decision::Send
     }
@@ -271,12 +266,7 @@ impl Engine {
             Ok(sent) => sent,
             Err(panic) => return panicked(panic),
         };
-        let blank = || Finish {
-            outcome: RunOutcome::Delivered,
-            error: String::new(),
-            summary: String::new(),
-            queue_id: String::new(),
-        };
+        let blank = || Finish { outcome: RunOutcome::Delivered, ..Finish::default() };
         match sent {
             Ok(Delivery::Replied { summary }) if summary.is_empty() => {
                 Finish { outcome: RunOutcome::EmptyReply, ..blank() }
@@ -398,7 +388,7 @@ impl Engine {
 }
 
 fn failed(error: String) -> Finish {
-    Finish { outcome: RunOutcome::Failed, error, summary: String::new(), queue_id: String::new() }
+    Finish { outcome: RunOutcome::Failed, error, ..Finish::default() }
 }
 
 fn panicked(panic: Box<dyn Any + Send>) -> Finish {

@@ -414,7 +414,7 @@ impl ScheduleStore {
         let mut tx = self.db.begin_write().await?;
         let finished = sqlx::query(
             "UPDATE schedule_runs SET outcome = $3, error = $4, summary = $5, queue_id = $6, finished_at = $7, \
-             lease_owner = NULL, lease_until = NULL \
+             fired_at = COALESCE($8, fired_at), lease_owner = NULL, lease_until = NULL \
              WHERE id = $1 AND lease_owner = $2 AND outcome = 'RUN_OUTCOME_IN_PROGRESS' \
              RETURNING schedule_id, scheduled_at",
         )
@@ -425,6 +425,7 @@ impl ScheduleStore {
         .bind(&finish.summary)
         .bind(&finish.queue_id)
         .bind(to_ms(now))
+        .bind(finish.fired_at.map(to_ms))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(finished) = finished else { return Ok(false) };

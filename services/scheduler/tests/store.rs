@@ -164,7 +164,7 @@ async fn claim(store: &ScheduleStore, now: DateTime<Utc>, owner: &str) -> Vec<Cl
 }
 
 fn finish(outcome: RunOutcome) -> Finish {
-    Finish { outcome, error: String::new(), summary: String::new(), queue_id: String::new() }
+    Finish { outcome, ..Finish::default() }
 }
 
 fn schedule_ids(claimed: &[ClaimedRun]) -> Vec<Uuid> {
@@ -667,8 +667,8 @@ async fn only_the_holder_finishes_a_run(backend: &Backend) {
     let failed = Finish {
         outcome: RunOutcome::Failed,
         error: "gateway unavailable".to_owned(),
-        summary: String::new(),
-        queue_id: String::new(),
+        fired_at: Some(t(2)),
+        ..Finish::default()
     };
     assert!(!store.finish_run(run_id, "r2", &failed, t(5), STALE_AFTER).await.unwrap(), "r2 does not hold it");
     assert!(!store.finish_run(Uuid::new_v4(), "r1", &failed, t(5), STALE_AFTER).await.unwrap(), "no such run");
@@ -681,7 +681,7 @@ async fn only_the_holder_finishes_a_run(backend: &Backend) {
         (run.outcome, run.error.as_str(), run.finished_at),
         (RunOutcome::Failed, "gateway unavailable", Some(t(5)))
     );
-    assert_eq!(run.fired_at, Some(t(0)));
+    assert_eq!(run.fired_at, Some(t(2)), "fired when the replica acted, not when it claimed");
     let after = get(store, schedule.id).await;
     assert_eq!((after.last_run_at, after.last_outcome), (Some(t(0)), RunOutcome::Failed));
     assert_eq!(after.last_error, "gateway unavailable");
@@ -700,9 +700,9 @@ async fn only_the_holder_finishes_a_run(backend: &Backend) {
     let manual = store.record_manual_run(&after, None, t(10), "r1", LEASE).await.unwrap().0.run;
     let queued = Finish {
         outcome: RunOutcome::Queued,
-        error: String::new(),
         summary: "queued behind 2 tasks".to_owned(),
         queue_id: "q-123".to_owned(),
+        ..Finish::default()
     };
     assert!(store.finish_run(manual.id, "r1", &queued, t(11), STALE_AFTER).await.unwrap());
     let run = get_run(store, manual.id).await;

@@ -116,12 +116,15 @@ pub struct Plan {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Finish {
     pub outcome: RunOutcome,
     pub error: String,
     pub summary: String,
     pub queue_id: String,
+    /// When the replica acted on the run (began sending it, or decided not
+    /// to), which becomes its `fired_at`; `None` keeps the time of the claim.
+    pub fired_at: Option<DateTime<Utc>>,
 }
 
 /// Filters of [`super::ScheduleStore::list_schedules`].
