@@ -2,7 +2,7 @@
 //! online workspaces, all but DUE on a timetable that does not come round
 //! during the run. Then, round after round, creates DUE more that all fall
 //! due in one second T, reads back from the run history when each run was
-//! fired (claimed) and finished, and deletes them again.
+//! fired (its send began) and finished, and deletes them again.
 //!
 //! The nearest limit, measured in the same round: DUE `SendMessage` calls
 //! made by this client through the gateway's gRPC binding (the path the
@@ -458,33 +458,6 @@ struct Fired {
     first_error: Option<String>,
 }
 
-impl Fired {
-    /// The distinct fire lags and how many runs had each: runs claimed in
-    /// one transaction share their `fired_at`, so these are the claims.
-    fn steps(&self) -> Vec<(u32, usize)> {
-        let mut steps: Vec<(u32, usize)> = Vec::new();
-        for &lag in &self.fire_lag_us {
-            match steps.last_mut() {
-                Some((last, count)) if *last == lag => *count += 1,
-                _ => steps.push((lag, 1)),
-            }
-        }
-        steps
-    }
-
-    /// `1 ms ×200, 90 ms ×200, …`, the first few steps.
-    fn describe_steps(&self) -> String {
-        const SHOWN: usize = 12;
-        let steps = self.steps();
-        let mut text: Vec<String> =
-            steps.iter().take(SHOWN).map(|(us, count)| format!("{} ms ×{count}", us / 1000)).collect();
-        if steps.len() > SHOWN {
-            text.push(format!("{} more", steps.len() - SHOWN));
-        }
-        text.join(", ")
-    }
-}
-
 /// The lags of the runs of `schedule_ids`, once every one of them has an
 /// outcome; `None` while some have not. Runs of other schedules, or a
 /// schedule run twice in the second, are a broken run history.
@@ -700,13 +673,11 @@ fn describe_round(r: &Round, due: usize) -> String {
     let run_error = r.fired.first_error.as_deref().map(|e| format!(", first run error: {e}")).unwrap_or_default();
     format!(
         "round {}: {due} runs due at {}: fire lag p50 {lag50:.1} ms, p90 {lag90:.1} ms, p99 {lag99:.1} ms, max \
-         {lag_max:.1} ms ({} steps: {}); finished p99 {:.1} ms; dispatch→finish p50 {:.1} ms, p99 {:.1} ms; outcomes {:?}{run_error} \
+         {lag_max:.1} ms; finished p99 {:.1} ms; dispatch→finish p50 {:.1} ms, p99 {:.1} ms; outcomes {:?}{run_error} \
          (CPU: {}); scheduler RSS {}. Direct burst: p50 {direct50:.1} ms, p99 {direct99:.1} ms, max {direct_max:.1} \
          ms, {direct_errors} (CPU: {}). Fire p99 / direct p99 {:.2}×, finished p99 / direct p99 {:.2}×",
         r.round,
         cron_at(r.due_second),
-        r.fired.steps().len(),
-        r.fired.describe_steps(),
         quantile_ms(&r.fired.finish_lag_us, 0.99),
         quantile_ms(&r.fired.dispatch_us, 0.5),
         quantile_ms(&r.fired.dispatch_us, 0.99),
@@ -750,7 +721,6 @@ fn round_json(args: &ScheduleLagArgs, r: &Round) -> serde_json::Value {
         "due_second": r.due_second,
         "due_created_per_sec": r.created.rate().round(),
         "fire_lag_ms": ms(&r.fired.fire_lag_us),
-        "fire_steps": r.fired.steps().iter().map(|(us, count)| json!([round3(f64::from(*us) / 1000.0), count])).collect::<Vec<_>>(),
         "finish_lag_ms": ms(&r.fired.finish_lag_us),
         "dispatch_ms": ms(&r.fired.dispatch_us),
         "outcomes": r.fired.outcomes,
@@ -860,16 +830,6 @@ mod tests {
         assert_eq!(result.finish_lag_us, [45_000, 1_260_000]);
         assert_eq!(result.dispatch_us, [5_000, 10_000]);
         assert_eq!(result.outcomes, BTreeMap::from([("DELIVERED".to_owned(), 2)]));
-    }
-
-    #[test]
-    fn runs_fired_at_the_same_instant_form_one_step() {
-        let ids: HashSet<&str> = ["a", "b", "c"].into();
-        let runs =
-            [run("1", "a", 100, 40, Some(45)), run("2", "b", 100, 90, Some(95)), run("3", "c", 100, 40, Some(50))];
-        let result = lags_of(&runs, &ids).unwrap().unwrap();
-        assert_eq!(result.steps(), [(40_000, 2), (90_000, 1)]);
-        assert_eq!(result.describe_steps(), "40 ms ×2, 90 ms ×1");
     }
 
     #[test]
