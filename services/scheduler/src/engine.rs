@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::{
     directory::Workspaces,
     dispatch::{Delivery, DispatchError, Dispatcher, Outgoing},
-    error::{Result, SchedulerError},
+    error::Result,
     settings::SchedulerSettings,
     store::{ClaimedRun, Finish, Run, Schedule, ScheduleStore, StoreError},
     timetable,
@@ -98,11 +98,9 @@ impl Engine {
         }
         let decision = AssertUnwindSafe(self.decide(&claimed)).catch_unwind().await;
         let fired_at = Some(Utc::now());
-        match decision {
-            Ok(Decision::Finish(finish)) => {
-                self.finish(&claimed, &Finish { fired_at, ..finish }).await;
-                Ok(self.store.get_run(claimed.run.id).await?.unwrap_or(claimed.run))
-            }
+        let finish = match decision {
+            Ok(Decision::Finish(finish)) => finish,
+            Err(panic) => panicked(panic),
             Ok(Decision::Send) => {
                 let run = claimed.run.clone();
                 let permit = self.slots.clone().acquire_owned().await.expect("the slots are never closed");
@@ -112,14 +110,11 @@ impl Engine {
                     engine.finish(&claimed, &finish).await;
                     drop(permit);
                 });
-                Ok(run)
+                return Ok(run);
             }
-            Err(panic) => {
-                let finish = Finish { fired_at, ..panicked(panic) };
-                self.finish(&claimed, &finish).await;
-                Err(SchedulerError::Store(finish.error))
-            }
-        }
+        };
+        self.finish(&claimed, &Finish { fired_at, ..finish }).await;
+        Ok(self.store.get_run(claimed.run.id).await?.unwrap_or(claimed.run))
     }
 
     /// Runs the scheduler until `shutdown`: repairs at start, then fires due
