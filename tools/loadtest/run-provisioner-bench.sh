@@ -26,6 +26,7 @@
 # directory), QUIET_CORES and QUIET_WAIT (before measuring, wait up to
 # QUIET_WAIT seconds for the machine to use less than QUIET_CORES cores).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 RUNS=${RUNS:-20}
@@ -41,10 +42,7 @@ mkdir -p "$OUT"
 IMAGE=agentmesh/echo-agent:dev
 
 cargo build --release -p agentmesh-loadtest -p agentmesh-registry -p agentmesh-provisioner
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-LOADTEST=$target_dir/release/agentmesh-loadtest
-REGISTRY=$target_dir/release/agentmesh-registry
-PROVISIONER=$target_dir/release/agentmesh-provisioner
+release_binaries
 if [[ ${SKIP_IMAGE_BUILD:-} != 1 ]]; then
   deploy/images/build.sh >/dev/null
 fi
@@ -53,20 +51,12 @@ docker image inspect "$IMAGE" >/dev/null
 # One id names the network, the mesh (stamped on the provisioner's
 # containers and volumes) and the label on the `docker run` containers, so
 # clean-up touches nothing else on a shared engine.
-run_id=$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+run_id=$(random_hex 4)
 network=agentmesh-bench-$run_id
 mesh_id=bench-$run_id
 bench_label=dev.agentmesh.bench
 
-pids=()
-cleanup() {
-  local status=$?
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
+remove_docker_objects() {
   local containers volumes
   containers=$(docker ps -aq --filter "label=dev.agentmesh/mesh-id=$mesh_id"
     docker ps -aq --filter "label=$bench_label=$run_id")
@@ -74,65 +64,24 @@ cleanup() {
   volumes=$(docker volume ls -q --filter "label=dev.agentmesh/mesh-id=$mesh_id")
   [[ -z $volumes ]] || docker volume rm -f $volumes >/dev/null || true
   docker network rm "$network" >/dev/null 2>&1 || true
-  exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit remove_docker_objects
 
 docker network create --label "$bench_label=$run_id" "$network" >/dev/null
 gateway=$(docker network inspect "$network" --format '{{(index .IPAM.Config 0).Gateway}}')
 
-wait_for_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1:$2" >&2
-  return 1
-}
-
-# CPU time (user + system) of a process, in clock ticks (100 per second).
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-cores() { awk -v t="$1" -v d="$2" 'BEGIN { printf "%.2f", t / 100 / d }'; }
 # The engine's daemons, whose CPU the creates cost too.
 engine_ticks() {
   local total=0 pid
   for pid in $(pgrep -x dockerd; pgrep -x containerd); do
-    total=$((total + $(cpu_ticks "$pid")))
+    # Either may be gone by now.
+    total=$((total + $(cpu_ticks "$pid" 2>/dev/null || echo 0)))
   done
   echo "$total"
 }
 
-wait_for_quiet() {
-  local waited=0 before after
-  while ((waited < QUIET_WAIT)); do
-    before=$(machine_ticks)
-    sleep 2
-    after=$(machine_ticks)
-    waited=$((waited + 2))
-    if awk -v b="$(cores $((after - before)) 2)" -v q="$QUIET_CORES" 'BEGIN { exit !(b < q) }'; then
-      return 0
-    fi
-  done
-  echo "warning: the machine is still busy after ${QUIET_WAIT}s; measuring anyway" >&2
-}
-
-umask 077
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$OUT/operator.token"
-service_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-operator_token=$(cat "$OUT/operator.token")
-umask 022
-mkdir -p "$OUT/registry" "$OUT/provisioner"
-cat >"$OUT/registry.toml" <<TOML
-listen = "$gateway:$REGISTRY_PORT"
-data_dir = "$OUT/registry"
-[auth]
-operator_tokens = ["$operator_token"]
-service_tokens = ["$service_token"]
-[registry]
-network_mode = "dev"
-TOML
+new_tokens
+mkdir -p "$OUT/provisioner"
 cat >"$OUT/provisioner.toml" <<TOML
 listen = "127.0.0.1:$PROVISIONER_PORT"
 data_dir = "$OUT/provisioner"
@@ -150,14 +99,12 @@ name = "docker:bench"
 network = "$network"
 TOML
 
-"$REGISTRY" --config "$OUT/registry.toml" >"$OUT/registry.log" 2>&1 &
+start_registry "$gateway"
 registry_pid=$!
-pids+=("$registry_pid")
-wait_for_port "$gateway" "$REGISTRY_PORT"
-"$PROVISIONER" --config "$OUT/provisioner.toml" >"$OUT/provisioner.log" 2>&1 &
+wait_for_port "$REGISTRY_PORT" "$gateway"
+launch "$OUT/provisioner.log" "$PROVISIONER" --config "$OUT/provisioner.toml"
 provisioner_pid=$!
-pids+=("$provisioner_pid")
-wait_for_port 127.0.0.1 "$PROVISIONER_PORT"
+wait_for_port "$PROVISIONER_PORT"
 
 echo "results in $OUT; $(nproc) CPU cores; $(docker version --format 'Docker {{.Server.Version}}')"
 wait_for_quiet

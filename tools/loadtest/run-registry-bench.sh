@@ -18,6 +18,7 @@
 # on the machine used during the measured window: with two cores shared by
 # client and server, anything else running skews the figures.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 WORKSPACES=${WORKSPACES:-10000}
@@ -34,28 +35,8 @@ OUT=${OUT:-$(mktemp -d /tmp/agentmesh-bench.XXXXXX)}
 mkdir -p "$OUT"
 
 cargo build --release -p agentmesh-loadtest -p agentmesh-registry
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-LOADTEST=$target_dir/release/agentmesh-loadtest
-REGISTRY=$target_dir/release/agentmesh-registry
-
-server_pid=
-stop_server() {
-  if [[ -n $server_pid ]]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=
-  fi
-}
-trap stop_server EXIT
-
-wait_for_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on 127.0.0.1:$1" >&2
-  return 1
-}
+release_binaries
+cleanup_on_exit
 
 wait_for_file() {
   for _ in $(seq 1 200); do
@@ -64,29 +45,6 @@ wait_for_file() {
   done
   echo "$1 never appeared" >&2
   return 1
-}
-
-# CPU time (user + system) of a process, in clock ticks (100 per second).
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
-# CPU time the whole machine has spent busy, in clock ticks.
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-
-cores() { awk -v t="$1" -v d="$2" 'BEGIN { printf "%.2f", t / 100 / d }'; }
-
-# Waits until the machine is nearly idle (the current server idles too).
-wait_for_quiet() {
-  local waited=0 before after
-  while ((waited < QUIET_WAIT)); do
-    before=$(machine_ticks)
-    sleep 2
-    after=$(machine_ticks)
-    waited=$((waited + 2))
-    if awk -v b="$(cores $((after - before)) 2)" -v q="$QUIET_CORES" 'BEGIN { exit !(b < q) }'; then
-      return 0
-    fi
-  done
-  echo "warning: the machine is still busy after ${QUIET_WAIT}s; measuring anyway" >&2
 }
 
 # measure NAME ARGS...: one measured run of the load client against the
@@ -131,25 +89,25 @@ runs() {
 registry() {
   local backend=$1 port=$2 url=$3
   local data=$OUT/$backend-data
-  "$REGISTRY" --listen "127.0.0.1:$port" --data-dir "$data" --database-url "$url" >"$OUT/$backend.log" 2>&1 &
+  launch "$OUT/$backend.log" "$REGISTRY" --listen "127.0.0.1:$port" --data-dir "$data" --database-url "$url"
   server_pid=$!
   wait_for_file "$data/operator.token"
   wait_for_port "$port"
   local common=(--target "http://127.0.0.1:$port" --token-file "$data/operator.token" --workspaces-file "$data/workspaces.txt")
   "$LOADTEST" heartbeats "${common[@]}" --workspaces "$WORKSPACES" --setup-only 2>&1 | tail -n 1 | tee -a "$OUT/summary.txt"
   runs "$backend" "${common[@]}"
-  stop_server
+  stop_all
 }
 
 echo "results in $OUT; $(nproc) CPU cores shared by client and server"
 for backend in $BACKENDS; do
   case $backend in
     echo)
-      "$LOADTEST" echo-server --listen 127.0.0.1:50151 >"$OUT/echo.log" 2>&1 &
+      launch "$OUT/echo.log" "$LOADTEST" echo-server --listen 127.0.0.1:50151
       server_pid=$!
       wait_for_port 50151
       runs echo --target http://127.0.0.1:50151 --no-setup
-      stop_server
+      stop_all
       ;;
     sqlite)
       registry sqlite 50152 "sqlite://$OUT/sqlite-data/registry.db"

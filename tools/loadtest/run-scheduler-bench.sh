@@ -32,6 +32,7 @@
 # QUIET_CORES and QUIET_WAIT (first wait up to QUIET_WAIT seconds for the
 # machine to use less than QUIET_CORES cores).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 
 SCHEDULES=${SCHEDULES:-100000}
@@ -74,77 +75,24 @@ if [[ ${SKIP_BUILD:-} != 1 ]]; then
   cargo build --release -p agentmesh-a2a-gateway -p agentmesh-registry -p agentmesh-echo-agent \
     -p agentmesh-scheduler -p agentmesh-loadtest
 fi
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-LOADTEST=$target_dir/release/agentmesh-loadtest
-REGISTRY=$target_dir/release/agentmesh-registry
-GATEWAY=$target_dir/release/agentmesh-a2a-gateway
-ECHO_AGENT=$target_dir/release/agentmesh-echo-agent
-SCHEDULER=$target_dir/release/agentmesh-scheduler
+release_binaries
 
-pids=()
 bench_db=
-cleanup() {
-  local status=$?
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${pids[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
+drop_bench_db() {
   if [[ -n $bench_db ]]; then
-    psql "$DATABASE_URL" -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $bench_db" || true
+    psql "$DATABASE_URL" -q -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $bench_db"
   fi
-  exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+cleanup_on_exit drop_bench_db
 
-wait_for_port() {
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on 127.0.0.1:$1" >&2
-  return 1
-}
+require_free_ports "$REGISTRY_PORT" "$GATEWAY_GRPC_PORT" "$GATEWAY_PORT" "$SCHEDULER_PORT" "$AGENT_PORT"
 
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-cores() { awk -v t="$1" -v d="$2" 'BEGIN { printf "%.2f", t / 100 / d }'; }
-
-# Waits until the machine is nearly idle (the services idle too).
-wait_for_quiet() {
-  local waited=0 before after
-  while ((waited < QUIET_WAIT)); do
-    before=$(machine_ticks)
-    sleep 2
-    after=$(machine_ticks)
-    waited=$((waited + 2))
-    if awk -v b="$(cores $((after - before)) 2)" -v q="$QUIET_CORES" 'BEGIN { exit !(b < q) }'; then
-      return 0
-    fi
-  done
-  echo "warning: the machine is still busy after ${QUIET_WAIT}s; measuring anyway" >&2
-}
-
-# Another run (or anything else) on these ports would answer in place of
-# what this run starts.
-for port in "$REGISTRY_PORT" "$GATEWAY_GRPC_PORT" "$GATEWAY_PORT" "$SCHEDULER_PORT" "$AGENT_PORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "127.0.0.1:$port is already in use; set the *_PORT knobs" >&2
-    exit 2
-  fi
-done
-
-umask 077
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$OUT/operator.token"
-operator_token=$(cat "$OUT/operator.token")
-service_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-umask 022
-mkdir -p "$OUT/registry" "$OUT/gateway" "$OUT/scheduler"
+new_tokens
+mkdir -p "$OUT/scheduler"
 
 scheduler_database=
 if [[ $backend == postgres ]]; then
-  bench_db=agentmesh_scheduler_bench_$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  bench_db=agentmesh_scheduler_bench_$(random_hex 4)
   psql "$DATABASE_URL" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $bench_db"
   # The same server and credentials, the new database in place of the
   # URL's own (and its query string kept).
@@ -153,27 +101,6 @@ if [[ $backend == postgres ]]; then
   scheduler_database="database_url = \"${base%/*}/$bench_db$query\""
 fi
 
-cat >"$OUT/registry.toml" <<TOML
-listen = "127.0.0.1:$REGISTRY_PORT"
-data_dir = "$OUT/registry"
-[auth]
-operator_tokens = ["$operator_token"]
-service_tokens = ["$service_token"]
-[registry]
-network_mode = "dev"
-TOML
-cat >"$OUT/gateway.toml" <<TOML
-listen = "127.0.0.1:$GATEWAY_GRPC_PORT"
-data_dir = "$OUT/gateway"
-[auth]
-operator_tokens = ["$operator_token"]
-service_tokens = ["$service_token"]
-[gateway]
-a2a_listen = "127.0.0.1:$GATEWAY_PORT"
-registry_address = "http://127.0.0.1:$REGISTRY_PORT"
-service_token = "$service_token"
-network_mode = "dev"
-TOML
 cat >"$OUT/scheduler.toml" <<TOML
 listen = "127.0.0.1:$SCHEDULER_PORT"
 data_dir = "$OUT/scheduler"
@@ -190,22 +117,18 @@ max_in_flight = $MAX_IN_FLIGHT
 claim_batch = $CLAIM_BATCH
 TOML
 
-"$REGISTRY" --config "$OUT/registry.toml" >"$OUT/registry.log" 2>&1 &
+start_registry 127.0.0.1
 registry_pid=$!
-pids+=("$registry_pid")
-"$ECHO_AGENT" --listen "127.0.0.1:$AGENT_PORT" --max-concurrent 0 --delay-ms 0 >"$OUT/agent.log" 2>&1 &
+start_echo_agent agent "$AGENT_PORT" 0
 agent_pid=$!
-pids+=("$agent_pid")
 wait_for_port "$REGISTRY_PORT"
-"$GATEWAY" --config "$OUT/gateway.toml" >"$OUT/gateway.log" 2>&1 &
+start_gateway
 gateway_pid=$!
-pids+=("$gateway_pid")
 for port in "$AGENT_PORT" "$GATEWAY_GRPC_PORT" "$GATEWAY_PORT"; do
   wait_for_port "$port"
 done
-RUST_LOG=$SCHEDULER_LOG "$SCHEDULER" --config "$OUT/scheduler.toml" >"$OUT/scheduler.log" 2>&1 &
+RUST_LOG=$SCHEDULER_LOG launch "$OUT/scheduler.log" "$SCHEDULER" --config "$OUT/scheduler.toml"
 scheduler_pid=$!
-pids+=("$scheduler_pid")
 wait_for_port "$SCHEDULER_PORT"
 
 {

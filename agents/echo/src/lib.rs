@@ -15,13 +15,14 @@
 //! | `POST /admin/exit` `{"code": n}` | answer, then exit with code `n` (0..=255) |
 //! | `GET /admin/received` | the texts of every accepted message, first deliveries only, in arrival order (text parts joined by `\n`) |
 //! | `GET /admin/stats` | `{"received": n, "duplicates": n}`: messages recorded, and deliveries of a message id already seen |
+//! | `GET /admin/load` | `{"busy_answers": n, "peak_in_flight": n}`: messages answered busy, and the most messages ever processed at once |
 //!
 //! The reply to a message is one agent message with a single text part
 //! `"echo: <text>"`, the request's `contextId` (a new one when absent) and a
-//! new `messageId`. A streaming request gets two SSE events: a `working`
-//! status update, then, after the configured delay, that message. The agent
-//! keeps no tasks, so every task method answers A2A's "task not found"
-//! (-32001).
+//! new `messageId`. A streaming request gets a `working` status update at
+//! once, the same update again every [`Config::progress_interval`] (if set)
+//! while the configured delay runs, then that message. The agent keeps no
+//! tasks, so every task method answers A2A's "task not found" (-32001).
 //!
 //! # Message ids
 //!
@@ -47,6 +48,10 @@
 //!
 //! {"jsonrpc":"2.0","id":<request id>,"error":{"code":-32000,"message":"agent busy","data":{"retryAfterSeconds":1}}}
 //! ```
+//!
+//! [`Config::busy_status`] turns the 503 into a 429 Too Many Requests, as a
+//! rate-limiting agent answers, and [`Config::retry_after_seconds`] sets the
+//! `Retry-After` header and `retryAfterSeconds` (1 by default).
 //!
 //! Only message methods are ever busy. Malformed requests are rejected before
 //! the busy check, so a busy answer always means "the same request may succeed
@@ -89,6 +94,16 @@ pub struct Capabilities {
     pub native_status_mgmt: bool,
 }
 
+/// The HTTP status of the busy answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BusyStatus {
+    /// 503 Service Unavailable.
+    #[default]
+    Unavailable,
+    /// 429 Too Many Requests.
+    TooManyRequests,
+}
+
 /// How the agent behaves.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -99,6 +114,10 @@ pub struct Config {
     pub public_url: Option<String>,
     /// How long to wait before answering each message.
     pub delay: Duration,
+    /// While a streamed answer waits out `delay`, repeat the `working`
+    /// update this often, as an agent reporting progress does; `None` sends
+    /// it once.
+    pub progress_interval: Option<Duration>,
     /// Messages processed at once before the rest are answered busy; 0 means
     /// no limit.
     pub max_concurrent: usize,
@@ -112,6 +131,10 @@ pub struct Config {
     /// Answer with an empty text instead of the echo, as an agent that
     /// ignores the prompt would.
     pub silent: bool,
+    /// The HTTP status of the busy answer.
+    pub busy_status: BusyStatus,
+    /// The `Retry-After` of the busy answer, in seconds.
+    pub retry_after_seconds: u32,
 }
 
 impl Default for Config {
@@ -120,12 +143,15 @@ impl Default for Config {
             name: "echo".to_owned(),
             public_url: None,
             delay: Duration::ZERO,
+            progress_interval: None,
             max_concurrent: 0,
             exit_after: None,
             capabilities: Capabilities::default(),
             idle_timeout_seconds: None,
             remembered_message_ids: 100_000,
             silent: false,
+            busy_status: BusyStatus::Unavailable,
+            retry_after_seconds: 1,
         }
     }
 }
@@ -134,6 +160,8 @@ struct AgentState {
     config: Config,
     card: card::Card,
     in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
+    busy_answers: AtomicUsize,
     busy: AtomicBool,
     deliveries: Mutex<deliveries::Deliveries>,
     exit_code: AtomicU8,
@@ -144,11 +172,17 @@ impl AgentState {
     /// Counts a message in, or `None` when the agent must answer busy.
     fn admit(self: &Arc<Self>) -> Option<InFlight> {
         if self.busy.load(Ordering::Relaxed) {
+            self.busy_answers.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let admitted = InFlight(self.clone());
-        (self.config.max_concurrent == 0 || before < self.config.max_concurrent).then_some(admitted)
+        if self.config.max_concurrent != 0 && before >= self.config.max_concurrent {
+            self.busy_answers.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.peak_in_flight.fetch_max(before + 1, Ordering::Relaxed);
+        Some(admitted)
     }
 
     /// The record of deliveries. A panic elsewhere while holding it leaves
@@ -184,6 +218,8 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         deliveries: Mutex::new(deliveries::Deliveries::new(config.remembered_message_ids)),
         config,
         in_flight: AtomicUsize::new(0),
+        peak_in_flight: AtomicUsize::new(0),
+        busy_answers: AtomicUsize::new(0),
         busy: AtomicBool::new(false),
         exit_code: AtomicU8::new(0),
         shutdown: shutdown.clone(),
@@ -224,6 +260,7 @@ fn router(state: Arc<AgentState>) -> Router {
         .route("/admin/exit", post(exit))
         .route("/admin/received", get(received))
         .route("/admin/stats", get(stats))
+        .route("/admin/load", get(load))
         .with_state(state)
 }
 
@@ -280,4 +317,17 @@ async fn received(State(state): State<Arc<AgentState>>) -> Json<Vec<String>> {
 
 async fn stats(State(state): State<Arc<AgentState>>) -> Json<deliveries::Stats> {
     Json(state.deliveries().stats())
+}
+
+#[derive(Serialize)]
+struct Load {
+    busy_answers: usize,
+    peak_in_flight: usize,
+}
+
+async fn load(State(state): State<Arc<AgentState>>) -> Json<Load> {
+    Json(Load {
+        busy_answers: state.busy_answers.load(Ordering::Relaxed),
+        peak_in_flight: state.peak_in_flight.load(Ordering::Relaxed),
+    })
 }

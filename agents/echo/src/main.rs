@@ -4,7 +4,7 @@
 
 use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
 
-use agentmesh_echo_agent::{Capabilities, Config};
+use agentmesh_echo_agent::{BusyStatus, Capabilities, Config};
 use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
@@ -30,6 +30,10 @@ struct Args {
     /// Milliseconds to wait before answering each message.
     #[arg(long, env = "AGENTMESH_ECHO_DELAY_MS", default_value_t = 0)]
     delay_ms: u64,
+    /// While a streamed answer is delayed, repeat its `working` update every
+    /// this many milliseconds; 0 sends it once.
+    #[arg(long, env = "AGENTMESH_ECHO_PROGRESS_MS", default_value_t = 0)]
+    progress_ms: u64,
     /// Messages processed at once before the rest get a busy answer; 0 means no limit.
     #[arg(long, env = "AGENTMESH_ECHO_MAX_CONCURRENT", default_value_t = 0)]
     max_concurrent: usize,
@@ -59,6 +63,20 @@ struct Args {
     /// the prompt would.
     #[arg(long, env = "AGENTMESH_ECHO_SILENT")]
     silent: bool,
+    /// The HTTP status of the busy answer: 503 or 429.
+    #[arg(long, env = "AGENTMESH_ECHO_BUSY_STATUS", default_value = "503", value_parser = busy_status)]
+    busy_status: BusyStatus,
+    /// The Retry-After of the busy answer, in seconds.
+    #[arg(long, env = "AGENTMESH_ECHO_RETRY_AFTER_SECONDS", default_value_t = 1)]
+    retry_after_seconds: u32,
+}
+
+fn busy_status(raw: &str) -> Result<BusyStatus, String> {
+    match raw {
+        "503" => Ok(BusyStatus::Unavailable),
+        "429" => Ok(BusyStatus::TooManyRequests),
+        _ => Err("503 or 429".to_owned()),
+    }
 }
 
 impl Args {
@@ -67,6 +85,7 @@ impl Args {
             name: self.name.clone(),
             public_url: self.public_url.clone().filter(|url| !url.is_empty()),
             delay: Duration::from_millis(self.delay_ms),
+            progress_interval: (self.progress_ms > 0).then(|| Duration::from_millis(self.progress_ms)),
             max_concurrent: self.max_concurrent,
             exit_after: self.exit_after_ms.map(|ms| (Duration::from_millis(ms), self.exit_code)),
             capabilities: Capabilities {
@@ -77,6 +96,8 @@ impl Args {
             idle_timeout_seconds: self.idle_timeout_seconds,
             remembered_message_ids: self.remembered_message_ids,
             silent: self.silent,
+            busy_status: self.busy_status,
+            retry_after_seconds: self.retry_after_seconds,
         }
     }
 }

@@ -18,7 +18,7 @@ use futures::{StreamExt, stream};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::{AgentState, deliveries::AnswerIds};
+use crate::{AgentState, BusyStatus, deliveries::AnswerIds};
 
 const PARSE_ERROR: i32 = -32700;
 const INVALID_REQUEST: i32 = -32600;
@@ -70,7 +70,7 @@ pub(crate) async fn handle(State(state): State<Arc<AgentState>>, body: Bytes) ->
     };
     // Busy first: a refused message must leave no trace, not even as seen.
     let Some(in_flight) = state.admit() else {
-        return busy(&request.id);
+        return busy(&request.id, &state.config);
     };
     let reply = if state.config.silent { String::new() } else { format!("echo: {}", incoming.text) };
     let Incoming { text, context_id, message_id } = incoming;
@@ -91,16 +91,40 @@ pub(crate) async fn handle(State(state): State<Arc<AgentState>>, body: Bytes) ->
         return json_response(StatusCode::OK, body);
     }
 
-    let working = Event::default().data(success(&id, &Working::new(dialect, &answer.task_id, &answer.context_id)));
+    let working = success(&id, &Working::new(dialect, &answer.task_id, &answer.context_id));
+    let answered_at = tokio::time::Instant::now() + delay;
+    let progress = progress_updates(working.clone(), state.config.progress_interval, answered_at);
     let last = async move {
         if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until(answered_at).await;
         }
         let data = success(&id, &Reply::new(dialect, &answer, &reply));
         drop(in_flight);
         Ok::<_, Infallible>(Event::default().data(data))
     };
-    Sse::new(stream::once(ready(Ok(working))).chain(stream::once(last))).into_response()
+    Sse::new(stream::once(ready(Ok(Event::default().data(working)))).chain(progress).chain(stream::once(last)))
+        .into_response()
+}
+
+/// A repeat of the `working` update every `interval` until `until`; nothing
+/// without an interval.
+fn progress_updates(
+    working: String,
+    interval: Option<std::time::Duration>,
+    until: tokio::time::Instant,
+) -> impl futures::Stream<Item = Result<Event, Infallible>> {
+    let interval = interval.filter(|interval| !interval.is_zero());
+    stream::unfold(tokio::time::Instant::now(), move |last| {
+        let working = working.clone();
+        async move {
+            let next = last + interval?;
+            if next >= until {
+                return None;
+            }
+            tokio::time::sleep_until(next).await;
+            Some((Ok(Event::default().data(working)), next))
+        }
+    })
 }
 
 struct Request {
@@ -301,10 +325,16 @@ fn json_response(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn busy(id: &Value) -> Response {
-    let error = RpcError { code: BUSY, message: "agent busy".into(), data: Some(json!({"retryAfterSeconds": 1})) };
-    let headers = [(header::CONTENT_TYPE, "application/json"), (header::RETRY_AFTER, "1")];
-    (StatusCode::SERVICE_UNAVAILABLE, headers, error_body(id, error)).into_response()
+fn busy(id: &Value, config: &crate::Config) -> Response {
+    let seconds = config.retry_after_seconds;
+    let error =
+        RpcError { code: BUSY, message: "agent busy".into(), data: Some(json!({"retryAfterSeconds": seconds})) };
+    let status = match config.busy_status {
+        BusyStatus::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        BusyStatus::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+    };
+    let headers = [(header::CONTENT_TYPE, "application/json".to_owned()), (header::RETRY_AFTER, seconds.to_string())];
+    (status, headers, error_body(id, error)).into_response()
 }
 
 fn task_not_found(dialect: Dialect, request: &Request) -> Response {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use agentmesh_echo_agent::{Capabilities, Config};
+use agentmesh_echo_agent::{BusyStatus, Capabilities, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -235,6 +235,40 @@ async fn busy_switch_answers_503_with_retry_after_and_records_nothing() {
 }
 
 #[tokio::test]
+async fn the_busy_answer_can_be_a_429_with_a_longer_retry_after() {
+    let config = Config { busy_status: BusyStatus::TooManyRequests, retry_after_seconds: 7, ..Config::default() };
+    let agent = Agent::start(config).await;
+    agent.post("/admin/busy", json!({"busy": true})).await;
+    let response = agent.client.post(format!("{}/", agent.base)).json(&send_v1("x", None)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "7");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["data"], json!({"retryAfterSeconds": 7}));
+    assert_eq!(agent.get("/admin/load").await, json!({"busy_answers": 1, "peak_in_flight": 0}));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_progress_interval_repeats_the_working_update_while_the_stream_is_delayed() {
+    let config = Config {
+        delay: Duration::from_millis(500),
+        progress_interval: Some(Duration::from_millis(100)),
+        ..Config::default()
+    };
+    let agent = Agent::start(config).await;
+    let started = std::time::Instant::now();
+    let events = agent.stream(stream_v1("slow", "m-1")).await;
+    assert!(started.elapsed() >= Duration::from_millis(500), "{:?}", started.elapsed());
+    // The first update, one at 100, 200, 300 and 400 ms, then the answer.
+    assert_eq!(events.len(), 6, "{events:?}");
+    for update in &events[..5] {
+        assert_eq!(update["result"]["statusUpdate"]["status"]["state"], "TASK_STATE_WORKING", "{update}");
+    }
+    assert_eq!(events[5]["result"]["message"]["parts"], json!([{"text": "echo: slow"}]));
+    agent.stop().await;
+}
+
+#[tokio::test]
 async fn messages_beyond_max_concurrent_are_busy_and_in_flight_ones_count_as_active() {
     let config = Config { delay: Duration::from_millis(400), max_concurrent: 2, ..Config::default() };
     let agent = Agent::start(config).await;
@@ -253,6 +287,7 @@ async fn messages_beyond_max_concurrent_are_busy_and_in_flight_ones_count_as_act
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
     assert_eq!(agent.get("/agentmesh/status").await["active_tasks"], 0);
+    assert_eq!(agent.get("/admin/load").await, json!({"busy_answers": 1, "peak_in_flight": 2}));
     assert_eq!(agent.get("/admin/received").await.as_array().unwrap().len(), 2);
     agent.stop().await;
 }

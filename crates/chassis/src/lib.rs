@@ -13,6 +13,7 @@ pub mod registry_events;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod workspace_credentials;
 
 pub use auth::{AuthConfig, Caller};
 pub use config::{CommonArgs, ServerConfig, ServiceSettings};

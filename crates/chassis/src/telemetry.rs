@@ -4,6 +4,8 @@
 //! trace context is read from every incoming request so that one request
 //! crossing several services is one trace.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use opentelemetry::{global, trace::TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
@@ -11,6 +13,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::ServerConfig;
+
+/// Whether spans are exported, i.e. whether spans carry trace ids.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Flushes pending spans when dropped.
 #[must_use = "dropping the guard stops trace export"]
@@ -49,6 +54,7 @@ pub fn init(service_name: &'static str, config: &ServerConfig) -> anyhow::Result
                 .build();
             let tracer = provider.tracer(service_name);
             global::set_tracer_provider(provider.clone());
+            EXPORTING.store(true, Ordering::Relaxed);
             (Some(tracing_opentelemetry::layer().with_tracer(tracer)), Some(provider))
         }
         None => (None, None),
@@ -81,6 +87,11 @@ pub fn request_span(request: &http::Request<()>) -> tracing::Span {
 /// Makes `span` a child of the W3C trace context in `headers`; a missing or
 /// malformed `traceparent` leaves it the root of a new trace.
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    // W3C trace context has no parent without `traceparent`: skip the
+    // extraction, which is most of this function's cost.
+    if !headers.contains_key("traceparent") {
+        return;
+    }
     let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
     let _ = span.set_parent(parent);
 }
@@ -88,6 +99,10 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
 /// The `traceparent` that makes a call made now part of the current span's
 /// trace; `None` when no trace is being recorded.
 pub fn current_traceparent() -> Option<String> {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        // Without an exporter no span has a trace id of its own to pass on.
+        return None;
+    }
     let context = tracing::Span::current().context();
     let mut carrier = std::collections::HashMap::new();
     global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));

@@ -37,6 +37,45 @@ pub enum DbError {
     Migrate(#[from] MigrateError),
 }
 
+/// How a store's statement or migration failed, told apart by whether
+/// retrying later may help. Each service's store error holds one, so the
+/// classification lives here once.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFailure {
+    /// The database cannot be reached (or refuses connections for now);
+    /// retrying later may succeed.
+    #[error("the store is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("the store failed")]
+    Database(#[source] sqlx::Error),
+    /// Bringing the schema up to date failed other than by a statement.
+    #[error("migrating the store failed")]
+    Migrate(#[source] DbError),
+}
+
+impl StoreFailure {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreFailure::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreFailure {
+    fn from(e: sqlx::Error) -> Self {
+        if unavailable(&e) { StoreFailure::Unavailable(e) } else { StoreFailure::Database(e) }
+    }
+}
+
+impl From<DbError> for StoreFailure {
+    fn from(e: DbError) -> Self {
+        match e {
+            // A migration whose statement failed failed like any statement:
+            // an unreachable database stays retryable.
+            DbError::Sqlx(e) | DbError::Migrate(MigrateError::Execute(e)) => e.into(),
+            other => StoreFailure::Migrate(other),
+        }
+    }
+}
+
 /// A connection pool and the engine behind it.
 #[derive(Clone, Debug)]
 pub struct Database {
@@ -177,5 +216,33 @@ impl FromStr for Dialect {
         } else {
             Err(DbError::UnsupportedUrl)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_broken_statement_is_not() {
+        let lost = StoreFailure::from(sqlx::Error::PoolTimedOut);
+        assert!(matches!(lost, StoreFailure::Unavailable(sqlx::Error::PoolTimedOut)), "{lost:?}");
+        assert!(lost.is_unavailable());
+        let broken = StoreFailure::from(sqlx::Error::Protocol("unexpected frame".to_owned()));
+        assert!(matches!(broken, StoreFailure::Database(sqlx::Error::Protocol(_))), "{broken:?}");
+        assert!(!broken.is_unavailable());
+    }
+
+    #[test]
+    fn a_db_error_is_classified_by_the_statement_error_inside() {
+        let closed = StoreFailure::from(DbError::Sqlx(sqlx::Error::PoolClosed));
+        assert!(matches!(closed, StoreFailure::Unavailable(sqlx::Error::PoolClosed)), "{closed:?}");
+        let migrating = StoreFailure::from(DbError::Migrate(MigrateError::Execute(sqlx::Error::PoolTimedOut)));
+        assert!(migrating.is_unavailable(), "{migrating:?}");
+        let failed = StoreFailure::from(DbError::Migrate(MigrateError::Execute(sqlx::Error::RowNotFound)));
+        assert!(matches!(failed, StoreFailure::Database(sqlx::Error::RowNotFound)), "{failed:?}");
+        let dirty = StoreFailure::from(DbError::Migrate(MigrateError::Dirty(3)));
+        assert!(matches!(dirty, StoreFailure::Migrate(DbError::Migrate(MigrateError::Dirty(3)))), "{dirty:?}");
+        assert!(!dirty.is_unavailable());
     }
 }

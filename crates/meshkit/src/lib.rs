@@ -30,8 +30,16 @@ pub const SERVICE_TOKEN: &str = "service-token-for-mesh-tests";
 
 pub type Registry = RegistryServiceClient<ServiceChannel>;
 
-fn auth() -> AuthConfig {
-    AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![SERVICE_TOKEN.into()] }
+/// A service's server settings in tests: its store, its data directory, the
+/// shared test tokens, and readiness checked often.
+fn server_config(database_url: &str, data_dir: &std::path::Path) -> ServerConfig {
+    ServerConfig {
+        database_url: Some(database_url.to_owned()),
+        data_dir: data_dir.to_owned(),
+        readiness_interval_ms: 100,
+        auth: AuthConfig { operator_tokens: vec![OPERATOR_TOKEN.into()], service_tokens: vec![SERVICE_TOKEN.into()] },
+        ..ServerConfig::default()
+    }
 }
 
 pub struct RegistryNode {
@@ -56,13 +64,7 @@ impl RegistryNode {
     }
 
     async fn start_in(dir: tempfile::TempDir, database_file: std::path::PathBuf) -> Self {
-        let server = ServerConfig {
-            database_url: Some(format!("sqlite://{}", database_file.display())),
-            data_dir: dir.path().to_owned(),
-            readiness_interval_ms: 200,
-            auth: auth(),
-            ..ServerConfig::default()
-        };
+        let server = server_config(&format!("sqlite://{}", database_file.display()), dir.path());
         let service =
             RegistrySettings { event_poll_ms: 50, sweep_interval_ms: 3_600_000, ..RegistrySettings::default() };
         let config = Config { server, service, ignored_env: vec![] };
@@ -200,6 +202,11 @@ impl EchoAgent {
     pub async fn stats(&self) -> Value {
         self.client.get(format!("{}/admin/stats", self.url)).send().await.unwrap().json().await.unwrap()
     }
+
+    /// `{"busy_answers": n, "peak_in_flight": n}`: how hard it was pressed.
+    pub async fn load(&self) -> Value {
+        self.client.get(format!("{}/admin/load", self.url)).send().await.unwrap().json().await.unwrap()
+    }
 }
 
 impl Drop for EchoAgent {
@@ -231,13 +238,7 @@ impl GatewayNode {
         data_dir: &std::path::Path,
         tune: impl FnOnce(&mut GatewaySettings),
     ) -> Self {
-        let server = ServerConfig {
-            database_url: Some(database_url.to_owned()),
-            data_dir: data_dir.to_owned(),
-            readiness_interval_ms: 100,
-            auth: auth(),
-            ..ServerConfig::default()
-        };
+        let server = server_config(database_url, data_dir);
         let mut service = GatewaySettings {
             registry_address: registry.url(),
             service_token: SERVICE_TOKEN.to_owned(),
@@ -325,13 +326,7 @@ impl SchedulerNode {
         data_dir: &std::path::Path,
         tune: impl FnOnce(&mut SchedulerSettings),
     ) -> Config<SchedulerSettings> {
-        let server = ServerConfig {
-            database_url: Some(database_url.to_owned()),
-            data_dir: data_dir.to_owned(),
-            readiness_interval_ms: 100,
-            auth: auth(),
-            ..ServerConfig::default()
-        };
+        let server = server_config(database_url, data_dir);
         let mut service = SchedulerSettings {
             registry_address: registry.url(),
             gateway_address: gateway_address.to_owned(),
@@ -389,6 +384,18 @@ pub struct RpcReply {
     pub status: u16,
     pub retry_after: Option<String>,
     pub body: Value,
+}
+
+impl RpcReply {
+    /// The gateway's queueing report (`metadata.agentmesh.queued`) of a reply
+    /// that must be a queued message: HTTP 200 and a task in state
+    /// `submitted`.
+    pub fn queued(&self) -> &Value {
+        assert_eq!(self.status, 200, "{}", self.body);
+        let result = &self.body["result"];
+        assert_eq!(result["status"]["state"], "submitted", "{result}");
+        &result["metadata"]["agentmesh"]["queued"]
+    }
 }
 
 impl Caller {

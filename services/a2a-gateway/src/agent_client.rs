@@ -2,18 +2,35 @@
 //! guard at every dispatch (GW-3), the idle timeout (GW-4), size caps (GW-2)
 //! and the classification of a failure into "try later" (busy, dropped,
 //! silent, unreachable) or "the agent's answer".
+//!
+//! Connections are HTTP/1 keep-alive connections, pooled per agent and
+//! driven by the task that makes the call: a request is written, and its
+//! reply read, without handing anything to another task. A proxy spends
+//! most of its time on such hand-offs (waking a connection task, waiting to
+//! be woken back); here a forwarded request costs none.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::poll_fn,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
 
-use agentmesh_netguard::{UrlGuard, UrlRejected};
+use agentmesh_netguard::{CheckedUrl, UrlGuard};
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
-use reqwest::{
-    StatusCode,
-    dns::{Addrs, Name, Resolve, Resolving},
+use futures::FutureExt;
+use http::{
+    Request, Response, StatusCode,
     header::{self, HeaderValue},
 };
-use tokio::sync::{mpsc, watch};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    net::TcpStream,
+    sync::{mpsc, watch},
+    time::Instant,
+};
 
 /// The largest reply the gateway passes on (GW-2).
 pub const MAX_REPLY_BYTES: usize = 10 << 20;
@@ -89,89 +106,140 @@ pub struct AgentCall<'a> {
     pub a2a_version: Option<&'a str>,
 }
 
+/// How long connecting to one of an agent's addresses may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an unused connection is kept for the next call to the same agent.
+const IDLE_KEEP: Duration = Duration::from_secs(60);
+/// Unused connections kept per agent; more are closed when their call ends.
+const MAX_IDLE_PER_AGENT: usize = 1024;
+
 #[derive(Clone)]
 pub struct AgentClient {
-    http: reqwest::Client,
     guard: Arc<UrlGuard>,
+    pool: Arc<Pool>,
 }
 
 impl AgentClient {
-    pub fn new(guard: UrlGuard) -> anyhow::Result<Self> {
-        let guard = Arc::new(guard);
-        let http = reqwest::Client::builder()
-            // Names are resolved by the guard, so the address connected to
-            // is the address checked (no DNS rebinding in between).
-            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build()?;
-        Ok(Self { http, guard })
+    /// A client whose pool forgets unused connections in the background;
+    /// call within a Tokio runtime.
+    pub fn new(guard: UrlGuard) -> Self {
+        let pool = Arc::new(Pool::default());
+        tokio::spawn(Pool::prune_while_used(Arc::downgrade(&pool)));
+        Self { guard: Arc::new(guard), pool }
     }
 
     /// Posts a JSON-RPC request and returns the agent's JSON reply, unless
     /// the target stays silent past the idle clock.
     pub async fn call(&self, call: AgentCall<'_>, idle: &mut IdleClock) -> Result<Bytes, Failure> {
-        let response = tokio::select! {
-            response = self.send(&call, false) => response?,
+        let (mut connection, response) = tokio::select! {
+            sent = self.send(&call, false) => sent?,
             () = idle.silence() => return Err(Failure::IdleTimeout(idle.timeout)),
         };
-        tokio::select! {
-            body = read_capped(response) => body,
-            () = idle.silence() => Err(Failure::IdleTimeout(idle.timeout)),
-        }
+        let body = read_capped(&mut connection, response, idle).await?;
+        self.pool.give_back(connection);
+        Ok(body)
     }
 
     /// Posts a streaming JSON-RPC request and returns the accepted stream,
     /// to be read with [`pump_events`].
-    pub async fn open_stream(&self, call: AgentCall<'_>, idle: &mut IdleClock) -> Result<reqwest::Response, Failure> {
+    pub async fn open_stream(&self, call: AgentCall<'_>, idle: &mut IdleClock) -> Result<AgentStream, Failure> {
         tokio::select! {
-            response = self.send(&call, true) => response,
+            sent = self.send(&call, true) => sent.map(|(connection, response)| AgentStream {
+                connection,
+                body: response.into_body(),
+            }),
             () = idle.silence() => Err(Failure::IdleTimeout(idle.timeout)),
         }
     }
 
-    async fn send(&self, call: &AgentCall<'_>, stream: bool) -> Result<reqwest::Response, Failure> {
-        // GW-3: the record may have been poisoned after registration.
+    async fn send(&self, call: &AgentCall<'_>, stream: bool) -> Result<(AgentConnection, Response<Incoming>), Failure> {
+        // GW-3: the record may have been poisoned after registration. The
+        // connection goes to the addresses checked here, so no later lookup
+        // can swap them (DNS rebinding).
         let checked = self.guard.check(call.url).await.map_err(|rejected| Failure::Refused(rejected.to_string()))?;
-        let accept = if stream { "text/event-stream" } else { "application/json" };
-        let mut request = self
-            .http
-            // The URL as the guard parsed it: checked once, parsed once.
-            .post(checked.into_url())
-            .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(header::ACCEPT, HeaderValue::from_static(accept))
-            .body(call.body.clone());
-        if let Some(traceparent) = call.traceparent {
-            request = request.header("traceparent", traceparent);
+        if checked.url().scheme() != "http" {
+            return Err(Failure::Refused(format!(
+                "{}: the gateway reaches agents over plain HTTP only; register an http:// URL",
+                checked.as_str()
+            )));
         }
-        if let Some(version) = call.a2a_version {
-            request = request.header("A2A-Version", version);
-        }
-        let response = request.send().await.map_err(classify)?;
-        let status = response.status();
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = response
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Err(Failure::Busy { status: status.as_u16(), retry_after });
-        }
-        let is_json = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("json") || v.contains("event-stream"));
-        if !status.is_success() && !is_json {
-            return Err(Failure::Http { status: status.as_u16() });
-        }
-        Ok(response)
+        let authority = authority(&checked);
+        let (connection, response) = match self.pool.take(authority) {
+            Some(mut reused) => match reused.send(build_request(&checked, call, stream)?).await {
+                Ok(response) => (reused, response),
+                // The agent closed the unused connection as it was picked up
+                // (its keep-alive ran out): no reply had begun, so the request
+                // goes once more on a new connection. Should the agent have
+                // taken it in after all, it recognises the repeat by its
+                // message id, as it does a redelivery from the queue.
+                Err(_) => self.send_on_new_connection(&checked, call, stream).await?,
+            },
+            None => self.send_on_new_connection(&checked, call, stream).await?,
+        };
+        classify_status(&response)?;
+        Ok((connection, response))
     }
+
+    async fn send_on_new_connection(
+        &self,
+        checked: &CheckedUrl,
+        call: &AgentCall<'_>,
+        stream: bool,
+    ) -> Result<(AgentConnection, Response<Incoming>), Failure> {
+        let mut connection = AgentConnection::open(authority(checked), checked).await?;
+        let response = connection.send(build_request(checked, call, stream)?).await?;
+        Ok((connection, response))
+    }
+}
+
+fn build_request(checked: &CheckedUrl, call: &AgentCall<'_>, stream: bool) -> Result<Request<Full<Bytes>>, Failure> {
+    let url = checked.url();
+    let accept = if stream { "text/event-stream" } else { "application/json" };
+    let mut request = Request::post(&url[url::Position::BeforePath..url::Position::AfterQuery])
+        .header(header::HOST, authority(checked))
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(header::ACCEPT, HeaderValue::from_static(accept));
+    if let Some(traceparent) = call.traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    if let Some(version) = call.a2a_version {
+        request = request.header("A2A-Version", version);
+    }
+    request.body(Full::new(call.body.clone())).map_err(|e| Failure::Refused(format!("{}: {e}", checked.as_str())))
+}
+
+/// `host[:port]` as the URL spells it: the pool's key and the Host header.
+fn authority(checked: &CheckedUrl) -> &str {
+    let url = checked.url();
+    &url[url::Position::BeforeHost..url::Position::AfterPort]
+}
+
+fn classify_status(response: &Response<Incoming>) -> Result<(), Failure> {
+    let status = response.status();
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Err(Failure::Busy { status: status.as_u16(), retry_after });
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json") || v.contains("event-stream"));
+    if !status.is_success() && !is_json {
+        return Err(Failure::Http { status: status.as_u16() });
+    }
+    Ok(())
+}
+
+/// An agent's accepted event stream, with the connection it arrives on.
+pub struct AgentStream {
+    connection: AgentConnection,
+    body: Incoming,
 }
 
 /// Reads the server-sent events of an accepted stream and sends the data
@@ -180,21 +248,22 @@ impl AgentClient {
 /// hangs up does not abort the agent's work (GW-4). Every event restarts the
 /// idle clock.
 pub async fn pump_events(
-    response: reqwest::Response,
+    stream: AgentStream,
     idle: &mut IdleClock,
     mut on_event: impl FnMut(),
     events: mpsc::Sender<Bytes>,
 ) -> Result<(), Failure> {
-    let mut body = response.bytes_stream();
+    let AgentStream { mut connection, mut body } = stream;
     let mut parser = SseParser::default();
     let mut listening = true;
     loop {
-        let chunk = tokio::select! {
-            chunk = body.next() => chunk,
+        let frame = tokio::select! {
+            frame = connection.drive(body.frame()) => frame?,
             () = idle.silence() => return Err(Failure::IdleTimeout(idle.timeout)),
         };
-        let Some(chunk) = chunk else { return Ok(()) };
-        let chunk = chunk.map_err(|e| Failure::Dropped(e.to_string()))?;
+        let Some(frame) = frame else { return Ok(()) };
+        let frame = frame.map_err(|e| Failure::Dropped(describe(&e)))?;
+        let Ok(chunk) = frame.into_data() else { continue };
         for data in parser.push(&chunk)? {
             idle.reset();
             on_event();
@@ -205,54 +274,189 @@ pub async fn pump_events(
     }
 }
 
-async fn read_capped(response: reqwest::Response) -> Result<Bytes, Failure> {
-    if response.content_length().is_some_and(|n| n > MAX_REPLY_BYTES as u64) {
+/// Reads a whole reply body, driving its connection meanwhile.
+async fn read_capped(
+    connection: &mut AgentConnection,
+    response: Response<Incoming>,
+    idle: &mut IdleClock,
+) -> Result<Bytes, Failure> {
+    let mut body = response.into_body();
+    if hyper::body::Body::size_hint(&body).lower() > MAX_REPLY_BYTES as u64 {
         return Err(Failure::TooLarge);
     }
-    let mut body = response.bytes_stream();
     let mut buffer = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| Failure::Dropped(e.to_string()))?;
-        if buffer.len() + chunk.len() > MAX_REPLY_BYTES {
-            return Err(Failure::TooLarge);
+    loop {
+        let frame = tokio::select! {
+            frame = connection.drive(body.frame()) => frame?,
+            () = idle.silence() => return Err(Failure::IdleTimeout(idle.timeout)),
+        };
+        let Some(frame) = frame else { return Ok(buffer.freeze()) };
+        let frame = frame.map_err(|e| Failure::Dropped(describe(&e)))?;
+        if let Ok(chunk) = frame.into_data() {
+            if buffer.len() + chunk.len() > MAX_REPLY_BYTES {
+                return Err(Failure::TooLarge);
+            }
+            buffer.extend_from_slice(&chunk);
         }
-        buffer.extend_from_slice(&chunk);
     }
-    Ok(buffer.freeze())
-}
-
-fn classify(error: reqwest::Error) -> Failure {
-    // The guard's refusal travels through reqwest as the resolver's error.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-    while let Some(cause) = source {
-        if let Some(rejected) = cause.downcast_ref::<UrlRejected>() {
-            return Failure::Refused(rejected.to_string());
-        }
-        source = cause.source();
-    }
-    if error.is_connect() { Failure::Unreachable(describe(&error)) } else { Failure::Dropped(describe(&error)) }
 }
 
 /// The innermost cause, which says what actually went wrong.
-fn describe(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
     while let Some(next) = cause.source() {
         cause = next;
     }
     cause.to_string()
 }
 
-/// Resolves agent host names through the SSRF guard.
-struct GuardedResolver(Arc<UrlGuard>);
+/// One keep-alive HTTP/1 connection to an agent. Nothing reads or writes its
+/// socket unless its holder awaits something through
+/// [`AgentConnection::drive`]: calls drive their own connection.
+struct AgentConnection {
+    authority: Arc<str>,
+    sender: http1::SendRequest<Full<Bytes>>,
+    driver: http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
+    /// The driver has finished: the connection is closed.
+    closed: bool,
+}
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let guard = self.0.clone();
-        Box::pin(async move {
-            let checked = guard.check(&format!("http://{}/", name.as_str())).await?;
-            let addrs: Addrs = Box::new(checked.addrs().to_vec().into_iter().map(|ip| SocketAddr::new(ip, 0)));
-            Ok(addrs)
-        })
+impl AgentConnection {
+    async fn open(authority: &str, checked: &CheckedUrl) -> Result<Self, Failure> {
+        let mut problems = Vec::new();
+        for address in checked.socket_addrs() {
+            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    problems.push(format!("{address}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    problems.push(format!("{address}: no connection within {CONNECT_TIMEOUT:?}"));
+                    continue;
+                }
+            };
+            // Requests are small and answered at once: waiting to coalesce
+            // them only adds latency.
+            let _ = stream.set_nodelay(true);
+            let (sender, driver) =
+                http1::handshake(TokioIo::new(stream)).await.map_err(|e| Failure::Unreachable(describe(&e)))?;
+            return Ok(Self { authority: authority.into(), sender, driver, closed: false });
+        }
+        Err(Failure::Unreachable(problems.join("; ")))
+    }
+
+    /// Sends a request and waits for the head of the reply.
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, Failure> {
+        let response = self.sender.send_request(request);
+        self.drive(response).await?.map_err(|e| classify(&e))
+    }
+
+    /// Awaits `work` (a reply, a part of a body) while driving the
+    /// connection, which is what makes progress on it.
+    async fn drive<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Failure> {
+        let mut work = std::pin::pin!(work);
+        let ended = if self.closed {
+            Failure::Dropped("the agent closed the connection".to_owned())
+        } else {
+            tokio::select! {
+                biased;
+                done = &mut work => return Ok(done),
+                ended = drive_until_closed(&mut self.driver, &mut self.closed) => ended,
+            }
+        };
+        // The step that closed the connection may have delivered the end of
+        // the reply; once closed, nothing more arrives.
+        work.now_or_never().ok_or(ended)
+    }
+
+    /// Whether a pooled connection can take a request now. Takes in what the
+    /// agent sent while it sat unused, such as its closing the connection.
+    fn ready_now(&mut self) -> bool {
+        if self.closed {
+            return false;
+        }
+        let Self { sender, driver, closed, .. } = self;
+        let ready = async {
+            // The connection first: a close waiting in the socket must be
+            // seen before the sender is asked.
+            tokio::select! {
+                biased;
+                _ = drive_until_closed(driver, closed) => false,
+                ready = poll_fn(|cx| sender.poll_ready(cx)) => ready.is_ok(),
+            }
+        };
+        ready.now_or_never().unwrap_or(false)
+    }
+}
+
+/// Drives a connection that has not closed yet until it closes.
+async fn drive_until_closed(
+    driver: &mut http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
+    closed: &mut bool,
+) -> Failure {
+    let result = driver.await;
+    *closed = true;
+    match result {
+        Ok(()) => Failure::Dropped("the agent closed the connection".to_owned()),
+        Err(e) => classify(&e),
+    }
+}
+
+/// A failure once the request may have gone out: the agent may have it.
+fn classify(error: &hyper::Error) -> Failure {
+    Failure::Dropped(describe(error))
+}
+
+/// Unused connections per agent authority, most recently used last.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<HashMap<Arc<str>, Vec<Unused>>>,
+}
+
+struct Unused {
+    connection: AgentConnection,
+    since: Instant,
+}
+
+impl Pool {
+    /// A connection to `authority` that can take a request now, if one is
+    /// unused.
+    fn take(&self, authority: &str) -> Option<AgentConnection> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let unused = idle.get_mut(authority)?;
+        while let Some(Unused { mut connection, since }) = unused.pop() {
+            if since.elapsed() < IDLE_KEEP && connection.ready_now() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, connection: AgentConnection) {
+        if connection.closed {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("pool lock");
+        let unused = idle.entry(connection.authority.clone()).or_default();
+        if unused.len() < MAX_IDLE_PER_AGENT {
+            unused.push(Unused { connection, since: Instant::now() });
+        }
+    }
+
+    /// Closes connections unused for [`IDLE_KEEP`], until the pool is gone.
+    async fn prune_while_used(pool: Weak<Pool>) {
+        let mut tick = tokio::time::interval(IDLE_KEEP / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = pool.upgrade() else { return };
+            let mut idle = pool.idle.lock().expect("pool lock");
+            idle.retain(|_, unused| {
+                unused.retain(|u| u.since.elapsed() < IDLE_KEEP);
+                !unused.is_empty()
+            });
+        }
     }
 }
 
@@ -293,7 +497,98 @@ impl SseParser {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use agentmesh_netguard::NetworkMode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    const REPLY: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}";
+
+    /// An HTTP/1 server on loopback that answers every request with
+    /// [`REPLY`] and, after `requests_per_connection` requests, closes the
+    /// connection without saying so beforehand (as an agent's keep-alive
+    /// timeout does). Returns its URL and its count of accepted connections.
+    async fn agent(requests_per_connection: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/rpc", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    for _ in 0..requests_per_connection {
+                        // The gateway's requests carry a Content-Length; the
+                        // test bodies are short enough to arrive with the head.
+                        loop {
+                            let mut chunk = [0u8; 4096];
+                            let n = socket.read(&mut chunk).await.unwrap();
+                            if n == 0 {
+                                return;
+                            }
+                            buffer.extend_from_slice(&chunk[..n]);
+                            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                                let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+                                let length: usize = head
+                                    .lines()
+                                    .find_map(|l| l.strip_prefix("content-length:"))
+                                    .map_or(0, |v| v.trim().parse().unwrap());
+                                if buffer.len() >= end + 4 + length {
+                                    buffer.drain(..end + 4 + length);
+                                    break;
+                                }
+                            }
+                        }
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            REPLY.len()
+                        );
+                        socket.write_all(head.as_bytes()).await.unwrap();
+                        socket.write_all(REPLY).await.unwrap();
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn call(client: &AgentClient, url: &str) -> Result<Bytes, Failure> {
+        let (_activity, silent) = watch::channel(0);
+        let mut idle = IdleClock { timeout: Duration::from_secs(5), activity: silent };
+        let body = Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"message/send\"}");
+        client.call(AgentCall { url, body, traceparent: None, a2a_version: None }, &mut idle).await
+    }
+
+    #[tokio::test]
+    async fn consecutive_calls_to_an_agent_share_one_connection() {
+        let (url, accepted) = agent(usize::MAX).await;
+        let client = AgentClient::new(UrlGuard::new(NetworkMode::Dev));
+        for _ in 0..5 {
+            assert_eq!(call(&client, &url).await.unwrap(), REPLY);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_agent_closed_while_unused_is_replaced_not_reported() {
+        let (url, accepted) = agent(1).await;
+        let client = AgentClient::new(UrlGuard::new(NetworkMode::Dev));
+        for _ in 0..5 {
+            assert_eq!(call(&client, &url).await.unwrap(), REPLY);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn https_agents_are_refused_rather_than_spoken_to_in_plain_text() {
+        let client = AgentClient::new(UrlGuard::new(NetworkMode::Dev));
+        let failure = call(&client, "https://127.0.0.1:1/").await.unwrap_err();
+        assert!(matches!(&failure, Failure::Refused(reason) if reason.contains("plain HTTP")), "{failure:?}");
+    }
 
     #[test]
     fn sse_parser_joins_split_chunks_and_multiline_data() {

@@ -17,15 +17,15 @@ use std::{
 };
 
 use agentmesh_chassis::{
-    auth::token_digest,
     client::{ServiceChannel, service_channel},
     registry_events::{self, StreamChange},
+    workspace_credentials::{CredentialError, WorkspaceCredentials},
 };
 use agentmesh_proto::{
     provisioner::v1::{WakeWorkspaceRequest, provisioner_service_client::ProvisionerServiceClient},
     registry::v1::{
-        self as pb, AuthenticateWorkspaceRequest, CanCommunicateRequest, EventType, GetWorkspaceRequest,
-        WorkspaceStatus, registry_service_client::RegistryServiceClient,
+        self as pb, CanCommunicateRequest, EventType, GetWorkspaceRequest, WorkspaceStatus,
+        registry_service_client::RegistryServiceClient,
     },
 };
 use tokio::sync::{mpsc, watch};
@@ -95,8 +95,7 @@ pub enum DrainSignal {
 }
 
 const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a token's workspace and an access decision are reused.
-const CREDENTIAL_TTL: Duration = Duration::from_secs(30);
+/// How long an access decision is reused.
 const ACCESS_TTL: Duration = Duration::from_secs(10);
 
 pub struct Directory {
@@ -106,7 +105,7 @@ pub struct Directory {
     targets: RwLock<HashMap<Uuid, Arc<Target>>>,
     following: AtomicBool,
     activity: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
-    credentials: Mutex<HashMap<[u8; 32], (Uuid, Instant)>>,
+    credentials: WorkspaceCredentials,
     access: Mutex<HashMap<(Uuid, Uuid), (bool, Instant)>>,
     signals: mpsc::UnboundedSender<DrainSignal>,
 }
@@ -134,13 +133,13 @@ impl Directory {
         };
         let (signals, receiver) = mpsc::unbounded_channel();
         let directory = Self {
+            credentials: WorkspaceCredentials::new(registry.clone()),
             registry,
             watcher,
             provisioner,
             targets: RwLock::default(),
             following: AtomicBool::new(false),
             activity: Mutex::default(),
-            credentials: Mutex::default(),
             access: Mutex::default(),
             signals,
         };
@@ -175,24 +174,13 @@ impl Directory {
 
     /// The workspace whose bearer token this is (SEC-1).
     pub async fn authenticate(&self, token: &str) -> Result<Uuid> {
-        let digest = token_digest(token);
-        if let Some((id, at)) = self.credentials.lock().expect("credentials lock").get(&digest)
-            && at.elapsed() < CREDENTIAL_TTL
-        {
-            return Ok(*id);
-        }
-        let request = AuthenticateWorkspaceRequest { token: token.to_owned() };
-        let reply =
-            self.registry.clone().authenticate_workspace(request).await.map_err(|status| match status.code() {
-                Code::Unauthenticated | Code::InvalidArgument => {
-                    GatewayError::Unauthenticated("the bearer token is not an operator, service or workspace token")
-                }
-                _ => from_registry(status),
-            })?;
-        let record = reply.into_inner().workspace.ok_or_else(|| GatewayError::registry_unavailable("empty reply"))?;
-        let id: Uuid = record.id.parse().map_err(|_| GatewayError::registry_unavailable("malformed workspace id"))?;
-        self.credentials.lock().expect("credentials lock").insert(digest, (id, Instant::now()));
-        Ok(id)
+        self.credentials.authenticate(token).await.map_err(|error| match error {
+            CredentialError::NotAWorkspaceToken => {
+                GatewayError::Unauthenticated("the bearer token is not an operator, service or workspace token")
+            }
+            CredentialError::Registry(status) => from_registry(status),
+            malformed @ CredentialError::Malformed => GatewayError::registry_unavailable(malformed.to_string()),
+        })
     }
 
     /// Whether workspace `caller` may send to `target` (REG-9; deny on doubt).
@@ -270,7 +258,7 @@ impl Directory {
         let status = event.status();
         if status == WorkspaceStatus::Removed {
             self.targets.write().expect("targets lock").remove(&id);
-            self.credentials.lock().expect("credentials lock").retain(|_, (owner, _)| *owner != id);
+            self.credentials.forget(id);
             let _ = self.signals.send(DrainSignal::Removed(id));
             return;
         }
@@ -301,7 +289,7 @@ impl Directory {
 }
 
 /// Outages, and a registry that refuses our credentials, are the registry
-/// being unavailable to this caller; anything else is passed on as-is.
+/// being unavailable to this caller.
 fn from_registry(status: tonic::Status) -> GatewayError {
     match status.code() {
         Code::Unauthenticated | Code::PermissionDenied => {

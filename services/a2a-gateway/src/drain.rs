@@ -4,36 +4,87 @@
 //! a lease in the store; a replica that dies loses its lease and its
 //! in-flight items, which the next drainer delivers again with the same
 //! message ids.
+//!
+//! The agent sets the pace, not the store: a drain claims items ahead in
+//! batches, holds them in order under its leases and sends each as soon as
+//! a slot is free (with one slot, one after another), while a recorder task
+//! writes the replies in batches alongside. A message costs the store a
+//! share of two statements per batch instead of two of its own.
 
 use std::{
-    collections::HashSet,
+    collections::{HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
+use futures::{StreamExt, stream::FuturesUnordered};
 use serde_json::value::RawValue;
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
     agent_client::{AgentCall, AgentClient, Failure, IdleClock},
-    directory::{Directory, DrainSignal},
+    directory::{Directory, DrainSignal, Target},
     jsonrpc::Flavor,
     settings::GatewaySettings,
-    store::{QueueItem, QueueStore},
+    store::{Completion, QueueItem, QueueStore},
 };
+
+/// How many items a drain claims at once (one statement) and holds, in
+/// order, to send as the agent takes them. Claiming per message cost the
+/// gateway more than the agent spends answering one; at 64 the claim is a
+/// few µs per message. More would gain little and keep more items
+/// untouchable longer: a newer message of higher priority waits behind
+/// what is held, and the control API never drops IN_FLIGHT items.
+const PREFETCH: usize = 64;
+/// The next claim starts when fewer items than this are held, so that it is
+/// back before the last of them is sent.
+const REFILL_BELOW: usize = PREFETCH / 2;
+/// Replies waiting to be recorded before the drain waits for the recorder:
+/// memory stays bounded if the store falls behind the agent.
+const RECORD_BACKLOG: usize = 2 * PREFETCH;
+/// The most replies the recorder writes in one statement.
+const RECORD_BATCH: usize = PREFETCH;
+/// The least time between the starts of two writes of the recorder. A reply
+/// that finds no write in that time is written at once; replies that come
+/// faster are written together, at a fraction of the store's cost per
+/// write (a commit, thread hand-offs) each. Replies lost in a crash are
+/// delivered again, which the agent recognises by the message id, so this
+/// is kept short.
+const RECORD_INTERVAL: Duration = Duration::from_millis(1);
 
 /// How a delivery attempt ended.
 enum Attempt {
     /// The agent answered: its result is to be recorded with the item.
-    Replied { queue_id: Uuid, workspace_id: Uuid, result: String },
-    /// The agent had no room: the item went back unconsumed.
-    Busy,
+    Replied(Completion),
+    /// The agent had no room: the item is to go back unconsumed.
+    Busy(Uuid),
     /// The attempt failed and counts; the target may be down.
-    Failed { target_down: bool },
-    /// Another replica took the item over (our lease had expired).
-    Lost,
+    Failed { id: Uuid, attempts: u32, error: String, target_down: bool },
+}
+
+/// Why a drain stops sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Busy,
+    TargetDown,
+    LeaseLost,
+    ShuttingDown,
+    Failed,
+}
+
+impl Stop {
+    /// The reason recorded with the items it puts back in the queue.
+    fn reason(self) -> &'static str {
+        match self {
+            Stop::Busy => "target busy",
+            Stop::TargetDown => "not sent: the target is down",
+            Stop::LeaseLost => "not sent: another replica took the drain over",
+            Stop::ShuttingDown => "not sent: the gateway is shutting down",
+            Stop::Failed => "not sent: the drain failed",
+        }
+    }
 }
 
 /// The parts of an agent's JSON-RPC response the drain needs, borrowed
@@ -179,70 +230,252 @@ impl Drainer {
         if !self.store.acquire_drain_lease(workspace_id, &self.owner, lease, SystemTime::now()).await? {
             return Ok(());
         }
-        let orphans = self.store.take_over_in_flight(workspace_id, &self.owner, SystemTime::now()).await?;
-        if orphans > 0 {
-            tracing::info!(%workspace_id, orphans, "redelivering the in-flight messages of a replica that lost its drain lease");
-        }
-        let mut renewed = tokio::time::Instant::now();
-        let mut deliveries = JoinSet::new();
-        // Results are written while the next message is already on its way:
-        // the agent has the message either way, and an unrecorded result
-        // only means a redelivery the agent recognises by its message id.
-        let mut records = JoinSet::new();
-        let mut stop = false;
-        let mut delivered = 0u64;
         let started = std::time::Instant::now();
-        loop {
-            if renewed.elapsed() >= lease / 3 {
-                if !self.store.acquire_drain_lease(workspace_id, &self.owner, lease, SystemTime::now()).await? {
-                    tracing::warn!(%workspace_id, "lost the drain lease to another replica");
-                    stop = true;
-                }
-                renewed = tokio::time::Instant::now();
-            }
-            if !stop && !shutdown.is_cancelled() {
-                let target = self.directory.target(workspace_id).await?;
-                if !target.is_up() {
-                    stop = true;
-                } else {
-                    let slots = target.free_slots() as usize;
-                    if deliveries.len() < slots {
-                        let want = (slots - deliveries.len()) as u32;
-                        let items = self.store.claim(workspace_id, &self.owner, lease, want, SystemTime::now()).await?;
-                        if items.is_empty() && deliveries.is_empty() {
-                            self.settle(workspace_id).await;
-                            break;
-                        }
-                        for item in items {
-                            let drainer = self.clone();
-                            let target = target.clone();
-                            deliveries
-                                .spawn(async move { drainer.deliver(&target.url, target.idle_timeout, item).await });
-                        }
-                    }
-                }
-            }
-            let Some(joined) = deliveries.join_next().await else { break };
-            match joined {
-                Ok(Attempt::Replied { queue_id, workspace_id, result }) => {
-                    delivered += 1;
-                    let drainer = self.clone();
-                    records.spawn(async move { drainer.record(queue_id, workspace_id, result).await });
-                }
-                Ok(Attempt::Busy) | Ok(Attempt::Failed { target_down: true }) => stop = true,
-                Ok(Attempt::Failed { target_down: false } | Attempt::Lost) => {}
-                Err(e) => {
-                    tracing::error!(%workspace_id, error = %e, "a delivery task failed");
-                    stop = true;
-                }
-            }
+        let (replies, recorder) = self.start_recorder(workspace_id);
+        let delivered = self.deliver_backlog(workspace_id, shutdown, &replies).await;
+        // Every reply is recorded before the lease goes: the next drainer
+        // would deliver an unrecorded one again.
+        drop(replies);
+        if let Err(e) = recorder.await {
+            tracing::error!(%workspace_id, error = %e, "the recorder of delivered messages failed");
         }
-        while records.join_next().await.is_some() {}
-        self.store.release_drain_lease(workspace_id, &self.owner).await?;
+        let released = self.store.release_drain_lease(workspace_id, &self.owner).await;
+        let delivered = delivered?;
+        released?;
         if delivered > 0 {
             tracing::info!(%workspace_id, delivered, elapsed_ms = started.elapsed().as_millis() as u64, "queue drained");
         }
         Ok(())
+    }
+
+    /// Sends the workspace's queue in order, as fast as the agent takes it,
+    /// until the queue is empty or the drain must stop. Items are claimed
+    /// ahead in batches and held; whatever is held unsent when the drain
+    /// stops goes back to the queue unconsumed. Replies go to `replies`.
+    /// Returns how many messages the agent answered.
+    async fn deliver_backlog(
+        &self,
+        workspace_id: Uuid,
+        shutdown: &CancellationToken,
+        replies: &mpsc::Sender<Completion>,
+    ) -> anyhow::Result<u64> {
+        let lease = self.settings.lease();
+        let orphans = self.store.take_over_in_flight(workspace_id, &self.owner, SystemTime::now()).await?;
+        if orphans > 0 {
+            tracing::info!(%workspace_id, orphans, "redelivering the in-flight messages of a replica that lost its drain lease");
+        }
+        // Renewing the leases also keeps the held items ours, however long
+        // the agent takes over the ones before them.
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutting_down = shutdown.cancelled();
+        tokio::pin!(shutting_down);
+        let mut held: VecDeque<QueueItem> = VecDeque::with_capacity(PREFETCH);
+        // Polled by this task itself, which thus moves straight from one
+        // reply to the next send. They never touch the store: a future that
+        // held its connection (SQLite has one) while this task awaited the
+        // store itself would never finish. The claim runs as a task of its
+        // own for the same reason.
+        let mut deliveries = FuturesUnordered::new();
+        let mut claim: Option<JoinHandle<crate::store::Result<Vec<QueueItem>>>> = None;
+        // The last claim found nothing: the next waits until everything
+        // sent is answered, and finds the queue empty or newly filled.
+        let mut exhausted = false;
+        let mut stop: Option<Stop> = None;
+        let mut failure: Option<anyhow::Error> = None;
+        let mut bounced = Vec::new();
+        let mut delivered = 0u64;
+        loop {
+            if stop.is_none() {
+                match self.directory.target(workspace_id).await {
+                    Ok(target) if target.is_up() => {
+                        let now = SystemTime::now();
+                        let mut expired = Vec::new();
+                        while deliveries.len() < target.free_slots() as usize
+                            && let Some(item) = held.pop_front()
+                        {
+                            if item.expires_at.is_some_and(|at| at <= now) {
+                                expired.push(item.id);
+                            } else {
+                                deliveries.push(self.deliver(target.clone(), item));
+                            }
+                        }
+                        self.expire_held(workspace_id, &expired, now).await;
+                    }
+                    Ok(_) => stop = Some(Stop::TargetDown),
+                    Err(e) => {
+                        failure = Some(e.into());
+                        stop = Some(Stop::Failed);
+                    }
+                }
+            }
+            if stop.is_none()
+                && claim.is_none()
+                && held.len() < REFILL_BELOW
+                && (!exhausted || (held.is_empty() && deliveries.is_empty()))
+            {
+                let want = (PREFETCH - held.len()) as u32;
+                let (store, owner) = (self.store.clone(), self.owner.clone());
+                claim = Some(tokio::spawn(async move {
+                    store.claim(workspace_id, &owner, lease, want, SystemTime::now()).await
+                }));
+            }
+            if let Some(stop) = stop {
+                if !held.is_empty() || !bounced.is_empty() {
+                    // In one statement, the bounced item and all that was
+                    // held behind it: they keep their places in the queue.
+                    bounced.extend(held.drain(..).map(|item| item.id));
+                    self.release(workspace_id, &bounced, stop).await;
+                    bounced.clear();
+                }
+                if deliveries.is_empty() && claim.is_none() {
+                    break;
+                }
+            }
+            tokio::select! {
+                // Biased, so that renewing the lease never waits behind a
+                // run of replies; the others cannot starve each other, as
+                // a reply is followed by a send that takes the agent a while.
+                biased;
+                _ = renew.tick() => match self.renew(workspace_id, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(%workspace_id, "lost the drain lease to another replica");
+                        stop.get_or_insert(Stop::LeaseLost);
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e.into());
+                        stop.get_or_insert(Stop::Failed);
+                    }
+                },
+                () = &mut shutting_down, if stop.is_none() => stop = Some(Stop::ShuttingDown),
+                Some(attempt) = deliveries.next(), if !deliveries.is_empty() => match attempt {
+                    Attempt::Replied(reply) => {
+                        delivered += 1;
+                        // The recorder only ends after this drain; an
+                        // unrecorded reply means a redelivery, which the
+                        // agent recognises by its message id.
+                        if replies.send(reply).await.is_err() {
+                            tracing::error!(%workspace_id, "the recorder of delivered messages is gone");
+                        }
+                    }
+                    Attempt::Busy(id) => {
+                        bounced.push(id);
+                        stop.get_or_insert(Stop::Busy);
+                    }
+                    Attempt::Failed { id, attempts, error, target_down } => {
+                        if !self.fail(workspace_id, id, attempts, &error).await {
+                            stop.get_or_insert(Stop::Failed);
+                        } else if target_down {
+                            stop.get_or_insert(Stop::TargetDown);
+                        }
+                    }
+                },
+                claimed = async { claim.as_mut().expect("a claim is pending").await }, if claim.is_some() => {
+                    claim = None;
+                    match claimed.map_err(anyhow::Error::from).and_then(|claimed| Ok(claimed?)) {
+                        Ok(items) if items.is_empty() && held.is_empty() && deliveries.is_empty() => {
+                            self.settle(workspace_id).await;
+                            break;
+                        }
+                        Ok(items) => {
+                            exhausted = items.is_empty();
+                            held.extend(items);
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            stop.get_or_insert(Stop::Failed);
+                        }
+                    }
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(delivered),
+        }
+    }
+
+    /// Renews the drain lease and, with it, the leases of the items held.
+    /// False if another replica has taken the drain over.
+    async fn renew(&self, workspace_id: Uuid, lease: Duration) -> crate::store::Result<bool> {
+        let now = SystemTime::now();
+        if !self.store.acquire_drain_lease(workspace_id, &self.owner, lease, now).await? {
+            return Ok(false);
+        }
+        self.store.renew_item_leases(workspace_id, &self.owner, lease, now).await?;
+        Ok(true)
+    }
+
+    /// Puts items claimed but not consumed back in the queue.
+    async fn release(&self, workspace_id: Uuid, ids: &[Uuid], stop: Stop) {
+        match self.store.release_unconsumed(ids, &self.owner, stop.reason(), SystemTime::now()).await {
+            Ok(released) => tracing::debug!(%workspace_id, released, ?stop, "unsent messages back in the queue"),
+            // Their leases run out, and the next drainer sends them, with
+            // the same message ids.
+            Err(e) => tracing::warn!(%workspace_id, error = %e, "cannot put unsent messages back in the queue"),
+        }
+    }
+
+    /// Drops held items whose expiry came before their turn.
+    async fn expire_held(&self, workspace_id: Uuid, ids: &[Uuid], now: SystemTime) {
+        if ids.is_empty() {
+            return;
+        }
+        match self.store.expire_held(ids, &self.owner, now).await {
+            Ok(expired) => {
+                for id in expired {
+                    tracing::info!(queue_id = %id, %workspace_id, "queued message expired undelivered");
+                }
+            }
+            // Still held: their leases run out, and a claim never takes an
+            // expired item, nor does a drain send one.
+            Err(e) => tracing::warn!(%workspace_id, error = %e, "cannot expire held messages"),
+        }
+    }
+
+    /// Starts the task that records replies as they come, each time with
+    /// everything that arrived since it wrote the last ones: the store's
+    /// pace then never sets the agent's.
+    fn start_recorder(self: &Arc<Self>, workspace_id: Uuid) -> (mpsc::Sender<Completion>, JoinHandle<()>) {
+        let (sender, mut receiver) = mpsc::channel(RECORD_BACKLOG);
+        let drainer = self.clone();
+        let recorder = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(RECORD_BATCH);
+            let mut next_write = tokio::time::Instant::now();
+            while receiver.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+                if batch.len() < RECORD_BATCH && tokio::time::Instant::now() < next_write {
+                    tokio::time::sleep_until(next_write).await;
+                    while batch.len() < RECORD_BATCH
+                        && let Ok(reply) = receiver.try_recv()
+                    {
+                        batch.push(reply);
+                    }
+                }
+                next_write = tokio::time::Instant::now() + RECORD_INTERVAL;
+                drainer.record(workspace_id, &batch).await;
+                batch.clear();
+            }
+        });
+        (sender, recorder)
+    }
+
+    /// Stores the agent's results with their items (GW-7).
+    async fn record(&self, workspace_id: Uuid, replies: &[Completion]) {
+        match self.store.complete(&self.owner, replies, SystemTime::now()).await {
+            Ok(recorded) if recorded.len() == replies.len() => {
+                tracing::debug!(%workspace_id, count = replies.len(), "queued messages delivered");
+            }
+            Ok(recorded) => {
+                let recorded: HashSet<Uuid> = recorded.into_iter().collect();
+                for reply in replies.iter().filter(|reply| !recorded.contains(&reply.id)) {
+                    tracing::warn!(queue_id = %reply.id, "delivered, but another replica had taken the item over");
+                }
+            }
+            // The leases run out and the items are delivered again, with the
+            // same message ids.
+            Err(e) => tracing::warn!(%workspace_id, count = replies.len(), error = %e, "cannot record deliveries"),
+        }
     }
 
     /// Clears the backlog mark once the store confirms the queue is empty
@@ -253,69 +486,64 @@ impl Drainer {
         }
     }
 
-    async fn deliver(&self, url: &str, idle_override: Option<Duration>, item: QueueItem) -> Attempt {
-        let request = item.request_json.clone().unwrap_or_default();
+    async fn deliver(&self, target: Arc<Target>, mut item: QueueItem) -> Attempt {
+        let request = item.request_json.take().unwrap_or_default();
+        let a2a_version = Flavor::of_request(&request).a2a_version();
         let call = AgentCall {
-            url,
-            a2a_version: Flavor::of_request(&request).a2a_version(),
+            url: &target.url,
+            a2a_version,
             body: bytes::Bytes::from(request),
             traceparent: (!item.traceparent.is_empty()).then_some(item.traceparent.as_str()),
         };
         let mut idle = IdleClock {
-            timeout: idle_override.unwrap_or(self.idle_timeout),
+            timeout: target.idle_timeout.unwrap_or(self.idle_timeout),
             activity: self.directory.activity(item.workspace_id),
         };
-        let outcome = self.agents.call(call, &mut idle).await;
-        let now = SystemTime::now();
-        let recorded = match outcome {
+        let error = match self.agents.call(call, &mut idle).await {
             Ok(reply) => match serde_json::from_slice::<AgentReply>(&reply) {
                 Ok(AgentReply { result: Some(result), .. }) => {
-                    let result = result.get().to_owned();
-                    return Attempt::Replied { queue_id: item.id, workspace_id: item.workspace_id, result };
+                    return Attempt::Replied(Completion { id: item.id, result_json: result.get().to_owned() });
                 }
                 Ok(AgentReply { error, .. }) => {
-                    let error = error.map_or("no result", |e| e.get());
-                    self.fail(&item, &format!("the agent answered with an error: {error}"), false, now).await
+                    format!("the agent answered with an error: {}", error.map_or("no result", |e| e.get()))
                 }
-                Err(e) => self.fail(&item, &format!("the agent's reply is not JSON-RPC: {e}"), false, now).await,
+                Err(e) => format!("the agent's reply is not JSON-RPC: {e}"),
             },
-            Err(Failure::Busy { .. }) => {
-                self.store.release_unconsumed(item.id, &self.owner, now).await.map(|_| Attempt::Busy)
-            }
+            Err(Failure::Busy { .. }) => return Attempt::Busy(item.id),
             Err(failure) => {
-                let down = matches!(failure, Failure::Unreachable(_) | Failure::Dropped(_) | Failure::IdleTimeout(_));
-                self.fail(&item, &failure.to_string(), down, now).await
+                let target_down =
+                    matches!(failure, Failure::Unreachable(_) | Failure::Dropped(_) | Failure::IdleTimeout(_));
+                return Attempt::Failed {
+                    id: item.id,
+                    attempts: item.attempts,
+                    error: failure.to_string(),
+                    target_down,
+                };
             }
         };
-        recorded.unwrap_or_else(|e| {
-            // The outcome could not be recorded: the lease runs out and the
-            // item is delivered again, with the same message id.
-            tracing::warn!(queue_id = %item.id, error = %e, "cannot record a delivery outcome");
-            Attempt::Failed { target_down: true }
-        })
+        Attempt::Failed { id: item.id, attempts: item.attempts, error, target_down: false }
     }
 
-    /// Stores the agent's result with the item (GW-7).
-    async fn record(&self, queue_id: Uuid, workspace_id: Uuid, result: String) {
-        match self.store.complete(queue_id, &self.owner, &result, SystemTime::now()).await {
-            Ok(true) => tracing::debug!(%queue_id, %workspace_id, "queued message delivered"),
-            Ok(false) => tracing::warn!(%queue_id, "delivered, but another replica had taken the item over"),
+    /// Records a failed attempt; false if the item was no longer ours or the
+    /// store failed.
+    async fn fail(&self, workspace_id: Uuid, id: Uuid, attempts: u32, error: &str) -> bool {
+        let now = SystemTime::now();
+        let next = now + self.settings.retry_backoff(attempts + 1);
+        match self.store.fail_attempt(id, &self.owner, error, next, now).await {
+            Ok(Some(state)) => {
+                tracing::warn!(queue_id = %id, %workspace_id, error, ?state, "delivery attempt failed");
+                true
+            }
+            Ok(None) => {
+                tracing::warn!(queue_id = %id, %workspace_id, error, "delivery attempt failed; another replica had taken the item over");
+                false
+            }
             // The lease runs out and the item is delivered again, with the
             // same message id.
-            Err(e) => tracing::warn!(%queue_id, error = %e, "cannot record a delivery"),
+            Err(e) => {
+                tracing::warn!(queue_id = %id, error = %e, "cannot record a failed delivery attempt");
+                false
+            }
         }
-    }
-
-    async fn fail(
-        &self,
-        item: &QueueItem,
-        error: &str,
-        target_down: bool,
-        now: SystemTime,
-    ) -> Result<Attempt, crate::store::StoreError> {
-        let next = now + self.settings.retry_backoff(item.attempts + 1);
-        let state = self.store.fail_attempt(item.id, &self.owner, error, next, now).await?;
-        tracing::warn!(queue_id = %item.id, workspace_id = %item.workspace_id, error, ?state, "delivery attempt failed");
-        Ok(if state.is_some() { Attempt::Failed { target_down } } else { Attempt::Lost })
     }
 }

@@ -3,7 +3,9 @@
 //! it durably for later, or refuse with a reason the caller can act on.
 
 use std::{
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
@@ -202,13 +204,14 @@ impl Gateway {
         let (events, receiver) = mpsc::channel(64);
         let directory = self.directory.clone();
         let workspace_id = target.id;
+        let request_id = inbound.envelope.id().clone();
         tokio::spawn(async move {
             let touched = || directory.touch(workspace_id);
             if let Err(failure) = pump_events(response, &mut idle, touched, events.clone()).await {
                 tracing::warn!(%workspace_id, error = %failure, "the agent's stream ended early");
                 let error =
                     crate::jsonrpc::RpcError::from_gateway(&GatewayError::AgentUnreachable(failure.to_string()));
-                let _ = events.send(Bytes::from(error.into_response(&serde_json::Value::Null).to_string())).await;
+                let _ = events.send(Bytes::from(error.into_response(&request_id).to_string())).await;
             }
         });
         Ok(Streamed::Events(receiver))
@@ -356,10 +359,38 @@ impl Gateway {
     }
 }
 
-/// Runs `work` on a task of its own: a caller that hangs up must not abort
-/// a dispatch in flight (GW-4), which queues or records on its own.
+/// Runs `work` to its end even if the caller hangs up: a dispatch in flight
+/// must not be aborted (GW-4), as it queues or records on its own. It runs
+/// on the caller's task while the caller waits, and moves to a task of its
+/// own only if the caller stops waiting, so the common case costs no
+/// hand-off between tasks.
 async fn detached<T: Send + 'static>(work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-    tokio::spawn(work).await.map_err(|e| GatewayError::AgentUnreachable(format!("the dispatch task failed: {e}")))?
+    FinishOnDrop(Some(Box::pin(work))).await
+}
+
+struct FinishOnDrop<F: Future + Send + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let work = self.0.as_mut().expect("polled after completion");
+        let output = std::task::ready!(work.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                work.await;
+            });
+        }
+    }
 }
 
 fn agent_call<'a>(target: &'a Target, inbound: &'a Inbound) -> AgentCall<'a> {

@@ -20,12 +20,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use agentmesh_db::{Database, DbError, Dialect, Sql, unavailable};
+use agentmesh_db::{Database, DbError, Dialect, Sql, StoreFailure};
 use agentmesh_proto::gateway::v1::QueueItemState;
 use sqlx::{Row, any::AnyRow, migrate::Migrator};
 use uuid::Uuid;
 
-pub use model::{DropStale, Enqueued, ListFilter, NewQueueItem, QueueItem, QueueStats, Requeue, StatsPage};
+pub use model::{Completion, DropStale, Enqueued, ListFilter, NewQueueItem, QueueItem, QueueStats, Requeue, StatsPage};
 use model::{duration_ms, from_ms, parse_reason, parse_state, reason_text, state_text, to_ms};
 use sql::{ListCursor, StatsCursor};
 
@@ -41,6 +41,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 const REPORTED_IDS: usize = 1000;
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
+/// The most items one batch statement names; larger batches take several.
+/// Far below either engine's limit on parameters, and it bounds the
+/// statement text when replies are large.
+const MAX_ROWS_PER_STATEMENT: usize = 256;
 
 /// Every column of an item, payloads last.
 macro_rules! item_columns {
@@ -68,14 +72,9 @@ const FIGURES: &str = "COUNT(CASE WHEN state = 'queued' THEN 1 END) AS queued, \
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached (or refuses connections for now);
-    /// retrying later may succeed.
-    #[error("the queue store is unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("the queue store failed")]
-    Database(#[source] sqlx::Error),
-    #[error("migrating the queue store failed")]
-    Migrate(#[source] DbError),
+    /// The database failed: unreachable for now, or broken.
+    #[error(transparent)]
+    Backend(#[from] StoreFailure),
     /// A page token this store did not hand out (or for another listing).
     #[error("invalid page token")]
     InvalidPageToken,
@@ -88,18 +87,16 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+// `?` takes one conversion step; these let it go through `StoreFailure`.
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if unavailable(&e) { StoreError::Unavailable(e) } else { StoreError::Database(e) }
+        StoreError::Backend(e.into())
     }
 }
 
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
-        match e {
-            DbError::Sqlx(e) | DbError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e.into(),
-            other => StoreError::Migrate(other),
-        }
+        StoreError::Backend(e.into())
     }
 }
 
@@ -244,41 +241,100 @@ impl QueueStore {
         Ok(items)
     }
 
-    /// Puts an item `owner` holds back in the queue unconsumed (the agent was
-    /// busy): QUEUED, due at once, attempts unchanged, keeping its place.
-    /// False if `owner` no longer holds it.
-    pub async fn release_unconsumed(&self, id: Uuid, owner: &str, now: SystemTime) -> Result<bool> {
-        let result = sqlx::query(
-            "UPDATE queue_items SET state = 'queued', state_reason = 'target busy', next_attempt_at = $3, \
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 \
-             WHERE id = $1 AND state = 'in_flight' AND lease_owner = $2",
-        )
-        .bind(id.to_string())
-        .bind(owner)
-        .bind(to_ms(now))
-        .execute(self.db.pool())
-        .await?;
-        Ok(result.rows_affected() == 1)
+    /// Puts items `owner` holds back in the queue unconsumed (the agent was
+    /// busy, or the drain stopped before sending them), with `reason`:
+    /// QUEUED, due at once, attempts unchanged, each keeping its place. Items
+    /// `owner` no longer holds are left alone. Returns how many went back.
+    pub async fn release_unconsumed(&self, ids: &[Uuid], owner: &str, reason: &str, now: SystemTime) -> Result<u64> {
+        let now = to_ms(now);
+        let mut released = 0;
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut sql = Sql::new("UPDATE queue_items SET state = 'queued', state_reason = ");
+            sql.text(reason).push(", next_attempt_at = ").int(now);
+            sql.push(", lease_owner = NULL, lease_expires_at = NULL, updated_at = ").int(now);
+            sql.push(" WHERE state = 'in_flight' AND lease_owner = ").text(owner);
+            sql.push(" AND id IN ").text_list(chunk.iter().map(Uuid::to_string));
+            released += sql.query().execute(self.db.pool()).await?.rows_affected();
+        }
+        Ok(released)
     }
 
-    /// Records the agent's reply: the item becomes DELIVERED. Accepted while
-    /// `owner` is still the item's holder, also after its lease ran out as
-    /// long as no other replica claimed it meanwhile (the delivery did
-    /// happen). False, changing nothing, otherwise, e.g. when it is already
-    /// DELIVERED.
-    pub async fn complete(&self, id: Uuid, owner: &str, result_json: &str, now: SystemTime) -> Result<bool> {
-        let result = sqlx::query(
-            "UPDATE queue_items SET state = 'delivered', state_reason = '', result_json = $3, delivered_at = $4, \
-             next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
-             WHERE id = $1 AND state = 'in_flight' AND lease_owner = $2",
+    /// Records the agent's replies: each item becomes DELIVERED with its
+    /// result, in one statement (per [`MAX_ROWS_PER_STATEMENT`] replies). An
+    /// item is accepted while `owner` is still its holder, also after its
+    /// lease ran out as long as no other replica claimed it meanwhile (the
+    /// delivery did happen); the others change nothing, e.g. one already
+    /// DELIVERED. Returns the ids recorded, in no particular order.
+    pub async fn complete(&self, owner: &str, replies: &[Completion], now: SystemTime) -> Result<Vec<Uuid>> {
+        let now = to_ms(now);
+        let mut recorded = Vec::with_capacity(replies.len());
+        for chunk in replies.chunks(MAX_ROWS_PER_STATEMENT) {
+            // A join on the id, which both engines answer from the id's
+            // unique index, one look-up per reply.
+            let mut sql = Sql::new("WITH replies (id, result_json) AS (VALUES ");
+            for (i, reply) in chunk.iter().enumerate() {
+                sql.push(if i == 0 { "(" } else { ", (" });
+                sql.text(reply.id.to_string()).push(", ").text(reply.result_json.as_str()).push(")");
+            }
+            sql.push(
+                ") UPDATE queue_items SET state = 'delivered', state_reason = '', \
+                 result_json = replies.result_json, next_attempt_at = NULL, lease_owner = NULL, \
+                 lease_expires_at = NULL, delivered_at = ",
+            );
+            sql.int(now).push(", updated_at = ").int(now);
+            sql.push(" FROM replies WHERE queue_items.id = replies.id AND queue_items.state = 'in_flight'");
+            sql.push(" AND queue_items.lease_owner = ").text(owner).push(" RETURNING queue_items.id");
+            for row in sql.query().fetch_all(self.db.pool()).await? {
+                recorded.push(uuid_column(&row, "id")?);
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// Drops items `owner` holds whose expiry came while they waited to be
+    /// sent, as [`Self::expire_due`] drops QUEUED ones. Returns their ids, in
+    /// no particular order.
+    pub async fn expire_held(&self, ids: &[Uuid], owner: &str, now: SystemTime) -> Result<Vec<Uuid>> {
+        let now = to_ms(now);
+        let mut expired = Vec::new();
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let mut sql = Sql::new("UPDATE queue_items SET state = 'dropped', state_reason = 'expired', ");
+            sql.push("next_attempt_at = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = ").int(now);
+            sql.push(" WHERE state = 'in_flight' AND lease_owner = ").text(owner);
+            sql.push(" AND expires_at IS NOT NULL AND expires_at <= ").int(now);
+            sql.push(" AND id IN ").text_list(chunk.iter().map(Uuid::to_string)).push(" RETURNING id");
+            for row in sql.query().fetch_all(self.db.pool()).await? {
+                expired.push(uuid_column(&row, "id")?);
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Extends the leases of the IN_FLIGHT items `owner` holds in a
+    /// workspace to `now + ttl`, as it renews its drain lease: the items a
+    /// drainer claimed ahead stay its own for as long as it drains, however
+    /// long the agent takes over the ones before them. Returns how many.
+    pub async fn renew_item_leases(
+        &self,
+        workspace_id: Uuid,
+        owner: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<u64> {
+        // The IN term repeats the claim index's predicate, so that SQLite
+        // reads the workspace's open items from that index (state included)
+        // rather than every item it ever had from the message id index.
+        let done = sqlx::query(
+            "UPDATE queue_items SET lease_expires_at = $3 \
+             WHERE workspace_id = $1 AND state IN ('queued', 'in_flight') AND state = 'in_flight' \
+             AND lease_owner = $2",
         )
-        .bind(id.to_string())
+        .bind(workspace_id.to_string())
         .bind(owner)
-        .bind(result_json)
-        .bind(to_ms(now))
+        .bind(to_ms(now).saturating_add(duration_ms(ttl)))
         .execute(self.db.pool())
         .await?;
-        Ok(result.rows_affected() == 1)
+        Ok(done.rows_affected())
     }
 
     /// Records a failed attempt of an item `owner` holds: one more attempt and

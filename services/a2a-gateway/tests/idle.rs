@@ -1,13 +1,15 @@
 //! The idle timeout (GW-4): a dispatch is given up only after the target
 //! produced no event for the whole timeout; a heartbeat resets the clock,
-//! also one that reached another registry replica; the workspace's own
-//! override wins.
+//! also one that reached another registry replica, and so does each event
+//! of a stream; the workspace's own override wins.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentmesh_echo_agent::Config as EchoConfig;
 use agentmesh_meshkit::*;
-use agentmesh_proto::registry::v1::Capabilities;
+use agentmesh_proto::{gateway::v1 as gpb, registry::v1::Capabilities};
+use futures::StreamExt;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 /// Heartbeats every 300 ms until cancelled, as a busy agent's shim does.
@@ -73,4 +75,106 @@ async fn the_workspace_override_wins_over_the_gateway_default() {
     let reply = Caller::operator().send(&gateway.a2a_url(&workspace.id), "x", "m-x").await;
     assert_eq!(reply.body["result"]["metadata"]["agentmesh"]["queued"]["reason"], "QUEUE_REASON_IDLE_TIMEOUT");
     assert!(started.elapsed() < Duration::from_millis(2_500), "{:?}", started.elapsed());
+}
+
+/// Streams `text` through the gateway (`message/stream`) and returns the
+/// data of every event with the time it arrived, once the stream ends.
+async fn stream(url: &str, text: &str, message_id: &str) -> Vec<(Duration, Value)> {
+    let request = json!({
+        "jsonrpc": "2.0", "id": 7, "method": "message/stream",
+        "params": { "message": { "kind": "message", "messageId": message_id, "role": "user",
+            "parts": [{ "kind": "text", "text": text }] } }
+    });
+    let started = Instant::now();
+    let response = reqwest::Client::new().post(url).bearer_auth(OPERATOR_TOKEN).json(&request).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let (mut pending, mut events) = (Vec::new(), Vec::new());
+    while let Some(chunk) = body.next().await {
+        pending.extend_from_slice(&chunk.unwrap());
+        while let Some(end) = pending.windows(2).position(|pair| pair == b"\n\n") {
+            let frame: Vec<u8> = pending.drain(..end + 2).collect();
+            for line in String::from_utf8(frame).unwrap().lines() {
+                if let Some(data) = line.strip_prefix("data:") {
+                    events.push((started.elapsed(), serde_json::from_str(data.trim()).unwrap()));
+                }
+            }
+        }
+    }
+    events
+}
+
+async fn nothing_queued(gateway: &GatewayNode) {
+    let all = gpb::ListQueueItemsRequest { states: (1..=5).collect(), ..Default::default() };
+    let items = gateway.control().list_queue_items(all).await.unwrap().into_inner().items;
+    assert!(items.is_empty(), "{items:?}");
+}
+
+#[tokio::test]
+async fn each_streamed_event_resets_the_clock_so_a_long_stream_with_progress_is_not_cut() {
+    let registry = RegistryNode::start().await;
+    // 2.5 s in all, far past the 1 s timeout, but never 1 s without an event.
+    let reporting = EchoConfig {
+        delay: Duration::from_millis(2_500),
+        progress_interval: Some(Duration::from_millis(300)),
+        ..EchoConfig::default()
+    };
+    let (agent, workspace) = EchoAgent::online(&registry, reporting).await;
+    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_seconds = toml::Value::Integer(1)).await;
+
+    let events = stream(&gateway.a2a_url(&workspace.id), "long stream", "m-progress").await;
+    let (ended, last) = events.last().expect("events");
+    assert!(*ended >= Duration::from_millis(2_500), "the stream lasted {ended:?}");
+    assert_eq!(last["id"], 7, "{last}");
+    assert_eq!(last["result"]["kind"], "message", "the answer, not an error: {last}");
+    assert!(reply_text(&last["result"]).contains("long stream"), "{last}");
+    let updates = &events[..events.len() - 1];
+    assert!(updates.len() >= 5, "{events:?}");
+    assert!(updates.iter().all(|(_, event)| event["result"]["status"]["state"] == "working"), "{events:?}");
+    // No heartbeat was sent: only the streamed events kept the dispatch alive.
+    let gaps = events.windows(2).map(|pair| pair[1].0 - pair[0].0);
+    assert!(gaps.clone().all(|gap| gap < Duration::from_secs(1)), "{:?}", gaps.collect::<Vec<_>>());
+    assert_eq!(agent.received().await, ["long stream"]);
+    nothing_queued(&gateway).await;
+}
+
+#[tokio::test]
+async fn a_stream_that_falls_silent_is_cut_off_after_the_idle_timeout_with_an_error_event() {
+    let registry = RegistryNode::start().await;
+    // A `working` update at once, then 4 s of silence before the answer.
+    let silent = EchoConfig { delay: Duration::from_secs(4), ..EchoConfig::default() };
+    let (agent, workspace) = EchoAgent::online(&registry, silent).await;
+    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_seconds = toml::Value::Integer(1)).await;
+
+    let started = Instant::now();
+    let events = stream(&gateway.a2a_url(&workspace.id), "then silence", "m-silent").await;
+    let ended = started.elapsed();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (_, working) = &events[0];
+    assert_eq!(working["result"]["status"]["state"], "working", "{working}");
+    let (cut_at, error) = &events[1];
+    assert!(
+        *cut_at >= Duration::from_secs(1) && *cut_at < Duration::from_millis(2_500),
+        "cut off at {cut_at:?}, not after 1 s of silence"
+    );
+    assert!(ended < Duration::from_millis(2_500), "the stream was not closed after the error: {ended:?}");
+    assert_eq!(error["error"]["code"], -32054, "{error}");
+    assert_eq!(error["error"]["data"]["reason"], "AGENT_UNREACHABLE", "{error}");
+    // The agent had accepted the stream, so the message is its: queueing it
+    // again would deliver it twice.
+    assert_eq!(agent.received().await, ["then silence"]);
+    nothing_queued(&gateway).await;
+}
+
+#[tokio::test]
+async fn the_error_event_of_a_cut_off_stream_answers_to_the_request_id() {
+    let registry = RegistryNode::start().await;
+    let silent = EchoConfig { delay: Duration::from_secs(3), ..EchoConfig::default() };
+    let (_agent, workspace) = EchoAgent::online(&registry, silent).await;
+    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_seconds = toml::Value::Integer(1)).await;
+
+    let events = stream(&gateway.a2a_url(&workspace.id), "then silence", "m-silent").await;
+    let (_, error) = events.last().expect("events");
+    assert!(error["error"].is_object(), "{events:?}");
+    assert_eq!(error["id"], 7, "{error}");
 }

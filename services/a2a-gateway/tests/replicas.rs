@@ -1,7 +1,7 @@
 //! Several gateway replicas on one PostgreSQL (GW-8): one queue drained by
 //! both delivers every message once, in order; a replica killed mid-drain
-//! loses nothing, and its in-flight message is delivered again with the
-//! same message id, which the agent recognises.
+//! loses nothing, and what it had sent but not yet recorded is delivered
+//! again with the same message ids, which the agent recognises.
 
 use std::{
     process::{Child, Command},
@@ -121,7 +121,9 @@ async fn two_replicas_draining_one_queue_deliver_each_message_once_in_order() {
 async fn a_replica_killed_mid_drain_loses_nothing() {
     let Some(database_url) = fresh_database("gateway_test").await else { return };
     let registry = RegistryNode::start().await;
-    let config = EchoConfig { delay: Duration::from_millis(10), ..EchoConfig::default() };
+    // Each reply takes the agent longer than recording one takes the store,
+    // so few replies wait unrecorded at any moment.
+    let config = EchoConfig { delay: Duration::from_millis(20), ..EchoConfig::default() };
     let (agent, workspace) = EchoAgent::online(&registry, config).await;
     let mut doomed = Replica::start(&registry, &database_url).await;
     let expected = queue_while_busy(&agent, &[doomed.a2a_url(&workspace.id)], 300).await;
@@ -137,7 +139,10 @@ async fn a_replica_killed_mid_drain_loses_nothing() {
     eventually(Duration::from_secs(60), || async { (agent.received().await.len() >= expected.len()).then_some(()) })
         .await;
     assert_eq!(agent.received().await, expected, "every message, once, in order, as the agent sees them");
+    // Redelivered: the message in flight at the kill and those answered whose
+    // replies the killed replica had not yet written (its recorder writes
+    // them in batches, a millisecond apart, while the next one is sent).
     let duplicates = agent.stats().await["duplicates"].as_u64().unwrap();
-    assert!(duplicates <= 1, "at most the message in flight at the kill is redelivered; saw {duplicates}");
+    assert!(duplicates <= 4, "only the messages in flight or unrecorded at the kill are redelivered; saw {duplicates}");
     assert_eq!(survivor.queued().await, 0);
 }

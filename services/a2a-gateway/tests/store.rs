@@ -9,86 +9,47 @@ use std::{
 };
 
 use agentmesh_a2a_gateway::store::{
-    DropStale, ListFilter, NewQueueItem, QueueItem, QueueStats, QueueStore, Requeue, StoreError,
+    Completion, DropStale, ListFilter, NewQueueItem, QueueItem, QueueStats, QueueStore, Requeue, StoreError,
 };
-use agentmesh_db::{Database, Dialect};
+use agentmesh_db::Database;
 use agentmesh_proto::gateway::v1::{self as pb, QueueItemState, QueueReason};
+use agentmesh_testkit::engines::{Engine, TestDatabase};
 use uuid::Uuid;
 
 const LEASE: Duration = Duration::from_secs(30);
 
-/// A fresh queue on one engine; `finish` drops its PostgreSQL database.
+/// A fresh queue on one engine.
 struct Backend {
     store: QueueStore,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-/// SQLite always; PostgreSQL when configured (in CI it must be).
-async fn backends() -> Vec<Backend> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("gateway.db").display());
-    let store = QueueStore::open(Database::connect(&url).await.unwrap()).await.unwrap();
-    let mut backends = vec![Backend { store, url, _dir: Some(dir) }];
-    if let Some(url) = agentmesh_testkit::postgres::fresh_database("gateway_test").await {
-        let store = QueueStore::open(Database::connect(&url).await.unwrap()).await.unwrap();
-        backends.push(Backend { store, url, _dir: None });
-    }
-    backends
+    database: TestDatabase,
 }
 
 impl Backend {
-    fn is_postgres(&self) -> bool {
-        self.store.database().dialect() == Dialect::Postgres
-    }
-
-    fn label(&self) -> &'static str {
-        match self.store.database().dialect() {
-            Dialect::Sqlite => "sqlite",
-            Dialect::Postgres => "postgres",
-        }
+    async fn open(database: TestDatabase) -> Self {
+        let store = QueueStore::open(Database::connect(database.url()).await.unwrap()).await.unwrap();
+        Self { store, database }
     }
 
     /// Another gateway replica on the same queue: its own connection pool on
     /// PostgreSQL; on SQLite (one replica only) the same store.
     async fn replica(&self) -> QueueStore {
-        if self.is_postgres() {
-            QueueStore::open(Database::connect(&self.url).await.unwrap()).await.unwrap()
-        } else {
-            self.store.clone()
-        }
-    }
-
-    async fn finish(self) {
-        let postgres = self.is_postgres();
-        self.store.database().pool().close().await;
-        if postgres {
-            agentmesh_testkit::postgres::drop_database(&self.url).await;
+        match self.database.engine() {
+            Engine::Postgres => QueueStore::open(Database::connect(self.database.url()).await.unwrap()).await.unwrap(),
+            Engine::Sqlite => self.store.clone(),
         }
     }
 }
 
-/// Runs each scenario on every backend, as its own test.
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {
-        mod on_every_backend { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() {
-                for backend in super::backends().await {
-                    eprintln!("{} on {}", stringify!($scenario), backend.label());
-                    super::$scenario(&backend).await;
-                    backend.finish().await;
-                }
-            }
-        )* }
-    };
-}
-
-on_every_backend!(
+agentmesh_testkit::on_every_engine!(
+    database = "gateway_test", backend = Backend;
     a_message_id_is_queued_once_per_workspace,
     items_leave_by_priority_then_arrival,
     a_claim_takes_only_due_unexpired_items,
     a_busy_bounce_goes_back_first_without_spending_an_attempt,
+    a_batch_is_claimed_in_delivery_order_and_its_replies_recorded_at_once,
+    unsent_items_go_back_together_keeping_their_places,
+    items_that_expire_while_held_are_dropped_unsent,
+    renewing_keeps_held_items_from_a_takeover,
     failed_attempts_back_off_then_become_a_dead_letter,
     expired_items_are_dropped,
     completing_is_idempotent,
@@ -133,6 +94,17 @@ async fn enqueue(store: &QueueStore, item: NewQueueItem, at: SystemTime) -> Queu
 
 async fn get(store: &QueueStore, id: Uuid) -> QueueItem {
     store.get(id).await.unwrap().expect("item exists")
+}
+
+/// Records one reply, as the drain's recorder does; true if it was taken.
+async fn complete(store: &QueueStore, id: Uuid, owner: &str, result: &str, at: SystemTime) -> Result<bool, StoreError> {
+    let recorded = store.complete(owner, &[Completion { id, result_json: result.to_owned() }], at).await?;
+    Ok(recorded == [id])
+}
+
+/// Puts one item back unconsumed; true if `owner` held it.
+async fn release(store: &QueueStore, id: Uuid, owner: &str, at: SystemTime) -> Result<bool, StoreError> {
+    Ok(store.release_unconsumed(&[id], owner, "target busy", at).await? == 1)
 }
 
 fn message_ids(items: &[QueueItem]) -> Vec<&str> {
@@ -182,7 +154,7 @@ async fn a_message_id_is_queued_once_per_workspace(backend: &Backend) {
 
     // Once delivered, the id still names the item, which now has its result.
     let claimed = store.claim(ws, "r1", LEASE, 1, t(4)).await.unwrap();
-    assert!(store.complete(claimed[0].id, "r1", r#"{"ok":true}"#, t(5)).await.unwrap());
+    assert!(complete(store, claimed[0].id, "r1", r#"{"ok":true}"#, t(5)).await.unwrap());
     let late = store.enqueue(message(ws, "m1", 0), t(6)).await.unwrap();
     assert!(late.duplicate);
     assert_eq!(late.item.state, QueueItemState::Delivered);
@@ -222,14 +194,14 @@ async fn a_claim_takes_only_due_unexpired_items(backend: &Backend) {
     assert_eq!(message_ids(&store.claim(ws, "r1", LEASE, 1, t(1)).await.unwrap()), ["a"]);
     assert_eq!(store.fail_attempt(a.id, "r1", "timeout", t(20), t(1)).await.unwrap(), Some(QueueItemState::Queued));
     assert_eq!(message_ids(&store.claim(ws, "r1", LEASE, 10, t(2)).await.unwrap()), ["b"], "a backs off");
-    assert!(store.complete(b.id, "r1", "{}", t(2)).await.unwrap());
+    assert!(complete(store, b.id, "r1", "{}", t(2)).await.unwrap());
     assert!(store.workspaces_with_work(t(2)).await.unwrap().is_empty());
     assert_eq!(store.next_due_at(t(2)).await.unwrap(), Some(t(20)));
     assert!(store.claim(ws, "r1", LEASE, 10, t(19)).await.unwrap().is_empty());
     assert_eq!(store.workspaces_with_work(t(20)).await.unwrap(), [ws]);
     assert_eq!(message_ids(&store.claim(ws, "r1", LEASE, 10, t(20)).await.unwrap()), ["a"]);
     assert_eq!(store.next_due_at(t(20)).await.unwrap(), Some(t(20) + LEASE), "its lease ends then");
-    assert!(store.complete(a.id, "r1", "{}", t(21)).await.unwrap());
+    assert!(complete(store, a.id, "r1", "{}", t(21)).await.unwrap());
     assert_eq!(store.next_due_at(t(21)).await.unwrap(), None);
 
     // An expired item is never claimed, even before expire_due drops it.
@@ -252,10 +224,10 @@ async fn a_busy_bounce_goes_back_first_without_spending_an_attempt(backend: &Bac
 
     let claimed = store.claim(ws, "r1", LEASE, 2, t(3)).await.unwrap();
     assert_eq!(message_ids(&claimed), ["a", "b"]);
-    assert!(!store.release_unconsumed(a.id, "r2", t(4)).await.unwrap(), "r2 does not hold it");
-    assert!(store.release_unconsumed(a.id, "r1", t(4)).await.unwrap());
-    assert!(!store.release_unconsumed(a.id, "r1", t(4)).await.unwrap(), "already back");
-    assert!(store.release_unconsumed(b.id, "r1", t(4)).await.unwrap());
+    assert!(!release(store, a.id, "r2", t(4)).await.unwrap(), "r2 does not hold it");
+    assert!(release(store, a.id, "r1", t(4)).await.unwrap());
+    assert!(!release(store, a.id, "r1", t(4)).await.unwrap(), "already back");
+    assert!(release(store, b.id, "r1", t(4)).await.unwrap());
     let back = get(store, a.id).await;
     assert_eq!(
         (back.state, back.attempts, back.lease_owner, back.lease_expires_at),
@@ -324,14 +296,14 @@ async fn completing_is_idempotent(backend: &Backend) {
     let ws = Uuid::new_v4();
     let a = enqueue(store, message(ws, "a", 0), t(0)).await;
     store.claim(ws, "r1", LEASE, 1, t(1)).await.unwrap();
-    assert!(!store.complete(a.id, "r2", r#"{"from":"r2"}"#, t(2)).await.unwrap());
-    assert!(store.complete(a.id, "r1", r#"{"ok":1}"#, t(2)).await.unwrap());
-    assert!(!store.complete(a.id, "r1", r#"{"ok":2}"#, t(3)).await.unwrap());
+    assert!(!complete(store, a.id, "r2", r#"{"from":"r2"}"#, t(2)).await.unwrap());
+    assert!(complete(store, a.id, "r1", r#"{"ok":1}"#, t(2)).await.unwrap());
+    assert!(!complete(store, a.id, "r1", r#"{"ok":2}"#, t(3)).await.unwrap());
     let done = get(store, a.id).await;
     assert_eq!(done.state, QueueItemState::Delivered);
     assert_eq!((done.result_json.as_deref(), done.delivered_at), (Some(r#"{"ok":1}"#), Some(t(2))));
     assert_eq!((done.lease_owner.as_deref(), done.lease_expires_at, done.updated_at), (None, None, t(2)));
-    assert!(!store.release_unconsumed(a.id, "r1", t(3)).await.unwrap());
+    assert!(!release(store, a.id, "r1", t(3)).await.unwrap());
     assert_eq!(store.fail_attempt(a.id, "r1", "late", t(3), t(3)).await.unwrap(), None);
     assert_eq!(get(store, a.id).await, done);
 
@@ -339,7 +311,7 @@ async fn completing_is_idempotent(backend: &Backend) {
     // else took the item over.
     let b = enqueue(store, message(ws, "b", 0), t(10)).await;
     store.claim(ws, "r1", Duration::from_secs(5), 1, t(10)).await.unwrap();
-    assert!(store.complete(b.id, "r1", "{}", t(100)).await.unwrap());
+    assert!(complete(store, b.id, "r1", "{}", t(100)).await.unwrap());
 }
 
 async fn a_dead_replicas_items_are_taken_over_and_its_late_answers_refused(backend: &Backend) {
@@ -363,13 +335,13 @@ async fn a_dead_replicas_items_are_taken_over_and_its_late_answers_refused(backe
     assert_eq!((taken[0].id, taken[0].attempts, taken[1].attempts), (a.id, 1, 0), "attempts are kept");
     assert_eq!(taken[0].lease_expires_at, Some(t(10) + LEASE));
 
-    assert!(!store.complete(a.id, "a", "{}", t(11)).await.unwrap());
-    assert!(!store.release_unconsumed(b.id, "a", t(11)).await.unwrap());
+    assert!(!complete(store, a.id, "a", "{}", t(11)).await.unwrap());
+    assert!(!release(store, b.id, "a", t(11)).await.unwrap());
     assert_eq!(store.fail_attempt(a.id, "a", "late", t(11), t(11)).await.unwrap(), None);
     assert_eq!(get(store, a.id).await.lease_owner.as_deref(), Some("b"));
-    assert!(store.complete(a.id, "b", "{}", t(12)).await.unwrap());
-    assert!(store.complete(b.id, "b", "{}", t(12)).await.unwrap());
-    assert!(store.complete(c.id, "b", "{}", t(12)).await.unwrap());
+    assert!(complete(store, a.id, "b", "{}", t(12)).await.unwrap());
+    assert!(complete(store, b.id, "b", "{}", t(12)).await.unwrap());
+    assert!(complete(store, c.id, "b", "{}", t(12)).await.unwrap());
 }
 
 async fn the_drain_lease_is_exclusive_until_it_expires(backend: &Backend) {
@@ -409,7 +381,7 @@ async fn concurrent_claimers_share_the_items_without_overlap(backend: &Backend) 
                     return mine;
                 }
                 for item in claimed {
-                    assert!(store.complete(item.id, &owner, "{}", t(2)).await.unwrap());
+                    assert!(complete(&store, item.id, &owner, "{}", t(2)).await.unwrap());
                     mine.push(item.id);
                 }
             }
@@ -431,7 +403,7 @@ async fn listing_pages_through_items_in_delivery_order(backend: &Backend) {
     let dead = dead_letter(store, ws1, "dead", t(0)).await;
     let flying = in_flight(store, ws1, "flying", t(0)).await;
     let delivered = in_flight(store, ws1, "delivered", t(0)).await;
-    assert!(store.complete(delivered.id, "setup", r#"{"r":1}"#, t(1)).await.unwrap());
+    assert!(complete(store, delivered.id, "setup", r#"{"r":1}"#, t(1)).await.unwrap());
     for (i, priority) in [0, 3, 0, 3, 1, -2].into_iter().enumerate() {
         enqueue(store, message(ws1, &format!("q{i}"), priority), t(2)).await;
     }
@@ -584,7 +556,7 @@ async fn stats_total_and_rank_workspaces_deepest_first(backend: &Backend) {
     }
     dead_letter(store, c, "dead", t(0)).await;
     let done = in_flight(store, e, "done", t(0)).await;
-    store.complete(done.id, "setup", "{}", t(1)).await.unwrap();
+    complete(store, done.id, "setup", "{}", t(1)).await.unwrap();
 
     let first = store.stats(&[], 2, None, t(100)).await.unwrap();
     let totals = &first.totals;
@@ -621,7 +593,7 @@ async fn finished_items_are_purged(backend: &Backend) {
     let store = &backend.store;
     let ws = Uuid::new_v4();
     let a = in_flight(store, ws, "a", t(0)).await;
-    store.complete(a.id, "setup", "{}", t(10)).await.unwrap();
+    complete(store, a.id, "setup", "{}", t(10)).await.unwrap();
     let b = enqueue(store, NewQueueItem { expires_at: Some(t(20)), ..message(ws, "b", 0) }, t(0)).await;
     store.expire_due(t(20)).await.unwrap();
     let c = enqueue(store, message(ws, "c", 0), t(0)).await;
@@ -668,7 +640,7 @@ async fn items_convert_to_the_control_api(backend: &Backend) {
     assert_eq!((flying.lease_owner.as_str(), flying.state), ("r1", QueueItemState::InFlight as i32));
     assert_eq!(flying.lease_expires_at.map(|ts| ts.seconds), Some(1_700_000_032));
     assert_eq!(flying.next_attempt_at, None);
-    store.complete(queued.id, "r1", r#"{"kind":"message"}"#, t(3)).await.unwrap();
+    complete(store, queued.id, "r1", r#"{"kind":"message"}"#, t(3)).await.unwrap();
 
     let proto = pb::QueueItem::from(&get(store, queued.id).await);
     assert_eq!((proto.id, proto.workspace_id), (queued.id.to_string(), ws.to_string()));
@@ -696,19 +668,157 @@ async fn a_store_that_cannot_be_reached_says_so(backend: &Backend) {
     enqueue(&store, message(ws, "m", 0), t(0)).await;
     store.database().pool().close().await;
     let error = store.enqueue(message(ws, "n", 0), t(1)).await.unwrap_err();
-    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(matches!(&error, StoreError::Backend(failure) if failure.is_unavailable()), "{error:?}");
     let error = store.claim(ws, "r1", LEASE, 1, t(1)).await.unwrap_err();
-    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(matches!(&error, StoreError::Backend(failure) if failure.is_unavailable()), "{error:?}");
 }
 
-/// One claim and one complete per message, as a drain does; prints the
-/// cost per message so a regression is visible.
+async fn a_batch_is_claimed_in_delivery_order_and_its_replies_recorded_at_once(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    // More than one batch statement names at most.
+    let count = 300;
+    for i in 0..count {
+        enqueue(store, message(ws, &format!("m{i:03}"), i % 3), t(0)).await;
+    }
+    let first = store.claim(ws, "r1", LEASE, 64, t(1)).await.unwrap();
+    let second = store.claim(ws, "r1", LEASE, 1000, t(1)).await.unwrap();
+    assert_eq!((first.len(), second.len()), (64, 236), "what is held is not claimed again");
+    let mut expected: Vec<(i32, String)> = (0..count).map(|i| (-(i % 3), format!("m{i:03}"))).collect();
+    expected.sort();
+    let held: Vec<&QueueItem> = first.iter().chain(&second).collect();
+    assert_eq!(
+        held.iter().map(|item| item.message_id.as_str()).collect::<Vec<_>>(),
+        expected.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(),
+        "both batches together in delivery order"
+    );
+
+    // One call records every reply with its own item; what r1 does not
+    // hold is left alone.
+    let elsewhere = in_flight(store, Uuid::new_v4(), "elsewhere", t(0)).await;
+    let echo = |item: &QueueItem| format!(r#"{{"echo":"{}"}}"#, item.message_id);
+    let mut replies: Vec<Completion> =
+        held.iter().map(|item| Completion { id: item.id, result_json: echo(item) }).collect();
+    replies.push(Completion { id: elsewhere.id, result_json: "{}".into() });
+    replies.push(Completion { id: Uuid::new_v4(), result_json: "{}".into() });
+    let recorded: HashSet<Uuid> = store.complete("r1", &replies, t(2)).await.unwrap().into_iter().collect();
+    assert_eq!(recorded, held.iter().map(|item| item.id).collect::<HashSet<_>>());
+    for item in held.iter().step_by(23) {
+        let done = get(store, item.id).await;
+        assert_eq!(
+            (done.state, done.result_json, done.delivered_at),
+            (QueueItemState::Delivered, Some(echo(item)), Some(t(2)))
+        );
+        assert_eq!((done.lease_owner, done.lease_expires_at, done.next_attempt_at), (None, None, None));
+    }
+    assert_eq!(get(store, elsewhere.id).await.state, QueueItemState::InFlight);
+    assert!(store.complete("r1", &replies[..5], t(3)).await.unwrap().is_empty(), "recorded once");
+    assert_eq!(get(store, held[0].id).await.delivered_at, Some(t(2)));
+    assert!(store.complete("r1", &[], t(3)).await.unwrap().is_empty());
+    assert_eq!(store.depth(ws).await.unwrap(), 0);
+}
+
+async fn unsent_items_go_back_together_keeping_their_places(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let mut items = Vec::new();
+    for (i, id) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        items.push(enqueue(store, message(ws, id, 0), t(i as u64)).await);
+    }
+    let [a, b, c, d, e] = <[QueueItem; 5]>::try_from(items).unwrap();
+    // One real failure first, so there is an attempt count to keep.
+    store.claim(ws, "r1", LEASE, 1, t(5)).await.unwrap();
+    store.fail_attempt(a.id, "r1", "connection reset", t(5), t(5)).await.unwrap();
+
+    let held = store.claim(ws, "r1", LEASE, 10, t(6)).await.unwrap();
+    assert_eq!(message_ids(&held), ["a", "b", "c", "d", "e"]);
+    // c was sent and answered before the agent turned busy.
+    assert!(complete(store, c.id, "r1", "{}", t(7)).await.unwrap());
+    let ids: Vec<Uuid> = held.iter().map(|item| item.id).collect();
+    let reason = "not sent: the gateway is shutting down";
+    assert_eq!(store.release_unconsumed(&ids, "r2", reason, t(8)).await.unwrap(), 0, "r2 holds none");
+    assert_eq!(store.release_unconsumed(&ids, "r1", reason, t(8)).await.unwrap(), 4, "all but the delivered c");
+    for (item, attempts) in [(&a, 1), (&b, 0), (&d, 0), (&e, 0)] {
+        let back = get(store, item.id).await;
+        assert_eq!((back.state, back.attempts, back.state_reason.as_str()), (QueueItemState::Queued, attempts, reason));
+        assert_eq!((back.lease_owner, back.lease_expires_at, back.next_attempt_at), (None, None, Some(t(8))));
+        assert_eq!(back.message_id, item.message_id);
+    }
+    assert_eq!(get(store, a.id).await.last_error, "connection reset");
+    assert_eq!(get(store, c.id).await.state, QueueItemState::Delivered);
+    assert_eq!(store.depth(ws).await.unwrap(), 4);
+    assert_eq!(store.release_unconsumed(&ids, "r1", reason, t(8)).await.unwrap(), 0, "already back");
+    assert_eq!(store.release_unconsumed(&[], "r1", reason, t(8)).await.unwrap(), 0);
+
+    enqueue(store, message(ws, "f", 0), t(9)).await;
+    assert_eq!(message_ids(&store.claim(ws, "r2", LEASE, 10, t(10)).await.unwrap()), ["a", "b", "d", "e", "f"]);
+}
+
+async fn items_that_expire_while_held_are_dropped_unsent(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let a = enqueue(store, NewQueueItem { expires_at: Some(t(10)), ..message(ws, "a", 0) }, t(0)).await;
+    let b = enqueue(store, NewQueueItem { expires_at: Some(t(20)), ..message(ws, "b", 0) }, t(0)).await;
+    let c = enqueue(store, message(ws, "c", 0), t(0)).await;
+    let held = store.claim(ws, "r1", LEASE, 10, t(5)).await.unwrap();
+    assert_eq!(message_ids(&held), ["a", "b", "c"]);
+    let ids: Vec<Uuid> = held.iter().map(|item| item.id).collect();
+
+    assert!(store.expire_held(&ids, "r1", t(9)).await.unwrap().is_empty(), "none has expired yet");
+    assert!(store.expire_held(&ids, "r2", t(10)).await.unwrap().is_empty(), "r2 holds none");
+    assert_eq!(store.expire_held(&ids, "r1", t(10)).await.unwrap(), [a.id]);
+    let dropped = get(store, a.id).await;
+    assert_eq!((dropped.state, dropped.state_reason.as_str()), (QueueItemState::Dropped, "expired"));
+    assert_eq!((dropped.lease_owner, dropped.lease_expires_at, dropped.next_attempt_at), (None, None, None));
+    assert_eq!((dropped.updated_at, dropped.delivered_at, dropped.attempts), (t(10), None, 0));
+    assert_eq!(get(store, b.id).await.state, QueueItemState::InFlight);
+
+    assert_eq!(store.expire_held(&ids, "r1", t(30)).await.unwrap(), [b.id], "c never expires");
+    assert_eq!(get(store, b.id).await.state, QueueItemState::Dropped);
+    assert_eq!(get(store, c.id).await.state, QueueItemState::InFlight);
+    let stats = store.stats(&[ws], 10, None, t(30)).await.unwrap();
+    assert_eq!((stats.totals.queued, stats.totals.in_flight), (0, 1));
+    assert!(!complete(store, a.id, "r1", "{}", t(31)).await.unwrap(), "a late reply does not revive it");
+}
+
+async fn renewing_keeps_held_items_from_a_takeover(backend: &Backend) {
+    let store = &backend.store;
+    let (ws, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let short = Duration::from_secs(10);
+    for id in ["a", "b", "c"] {
+        enqueue(store, message(ws, id, 0), t(0)).await;
+    }
+    let x = enqueue(store, message(other, "x", 0), t(0)).await;
+    let mine = store.claim(ws, "r1", short, 2, t(0)).await.unwrap();
+    assert_eq!(message_ids(&mine), ["a", "b"]);
+    let theirs = store.claim(ws, "r2", short, 1, t(0)).await.unwrap();
+    assert_eq!(message_ids(&theirs), ["c"]);
+    store.claim(other, "r1", short, 1, t(0)).await.unwrap();
+
+    assert_eq!(store.renew_item_leases(ws, "r1", short, t(8)).await.unwrap(), 2);
+    for item in &mine {
+        let renewed = get(store, item.id).await;
+        assert_eq!((renewed.lease_owner.as_deref(), renewed.lease_expires_at), (Some("r1"), Some(t(18))));
+    }
+    assert_eq!(get(store, theirs[0].id).await.lease_expires_at, Some(t(10)), "another holder's");
+    assert_eq!(get(store, x.id).await.lease_expires_at, Some(t(10)), "another workspace's");
+
+    assert_eq!(message_ids(&store.claim(ws, "r3", LEASE, 10, t(10)).await.unwrap()), ["c"]);
+    assert!(store.claim(ws, "r3", LEASE, 10, t(17)).await.unwrap().is_empty());
+    assert_eq!(message_ids(&store.claim(ws, "r3", LEASE, 10, t(18)).await.unwrap()), ["a", "b"]);
+    assert_eq!(store.renew_item_leases(ws, "r1", short, t(19)).await.unwrap(), 0, "r1 holds nothing here now");
+    assert_eq!(get(store, mine[0].id).await.lease_expires_at, Some(t(18) + LEASE));
+}
+
+/// Claims and completions in batches, as a drain makes them (it claims 64
+/// ahead; its recorder writes what replies came meanwhile, here 8); prints
+/// the cost per message so a regression is visible.
 async fn a_large_backlog_drains_quickly(backend: &Backend) {
     let store = &backend.store;
-    let count: u32 = match backend.label() {
-        "sqlite" => 10_000,
+    let count: u32 = match backend.database.engine() {
+        Engine::Sqlite => 10_000,
         // Every call is a network round trip there; fewer keep the suite quick.
-        _ => 2_000,
+        Engine::Postgres => 2_000,
     };
     let ws = Uuid::new_v4();
     let started = Instant::now();
@@ -723,22 +833,30 @@ async fn a_large_backlog_drains_quickly(backend: &Backend) {
     let mut delivered = 0;
     loop {
         let started = Instant::now();
-        let claimed = store.claim(ws, "r1", LEASE, 1, t(1)).await.unwrap();
+        let claimed = store.claim(ws, "r1", LEASE, 64, t(1)).await.unwrap();
         claiming += started.elapsed();
-        let Some(item) = claimed.into_iter().next() else { break };
-        let key = (std::cmp::Reverse(item.priority), item.seq);
-        assert!(last.is_none_or(|last| last < key), "delivery order");
-        last = Some(key);
-        let started = Instant::now();
-        assert!(store.complete(item.id, "r1", "{}", t(2)).await.unwrap());
-        completing += started.elapsed();
-        delivered += 1;
+        if claimed.is_empty() {
+            break;
+        }
+        for batch in claimed.chunks(8) {
+            for item in batch {
+                let key = (std::cmp::Reverse(item.priority), item.seq);
+                assert!(last.is_none_or(|last| last < key), "delivery order");
+                last = Some(key);
+            }
+            let replies: Vec<Completion> =
+                batch.iter().map(|item| Completion { id: item.id, result_json: "{}".into() }).collect();
+            let started = Instant::now();
+            assert_eq!(store.complete("r1", &replies, t(2)).await.unwrap().len(), batch.len());
+            completing += started.elapsed();
+            delivered += batch.len() as u32;
+        }
     }
     assert_eq!(delivered, count);
     let per_message = |total: Duration| total.as_micros() as f64 / f64::from(count);
     eprintln!(
-        "{}: {count} messages, per message: enqueue {:.0} µs, claim {:.0} µs, complete {:.0} µs",
-        backend.label(),
+        "{}: {count} messages, per message: enqueue {:.0} µs, claim {:.1} µs, complete {:.1} µs",
+        backend.database.engine(),
         per_message(enqueued),
         per_message(claiming),
         per_message(completing),

@@ -7,20 +7,19 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, RwLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use agentmesh_chassis::{
-    auth::token_digest,
     client::{ServiceChannel, service_channel},
     registry_events::{self, StreamChange},
+    workspace_credentials::{CredentialError, WorkspaceCredentials},
 };
 use agentmesh_proto::registry::v1::{
-    self as pb, AuthenticateWorkspaceRequest, GetWorkspaceRequest, WorkspaceStatus,
-    registry_service_client::RegistryServiceClient,
+    self as pb, GetWorkspaceRequest, WorkspaceStatus, registry_service_client::RegistryServiceClient,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -47,15 +46,13 @@ impl WorkspaceView {
 }
 
 const REGISTRY_CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a token's workspace is reused before the registry is asked again.
-const CREDENTIAL_TTL: Duration = Duration::from_secs(30);
 
 pub struct Workspaces {
     registry: RegistryServiceClient<ServiceChannel>,
     watcher: RegistryServiceClient<ServiceChannel>,
     cache: RwLock<HashMap<Uuid, Arc<WorkspaceView>>>,
     following: AtomicBool,
-    credentials: Mutex<HashMap<[u8; 32], (Uuid, Instant)>>,
+    credentials: WorkspaceCredentials,
     removed: mpsc::UnboundedSender<Uuid>,
 }
 
@@ -71,11 +68,11 @@ impl Workspaces {
         let watcher = RegistryServiceClient::new(service_channel(registry_address, service_token, None)?);
         let (removed, receiver) = mpsc::unbounded_channel();
         let workspaces = Self {
+            credentials: WorkspaceCredentials::new(registry.clone()),
             registry,
             watcher,
             cache: RwLock::default(),
             following: AtomicBool::new(false),
-            credentials: Mutex::default(),
             removed,
         };
         Ok((Arc::new(workspaces), receiver))
@@ -110,27 +107,13 @@ impl Workspaces {
 
     /// The workspace whose bearer token this is (SEC-1).
     pub async fn authenticate(&self, token: &str) -> Result<Uuid> {
-        let digest = token_digest(token);
-        if let Some((id, at)) = self.credentials.lock().expect("credentials lock").get(&digest)
-            && at.elapsed() < CREDENTIAL_TTL
-        {
-            return Ok(*id);
-        }
-        let request = AuthenticateWorkspaceRequest { token: token.to_owned() };
-        let record = match self.registry.clone().authenticate_workspace(request).await {
-            Ok(reply) => reply.into_inner().workspace,
-            Err(status) if matches!(status.code(), Code::Unauthenticated | Code::InvalidArgument) => {
-                return Err(SchedulerError::Unauthenticated(
-                    "the bearer token is not an operator, service or workspace token",
-                ));
+        self.credentials.authenticate(token).await.map_err(|error| match error {
+            CredentialError::NotAWorkspaceToken => {
+                SchedulerError::Unauthenticated("the bearer token is not an operator, service or workspace token")
             }
-            Err(status) => return Err(from_registry(status)),
-        };
-        let id = record
-            .and_then(|record| record.id.parse().ok())
-            .ok_or_else(|| SchedulerError::registry_unavailable("the registry sent a malformed workspace"))?;
-        self.credentials.lock().expect("credentials lock").insert(digest, (id, Instant::now()));
-        Ok(id)
+            CredentialError::Registry(status) => from_registry(status),
+            malformed @ CredentialError::Malformed => SchedulerError::registry_unavailable(malformed.to_string()),
+        })
     }
 
     /// Whether the registry's event stream is up.
@@ -156,7 +139,7 @@ impl Workspaces {
         let status = event.status();
         if status == WorkspaceStatus::Removed {
             self.cache.write().expect("cache lock").remove(&id);
-            self.credentials.lock().expect("credentials lock").retain(|_, (owner, _)| *owner != id);
+            self.credentials.forget(id);
             let _ = self.removed.send(id);
             return;
         }

@@ -3,6 +3,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use agentmesh_chassis::status;
+use agentmesh_db::StoreFailure;
 use agentmesh_proto::scheduler::v1::ErrorReason;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -55,7 +56,7 @@ impl SchedulerError {
 impl From<StoreError> for SchedulerError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(source) => {
+            StoreError::Backend(StoreFailure::Unavailable(source)) => {
                 // The cause stays in our logs: it may name hosts or credentials.
                 tracing::warn!(error = %source, "scheduler store unavailable");
                 SchedulerError::StoreUnavailable
@@ -203,7 +204,8 @@ mod tests {
 
     #[test]
     fn store_errors_become_the_callers_or_ours() {
-        let unavailable = SchedulerError::from(StoreError::Unavailable(sqlx::Error::PoolTimedOut));
+        let unavailable =
+            SchedulerError::from(StoreError::Backend(StoreFailure::Unavailable(sqlx::Error::PoolTimedOut)));
         assert!(matches!(unavailable, SchedulerError::StoreUnavailable), "{unavailable:?}");
         let taken = SchedulerError::from(StoreError::NameTaken("daily".to_owned()));
         assert!(matches!(&taken, SchedulerError::NameTaken(name) if name == "daily"), "{taken:?}");
@@ -213,7 +215,8 @@ mod tests {
         assert!(matches!(raced, SchedulerError::RevisionMismatch { expected: 3, stored: 4 }), "{raced:?}");
         let token = SchedulerError::from(StoreError::InvalidPageToken);
         assert!(matches!(token, SchedulerError::InvalidArgument { field: "page_token", .. }), "{token:?}");
-        let broken = SchedulerError::from(StoreError::Database(sqlx::Error::Protocol("unexpected frame".to_owned())));
+        let protocol = sqlx::Error::Protocol("unexpected frame".to_owned());
+        let broken = SchedulerError::from(StoreError::Backend(StoreFailure::Database(protocol)));
         match broken {
             SchedulerError::Store(cause) => assert!(cause.contains("unexpected frame"), "the cause is kept: {cause}"),
             other => panic!("expected an internal store failure, got {other:?}"),

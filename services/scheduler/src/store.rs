@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use agentmesh_db::{Database, DbError, Dialect, Sql, unavailable};
+use agentmesh_db::{Database, DbError, Dialect, Sql, StoreFailure};
 use agentmesh_proto::scheduler::v1::{CatchUpPolicy, OverlapPolicy, RunOutcome, RunTrigger};
 use chrono::{DateTime, Utc};
 use sqlx::{Row, any::AnyRow, error::ErrorKind, migrate::Migrator};
@@ -60,14 +60,9 @@ macro_rules! run_columns {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached (or refuses connections for now);
-    /// retrying later may succeed.
-    #[error("the schedule store is unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("the schedule store failed")]
-    Database(#[source] sqlx::Error),
-    #[error("migrating the schedule store failed")]
-    Migrate(#[source] DbError),
+    /// The database failed: unreachable for now, or broken.
+    #[error(transparent)]
+    Backend(#[from] StoreFailure),
     /// The workspace already has a schedule of this name.
     #[error("the workspace already has a schedule named {0:?}")]
     NameTaken(String),
@@ -84,18 +79,16 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+// `?` takes one conversion step; these let it go through `StoreFailure`.
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if unavailable(&e) { StoreError::Unavailable(e) } else { StoreError::Database(e) }
+        StoreError::Backend(e.into())
     }
 }
 
 impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
-        match e {
-            DbError::Sqlx(e) | DbError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e.into(),
-            other => StoreError::Migrate(other),
-        }
+        StoreError::Backend(e.into())
     }
 }
 

@@ -10,12 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agentmesh_db::{Database, Dialect};
+use agentmesh_db::Database;
 use agentmesh_proto::scheduler::v1::{CatchUpPolicy, OverlapPolicy, RunOutcome, RunTrigger};
 use agentmesh_scheduler::store::{
     ClaimedRun, DueSchedule, Finish, NewSchedule, Plan, Run, RunFilter, RunKey, Schedule, ScheduleChanges,
     ScheduleFilter, ScheduleStore, StoreError, message_id, run_id,
 };
+use agentmesh_testkit::engines::{Engine, TestDatabase};
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
@@ -23,74 +24,32 @@ const LEASE: Duration = Duration::from_secs(30);
 const LIMIT: u32 = 1000;
 const STALE_AFTER: u32 = 3;
 
-/// A fresh store on one engine; `finish` drops its PostgreSQL database.
+/// A fresh store on one engine.
 struct Backend {
     store: ScheduleStore,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-/// SQLite always; PostgreSQL when configured (in CI it must be).
-async fn backends() -> Vec<Backend> {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("scheduler.db").display());
-    let store = ScheduleStore::open(Database::connect(&url).await.unwrap()).await.unwrap();
-    let mut backends = vec![Backend { store, url, _dir: Some(dir) }];
-    if let Some(url) = agentmesh_testkit::postgres::fresh_database("scheduler_test").await {
-        let store = ScheduleStore::open(Database::connect(&url).await.unwrap()).await.unwrap();
-        backends.push(Backend { store, url, _dir: None });
-    }
-    backends
+    database: TestDatabase,
 }
 
 impl Backend {
-    fn is_postgres(&self) -> bool {
-        self.store.database().dialect() == Dialect::Postgres
-    }
-
-    fn label(&self) -> &'static str {
-        match self.store.database().dialect() {
-            Dialect::Sqlite => "sqlite",
-            Dialect::Postgres => "postgres",
-        }
+    async fn open(database: TestDatabase) -> Self {
+        let store = ScheduleStore::open(Database::connect(database.url()).await.unwrap()).await.unwrap();
+        Self { store, database }
     }
 
     /// Another scheduler replica on the same database: its own connection
     /// pool on PostgreSQL; on SQLite (one replica only) the same store.
     async fn replica(&self) -> ScheduleStore {
-        if self.is_postgres() {
-            ScheduleStore::open(Database::connect(&self.url).await.unwrap()).await.unwrap()
-        } else {
-            self.store.clone()
-        }
-    }
-
-    async fn finish(self) {
-        let postgres = self.is_postgres();
-        self.store.database().pool().close().await;
-        if postgres {
-            agentmesh_testkit::postgres::drop_database(&self.url).await;
-        }
-    }
-}
-
-/// Runs each scenario on every backend, as its own test.
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {
-        mod on_every_backend { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() {
-                for backend in super::backends().await {
-                    eprintln!("{} on {}", stringify!($scenario), backend.label());
-                    super::$scenario(&backend).await;
-                    backend.finish().await;
-                }
+        match self.database.engine() {
+            Engine::Postgres => {
+                ScheduleStore::open(Database::connect(self.database.url()).await.unwrap()).await.unwrap()
             }
-        )* }
-    };
+            Engine::Sqlite => self.store.clone(),
+        }
+    }
 }
 
-on_every_backend!(
+agentmesh_testkit::on_every_engine!(
+    database = "scheduler_test", backend = Backend;
     schedules_are_created_read_and_deleted,
     names_are_unique_per_workspace,
     a_workspace_has_at_most_the_allowed_schedules,
@@ -982,13 +941,13 @@ async fn finished_runs_are_purged(backend: &Backend) {
 }
 
 async fn a_store_that_cannot_be_reached_says_so(backend: &Backend) {
-    let store = ScheduleStore::open(Database::connect(&backend.url).await.unwrap()).await.unwrap();
+    let store = ScheduleStore::open(Database::connect(backend.database.url()).await.unwrap()).await.unwrap();
     create(&store, Uuid::new_v4(), "s", Some(t(0))).await;
     store.database().pool().close().await;
     let error = store.create(new_schedule(Uuid::new_v4(), "t", None), LIMIT, t(1)).await.unwrap_err();
-    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(matches!(&error, StoreError::Backend(failure) if failure.is_unavailable()), "{error:?}");
     let error = store.claim_due(t(1), LIMIT, "r1", LEASE, every(60)).await.unwrap_err();
-    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(matches!(&error, StoreError::Backend(failure) if failure.is_unavailable()), "{error:?}");
 }
 
 /// One claim of 1,000 due schedules, as a replica does after downtime;
@@ -1005,5 +964,5 @@ async fn a_thousand_due_schedules_are_claimed_quickly(backend: &Backend) {
     let elapsed = started.elapsed();
     assert_eq!(claimed.len(), SCHEDULES);
     assert!(claimed.windows(2).all(|pair| pair[0].run.scheduled_at <= pair[1].run.scheduled_at), "earliest first");
-    eprintln!("{}: claimed {SCHEDULES} due schedules in one claim in {elapsed:?}", backend.label());
+    eprintln!("{}: claimed {SCHEDULES} due schedules in one claim in {elapsed:?}", backend.database.engine());
 }

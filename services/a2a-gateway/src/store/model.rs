@@ -34,6 +34,14 @@ pub struct Enqueued {
     pub depth: u64,
 }
 
+/// An agent's reply to a queued message, to be recorded with its item by
+/// [`super::QueueStore::complete`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub id: Uuid,
+    pub result_json: String,
+}
+
 /// A queue item, as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueItem {
