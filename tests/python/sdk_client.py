@@ -5,7 +5,8 @@ works there as if it talked to the agent. It fetches the agent card at
 --card-url, lets the SDK's ClientFactory pick the interface of the chosen
 --transport from the card's supportedInterfaces (so it posts where the card
 says, with the tenant the card names), then either sends --text (streaming
-with --stream) or, with --task-id, gets that task.
+with --stream), gets the task --task-id, or follows the task --follow-task-id
+(SubscribeToTask) until its stream ends.
 
 Every response or stream event is printed as one line of protocol JSON (the
 protobuf JSON mapping the SDK itself uses on the wire), then it exits 0. An
@@ -34,7 +35,7 @@ from a2a.client import (
 )
 from a2a.client.interceptors import AfterArgs, BeforeArgs
 from a2a.helpers import new_text_message
-from a2a.types.a2a_pb2 import GetTaskRequest, Role, SendMessageRequest
+from a2a.types.a2a_pb2 import GetTaskRequest, Role, SendMessageRequest, SubscribeToTaskRequest
 from a2a.utils.constants import TransportProtocol
 from a2a.utils.errors import A2AError
 from google.protobuf.json_format import MessageToDict
@@ -74,7 +75,7 @@ async def run(args: argparse.Namespace) -> None:
         # resolver fetch the base URL itself.
         card = await A2ACardResolver(http, args.card_url, agent_card_path='').get_agent_card()
         config = ClientConfig(
-            streaming=args.stream,
+            streaming=args.stream or args.follow_task_id is not None,
             httpx_client=http,
             grpc_channel_factory=grpc.aio.insecure_channel,
             supported_protocol_bindings=[TRANSPORTS[args.transport]],
@@ -84,6 +85,10 @@ async def run(args: argparse.Namespace) -> None:
         try:
             if args.task_id is not None:
                 emit(await client.get_task(GetTaskRequest(id=args.task_id)))
+                return
+            if args.follow_task_id is not None:
+                async for event in client.subscribe(SubscribeToTaskRequest(id=args.follow_task_id)):
+                    emit(event)
                 return
             message = new_text_message(args.text, role=Role.ROLE_USER)
             message.message_id = args.message_id or str(uuid.uuid4())
@@ -101,6 +106,7 @@ def main() -> int:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument('--text', help='send a message with this text')
     action.add_argument('--task-id', help='get this task instead of sending')
+    action.add_argument('--follow-task-id', help='follow this task (SubscribeToTask) until its stream ends')
     parser.add_argument('--stream', action='store_true', help='send with SendStreamingMessage')
     parser.add_argument('--message-id', help='the messageId to send (default: a new UUID)')
     args = parser.parse_args()

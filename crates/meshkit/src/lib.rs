@@ -423,6 +423,44 @@ impl Caller {
     pub async fn send(&self, url: &str, text: &str, message_id: &str) -> RpcReply {
         self.post(url, &send_request(text, message_id), &[]).await
     }
+
+    /// Posts a request answered with server-sent events (`message/stream`,
+    /// `tasks/resubscribe`…), to read them as they come.
+    pub async fn events(&self, url: &str, body: &Value) -> Events {
+        let response = self.http.post(url).bearer_auth(&self.token).json(body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(content_type.as_deref(), Some("text/event-stream"));
+        Events { response, pending: Vec::new(), ready: std::collections::VecDeque::new() }
+    }
+}
+
+/// The server-sent events of a streamed reply.
+pub struct Events {
+    response: reqwest::Response,
+    pending: Vec<u8>,
+    ready: std::collections::VecDeque<Value>,
+}
+
+impl Events {
+    /// The data of the next event, or `None` once the stream has ended.
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(event);
+            }
+            let chunk = self.response.chunk().await.unwrap()?;
+            self.pending.extend_from_slice(&chunk);
+            while let Some(end) = self.pending.windows(2).position(|pair| pair == b"\n\n") {
+                let frame: Vec<u8> = self.pending.drain(..end + 2).collect();
+                for line in String::from_utf8(frame).unwrap().lines() {
+                    if let Some(data) = line.strip_prefix("data:") {
+                        self.ready.push_back(serde_json::from_str(data.trim()).unwrap());
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub fn send_request(text: &str, message_id: &str) -> Value {

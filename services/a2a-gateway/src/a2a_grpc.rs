@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     error::GatewayError,
-    gateway::{Dispatched, Gateway, Inbound, Streamed, parse_expires_in, parse_priority},
+    gateway::{Dispatched, Gateway, Inbound, Streamed, Subscribed, parse_expires_in, parse_priority},
     jsonrpc::{self, Envelope, Flavor},
 };
 
@@ -123,10 +123,7 @@ impl A2aService for A2aGrpc {
         let inbound = self.inbound(&metadata, caller, &message.tenant, "SendStreamingMessage", params).await?;
         let context_id = inbound.envelope.context_id().map(str::to_owned);
         let stream: EventStream = match self.gateway.stream(inbound).await? {
-            Streamed::Events(events) => Box::pin(
-                ReceiverStream::new(events)
-                    .map(|event| from_reply::<pb::StreamResponse>(&event, "lf.a2a.v1.StreamResponse")),
-            ),
+            Streamed::Events(events) => agent_events(events),
             Streamed::Queued(queued) => {
                 let task = jsonrpc::queued_task(Flavor::V10, &queued, context_id.as_deref());
                 let event = from_json(json!({ "task": task }), "lf.a2a.v1.StreamResponse");
@@ -165,11 +162,20 @@ impl A2aService for A2aGrpc {
 
     async fn subscribe_to_task(
         &self,
-        _request: Request<pb::SubscribeToTaskRequest>,
+        request: Request<pb::SubscribeToTaskRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        Err(Status::unimplemented(
-            "the gateway does not relay task subscriptions; poll GetTask, or stream with SendStreamingMessage",
-        ))
+        let caller = Caller::of(&request);
+        let (metadata, _, message) = request.into_parts();
+        let params = to_json(&message, "lf.a2a.v1.SubscribeToTaskRequest")?;
+        let inbound = self.inbound(&metadata, caller, &message.tenant, "SubscribeToTask", params).await?;
+        let stream: EventStream = match self.gateway.subscribe(inbound).await? {
+            Subscribed::Events(events) => agent_events(events),
+            Subscribed::QueueItem(updates) => Box::pin(ReceiverStream::new(updates).map(move |item| {
+                let task = jsonrpc::task_of_queue_item(Flavor::V10, &message.id, item);
+                from_json(json!({ "task": task }), "lf.a2a.v1.StreamResponse")
+            })),
+        };
+        Ok(Response::new(stream))
     }
 
     async fn create_task_push_notification_config(
@@ -206,6 +212,13 @@ impl A2aService for A2aGrpc {
     ) -> Result<Response<()>, Status> {
         self.unary(request, "DeleteTaskPushNotificationConfig", |r| &r.tenant).await
     }
+}
+
+/// An agent's streamed JSON-RPC responses as the binding's stream.
+fn agent_events(events: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> EventStream {
+    Box::pin(
+        ReceiverStream::new(events).map(|event| from_reply::<pb::StreamResponse>(&event, "lf.a2a.v1.StreamResponse")),
+    )
 }
 
 fn method_input(method: &str) -> &'static str {

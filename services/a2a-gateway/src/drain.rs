@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     agent_client::{AgentCall, AgentClient, Failure, IdleClock},
+    announce::{ItemChanges, ItemWatch},
     directory::{Directory, DrainSignal, Target},
     jsonrpc::Flavor,
     settings::GatewaySettings,
@@ -109,6 +110,8 @@ pub struct Drainer {
     backlog: Mutex<HashSet<Uuid>>,
     /// Workspaces this replica is draining now.
     draining: Mutex<HashSet<Uuid>>,
+    /// Items whose state this replica changed, for those following them.
+    changes: Arc<ItemChanges>,
 }
 
 impl Drainer {
@@ -129,7 +132,14 @@ impl Drainer {
             owner,
             backlog: Mutex::default(),
             draining: Mutex::default(),
+            changes: Arc::default(),
         })
+    }
+
+    /// Follows a queue item: the watch wakes whenever this replica changes
+    /// its state (delivered, failed, expired, back in the queue).
+    pub fn follow(&self, id: Uuid) -> ItemWatch {
+        self.changes.follow(id)
     }
 
     /// Notes that a workspace has queued items, so that the next report of
@@ -187,9 +197,10 @@ impl Drainer {
         let now = SystemTime::now();
         match self.store.expire_due(now).await {
             Ok(expired) => {
-                for (id, workspace_id) in expired {
+                for &(id, workspace_id) in &expired {
                     tracing::info!(queue_id = %id, %workspace_id, "queued message expired undelivered");
                 }
+                self.changes.announce(expired.into_iter().map(|(id, _)| id));
             }
             Err(e) => tracing::warn!(error = %e, "cannot expire queued messages"),
         }
@@ -410,7 +421,10 @@ impl Drainer {
     /// Puts items claimed but not consumed back in the queue.
     async fn release(&self, workspace_id: Uuid, ids: &[Uuid], stop: Stop) {
         match self.store.release_unconsumed(ids, &self.owner, stop.reason(), SystemTime::now()).await {
-            Ok(released) => tracing::debug!(%workspace_id, released, ?stop, "unsent messages back in the queue"),
+            Ok(released) => {
+                self.changes.announce(ids.iter().copied());
+                tracing::debug!(%workspace_id, released, ?stop, "unsent messages back in the queue");
+            }
             // Their leases run out, and the next drainer sends them, with
             // the same message ids.
             Err(e) => tracing::warn!(%workspace_id, error = %e, "cannot put unsent messages back in the queue"),
@@ -424,9 +438,10 @@ impl Drainer {
         }
         match self.store.expire_held(ids, &self.owner, now).await {
             Ok(expired) => {
-                for id in expired {
+                for &id in &expired {
                     tracing::info!(queue_id = %id, %workspace_id, "queued message expired undelivered");
                 }
+                self.changes.announce(expired);
             }
             // Still held: their leases run out, and a claim never takes an
             // expired item, nor does a drain send one.
@@ -464,9 +479,11 @@ impl Drainer {
     async fn record(&self, workspace_id: Uuid, replies: &[Completion]) {
         match self.store.complete(&self.owner, replies, SystemTime::now()).await {
             Ok(recorded) if recorded.len() == replies.len() => {
+                self.changes.announce(recorded);
                 tracing::debug!(%workspace_id, count = replies.len(), "queued messages delivered");
             }
             Ok(recorded) => {
+                self.changes.announce(recorded.iter().copied());
                 let recorded: HashSet<Uuid> = recorded.into_iter().collect();
                 for reply in replies.iter().filter(|reply| !recorded.contains(&reply.id)) {
                     tracing::warn!(queue_id = %reply.id, "delivered, but another replica had taken the item over");
@@ -531,6 +548,7 @@ impl Drainer {
         let next = now + self.settings.retry_backoff(attempts + 1);
         match self.store.fail_attempt(id, &self.owner, error, next, now).await {
             Ok(Some(state)) => {
+                self.changes.announce([id]);
                 tracing::warn!(queue_id = %id, %workspace_id, error, ?state, "delivery attempt failed");
                 true
             }

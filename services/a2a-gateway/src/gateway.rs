@@ -11,7 +11,7 @@ use std::{
 
 use agentmesh_chassis::Caller;
 use agentmesh_proto::{
-    gateway::v1::{QueueReason, QueuedReply, UnavailableReason},
+    gateway::v1::{QueueItemState, QueueReason, QueuedReply, UnavailableReason},
     registry::v1::WorkspaceStatus,
 };
 use bytes::Bytes;
@@ -87,6 +87,23 @@ pub enum Dispatched {
     /// The agent's JSON-RPC response, as it sent it.
     Replied(Bytes),
     Queued(QueuedReply),
+}
+
+/// What a subscription to a task follows.
+pub enum Subscribed {
+    /// The agent's own task: the data of each event it streams.
+    Events(mpsc::Receiver<Bytes>),
+    /// A queued message: its item now and at each change, the last final.
+    QueueItem(mpsc::Receiver<QueueItem>),
+}
+
+/// How often a follower of a queued message looks at it again when this
+/// replica announced no change: another replica may be delivering it.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// Whether nothing more will happen to a queue item.
+fn is_final(state: QueueItemState) -> bool {
+    matches!(state, QueueItemState::Delivered | QueueItemState::DeadLetter | QueueItemState::Dropped)
 }
 
 /// What became of a streaming request.
@@ -192,15 +209,75 @@ impl Gateway {
         if let Some(reason) = self.must_wait(&target)? {
             return self.queue_or_refuse(&target, &inbound, reason, None).await.map(Streamed::Queued);
         }
-        let mut idle = self.idle_clock(&target);
-        let response = match self.agents.open_stream(agent_call(&target, &inbound), &mut idle).await {
-            Ok(response) => response,
+        match self.relay_stream(&target, &inbound).await {
+            Ok(events) => Ok(Streamed::Events(events)),
             Err(failure) if failure.is_retryable() => {
                 let reason = queue_reason(&failure);
-                return self.queue_or_refuse(&target, &inbound, reason, Some(&failure)).await.map(Streamed::Queued);
+                self.queue_or_refuse(&target, &inbound, reason, Some(&failure)).await.map(Streamed::Queued)
             }
-            Err(failure) => return Err(self.refusal(&target, failure)),
-        };
+            Err(failure) => Err(self.refusal(&target, failure)),
+        }
+    }
+
+    /// Follows a task (`tasks/resubscribe`, `SubscribeToTask`). A task the
+    /// gateway handed out for a queued message is followed here, until the
+    /// message is delivered (its result announced, GW-7) or will never be;
+    /// any other task is the agent's, and its stream is relayed.
+    pub async fn subscribe(self: &Arc<Self>, inbound: Inbound) -> Result<Subscribed> {
+        let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
+        let task_id = inbound.envelope.task_id().ok_or_else(|| GatewayError::invalid("params.id", "the task's id"))?;
+        if let Some(item) = self.queued_task(target.id, task_id).await? {
+            return Ok(Subscribed::QueueItem(self.follow_queue_item(item)));
+        }
+        self.relay_stream(&target, &inbound).await.map(Subscribed::Events).map_err(|f| self.refusal(&target, f))
+    }
+
+    /// Sends the item now and again each time its state changes, ending
+    /// with its final state. Changes this replica makes are announced to
+    /// it at once; those of other replicas are found by looking again.
+    fn follow_queue_item(self: &Arc<Self>, item: QueueItem) -> mpsc::Receiver<QueueItem> {
+        let (updates, receiver) = mpsc::channel(4);
+        let mut changes = self.drainer.follow(item.id);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut last = item;
+            loop {
+                let finished = is_final(last.state);
+                if updates.send(last.clone()).await.is_err() || finished {
+                    return;
+                }
+                let current = loop {
+                    tokio::select! {
+                        () = changes.changed() => {}
+                        () = tokio::time::sleep(FOLLOW_POLL) => {}
+                        () = updates.closed() => return,
+                    }
+                    match store.get(last.id).await {
+                        Ok(Some(item)) if item.state != last.state => break item,
+                        Ok(Some(_)) => {}
+                        // Purged after its retention: nothing more will happen to it.
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::warn!(queue_id = %last.id, error = %e, "cannot look at a followed queue item")
+                        }
+                    }
+                };
+                last = current;
+            }
+        });
+        receiver
+    }
+
+    /// Opens the agent's event stream for the request and relays its events
+    /// from a task of its own, which reads to the end even if the caller
+    /// hangs up (GW-4).
+    async fn relay_stream(
+        &self,
+        target: &Target,
+        inbound: &Inbound,
+    ) -> std::result::Result<mpsc::Receiver<Bytes>, Failure> {
+        let mut idle = self.idle_clock(target);
+        let response = self.agents.open_stream(agent_call(target, inbound), &mut idle).await?;
         let (events, receiver) = mpsc::channel(64);
         let directory = self.directory.clone();
         let workspace_id = target.id;
@@ -214,7 +291,7 @@ impl Gateway {
                 let _ = events.send(Bytes::from(error.into_response(&request_id).to_string())).await;
             }
         });
-        Ok(Streamed::Events(receiver))
+        Ok(receiver)
     }
 
     /// Passes a request that is not a message (task queries, push

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::{
     error::GatewayError,
-    gateway::{Dispatched, Gateway, Inbound, Sender, Streamed, parse_expires_in, parse_priority},
+    gateway::{Dispatched, Gateway, Inbound, Sender, Streamed, Subscribed, parse_expires_in, parse_priority},
     jsonrpc::{self, Envelope, Method, RpcError},
 };
 
@@ -118,22 +118,28 @@ impl Front {
                 }
             },
             Method::Stream => match self.gateway.stream(inbound).await? {
-                Streamed::Events(events) => {
-                    let frames = ReceiverStream::new(events).map(|data| {
-                        let mut frame = Vec::with_capacity(data.len() + 8);
-                        frame.extend_from_slice(b"data: ");
-                        frame.extend_from_slice(&data);
-                        frame.extend_from_slice(b"\n\n");
-                        Ok::<_, std::convert::Infallible>(Bytes::from(frame))
-                    });
-                    Ok(sse(Body::from_stream(frames)))
-                }
+                Streamed::Events(events) => Ok(sse(Body::from_stream(ReceiverStream::new(events).map(event_frame)))),
                 Streamed::Queued(queued) => {
                     let task = jsonrpc::queued_task(flavor, &queued, context_id.as_deref());
                     let event = jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task));
                     Ok(sse(Body::from(format!("data: {event}\n\n"))))
                 }
             },
+            Method::Subscribe => {
+                let task_id = inbound.envelope.task_id().unwrap_or_default().to_owned();
+                match self.gateway.subscribe(inbound).await? {
+                    Subscribed::Events(events) => {
+                        Ok(sse(Body::from_stream(ReceiverStream::new(events).map(event_frame))))
+                    }
+                    Subscribed::QueueItem(updates) => {
+                        let events = ReceiverStream::new(updates).map(move |item| {
+                            let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
+                            Bytes::from(jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task)).to_string())
+                        });
+                        Ok(sse(Body::from_stream(events.map(event_frame))))
+                    }
+                }
+            }
             Method::GetTask => {
                 let task_id = inbound.envelope.task_id().unwrap_or_default().to_owned();
                 self.gateway.authorize(&inbound.sender, workspace_id).await?;
@@ -223,6 +229,15 @@ fn json_bytes(body: bytes::Bytes) -> Response {
 
 fn json_value(value: &Value) -> Response {
     json_bytes(bytes::Bytes::from(value.to_string()))
+}
+
+/// One server-sent event carrying `data`.
+fn event_frame(data: Bytes) -> Result<Bytes, std::convert::Infallible> {
+    let mut frame = Vec::with_capacity(data.len() + 8);
+    frame.extend_from_slice(b"data: ");
+    frame.extend_from_slice(&data);
+    frame.extend_from_slice(b"\n\n");
+    Ok(Bytes::from(frame))
 }
 
 fn sse(body: Body) -> Response {

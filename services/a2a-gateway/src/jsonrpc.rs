@@ -26,6 +26,8 @@ pub enum Method {
     Stream,
     GetTask,
     CancelTask,
+    /// Following a task's events.
+    Subscribe,
     /// Anything else is passed to the agent as it is.
     Other,
 }
@@ -64,10 +66,12 @@ impl Method {
             "message/stream" => (Method::Stream, Flavor::V03),
             "tasks/get" => (Method::GetTask, Flavor::V03),
             "tasks/cancel" => (Method::CancelTask, Flavor::V03),
+            "tasks/resubscribe" => (Method::Subscribe, Flavor::V03),
             "SendMessage" => (Method::Send, Flavor::V10),
             "SendStreamingMessage" => (Method::Stream, Flavor::V10),
             "GetTask" => (Method::GetTask, Flavor::V10),
             "CancelTask" => (Method::CancelTask, Flavor::V10),
+            "SubscribeToTask" => (Method::Subscribe, Flavor::V10),
             other if other.contains('/') => (Method::Other, Flavor::V03),
             _ => (Method::Other, Flavor::V10),
         }
@@ -172,7 +176,7 @@ impl Envelope {
         self.request.get("params")?.get("message")?.get("contextId")?.as_str()
     }
 
-    /// The task id of a get or cancel.
+    /// The task id of a get, cancel or subscription.
     pub fn task_id(&self) -> Option<&str> {
         self.request.get("params")?.get("id")?.as_str()
     }

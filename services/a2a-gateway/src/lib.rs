@@ -4,11 +4,13 @@
 //! `a2a_grpc`: the `lf.a2a.v1.A2AService` binding) and go to [`gateway`],
 //! which resolves the target through the registry ([`directory`]), delivers
 //! it over HTTP ([`agent_client`]) or queues it durably ([`store`]).
-//! [`drain`] delivers queued messages when the registry reports room, and
-//! [`control`] serves the queue's inspection and repair API.
+//! [`drain`] delivers queued messages when the registry reports room,
+//! [`announce`] tells callers following a queued message that it changed,
+//! and [`control`] serves the queue's inspection and repair API.
 
 pub mod a2a_grpc;
 pub mod agent_client;
+pub mod announce;
 pub mod control;
 pub mod directory;
 pub mod drain;

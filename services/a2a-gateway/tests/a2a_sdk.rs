@@ -118,6 +118,7 @@ async fn the_sdk_client_sees_a_queued_message_as_a_submitted_task_it_can_follow(
     let card = card_url(&gateway, &workspace.id);
     agent.set_busy(true).await;
 
+    let mut task_ids = Vec::new();
     for transport in ["jsonrpc", "grpc"] {
         let text = format!("queued over {transport}");
         let events =
@@ -127,11 +128,28 @@ async fn the_sdk_client_sees_a_queued_message_as_a_submitted_task_it_can_follow(
         let task = events.iter().find_map(|e| e.get("task")).unwrap_or_else(|| panic!("{transport}: {events:?}"));
         assert_eq!(task["status"]["state"], "TASK_STATE_SUBMITTED", "{transport}: {task}");
         assert!(task["metadata"]["agentmesh"]["queued"]["queueId"].is_string(), "{transport}: {task}");
+        task_ids.push(task["id"].as_str().unwrap().to_owned());
     }
-    agent.set_busy(false).await;
-    workspace.heartbeat(0).await;
-    eventually(std::time::Duration::from_secs(10), || async { (agent.received().await.len() == 2).then_some(()) })
-        .await;
+    // Each client follows its task (SubscribeToTask) while the agent is
+    // freed; its stream ends with the agent's reply.
+    let follow = |transport: &'static str, task_id: &str| {
+        let (card, token, task_id) = (card.clone(), workspace.token.clone(), task_id.to_owned());
+        async move {
+            let args = ["--card-url", &card, "--transport", transport, "--token", &token, "--follow-task-id", &task_id];
+            sdk_client(&args).await.expect_events()
+        }
+    };
+    let free = async {
+        agent.set_busy(false).await;
+        workspace.heartbeat(0).await;
+    };
+    let (over_jsonrpc, over_grpc, ()) =
+        tokio::join!(follow("jsonrpc", &task_ids[0]), follow("grpc", &task_ids[1]), free);
+    for (transport, events) in [("jsonrpc", over_jsonrpc), ("grpc", over_grpc)] {
+        let last = events.last().and_then(|e| e.get("task")).unwrap_or_else(|| panic!("{transport}: {events:?}"));
+        assert_eq!(last["status"]["state"], "TASK_STATE_COMPLETED", "{transport}: {last}");
+        assert!(texts(&events).iter().any(|t| t.contains(&format!("queued over {transport}"))), "{events:?}");
+    }
     assert_eq!(agent.received().await, ["queued over jsonrpc", "queued over grpc"]);
 }
 

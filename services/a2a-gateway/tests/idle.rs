@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use agentmesh_echo_agent::Config as EchoConfig;
 use agentmesh_meshkit::*;
 use agentmesh_proto::{gateway::v1 as gpb, registry::v1::Capabilities};
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -86,20 +85,10 @@ async fn stream(url: &str, text: &str, message_id: &str) -> Vec<(Duration, Value
             "parts": [{ "kind": "text", "text": text }] } }
     });
     let started = Instant::now();
-    let response = reqwest::Client::new().post(url).bearer_auth(OPERATOR_TOKEN).json(&request).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = response.bytes_stream();
-    let (mut pending, mut events) = (Vec::new(), Vec::new());
-    while let Some(chunk) = body.next().await {
-        pending.extend_from_slice(&chunk.unwrap());
-        while let Some(end) = pending.windows(2).position(|pair| pair == b"\n\n") {
-            let frame: Vec<u8> = pending.drain(..end + 2).collect();
-            for line in String::from_utf8(frame).unwrap().lines() {
-                if let Some(data) = line.strip_prefix("data:") {
-                    events.push((started.elapsed(), serde_json::from_str(data.trim()).unwrap()));
-                }
-            }
-        }
+    let mut stream = Caller::operator().events(url, &request).await;
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        events.push((started.elapsed(), event));
     }
     events
 }
