@@ -20,7 +20,7 @@ use std::{
 use futures::{StreamExt, stream::FuturesUnordered};
 use serde_json::value::RawValue;
 use tokio::{sync::mpsc, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use crate::{
@@ -110,6 +110,9 @@ pub struct Drainer {
     backlog: Mutex<HashSet<Uuid>>,
     /// Workspaces this replica is draining now.
     draining: Mutex<HashSet<Uuid>>,
+    /// The drains running, awaited on shutdown: each puts back what it
+    /// holds unsent and records what was answered before it ends.
+    drains: TaskTracker,
     /// Items whose state this replica changed, for those following them.
     changes: Arc<ItemChanges>,
 }
@@ -132,6 +135,7 @@ impl Drainer {
             owner,
             backlog: Mutex::default(),
             draining: Mutex::default(),
+            drains: TaskTracker::new(),
             changes: Arc::default(),
         })
     }
@@ -154,7 +158,8 @@ impl Drainer {
 
     /// Drains on every signal of room, and scans the store for due work no
     /// signal announced (retries after backoff, items of other replicas,
-    /// expiries), until `shutdown`.
+    /// expiries), until `shutdown`; then waits for the drains under way to
+    /// wind up.
     pub async fn run(self: Arc<Self>, mut signals: mpsc::UnboundedReceiver<DrainSignal>, shutdown: CancellationToken) {
         let mut scan = tokio::time::interval(self.settings.scan_interval());
         scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,17 +169,19 @@ impl Drainer {
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 signal = signals.recv() => match signal {
                     Some(DrainSignal::Room(id)) if self.has_backlog(id) => self.start(id, &shutdown),
                     Some(DrainSignal::Room(_)) => {}
                     Some(DrainSignal::Removed(id)) => self.forget(id).await,
-                    None => return,
+                    None => break,
                 },
                 _ = scan.tick() => self.scan(&shutdown).await,
                 _ = purge.tick() => self.purge().await,
             }
         }
+        self.drains.close();
+        self.drains.wait().await;
     }
 
     async fn forget(&self, workspace_id: Uuid) {
@@ -228,7 +235,7 @@ impl Drainer {
         }
         let drainer = self.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        self.drains.spawn(async move {
             if let Err(e) = drainer.drain(workspace_id, &shutdown).await {
                 tracing::warn!(%workspace_id, error = %e, "draining stopped");
             }

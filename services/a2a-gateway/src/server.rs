@@ -78,7 +78,7 @@ pub async fn run_with_listeners(
     ));
 
     tokio::spawn(directory.clone().follow(shutdown.clone()));
-    tokio::spawn(drainer.run(signals, shutdown.clone()));
+    let draining = tokio::spawn(drainer.run(signals, shutdown.clone()));
 
     let front = crate::http::router(gateway.clone(), authenticator.clone());
     let front_shutdown = shutdown.clone();
@@ -93,6 +93,7 @@ pub async fn run_with_listeners(
             .max_encoding_message_size(crate::agent_client::MAX_REPLY_BYTES),
     );
     let options = ServeOptions::from_config(&config.server, vec![CONTROL_SERVICE, A2A_SERVICE], authenticator);
+    let grace = options.grace;
     let ready = move || {
         let store = store.clone();
         let directory = directory.clone();
@@ -104,5 +105,10 @@ pub async fn run_with_listeners(
     };
     let served = agentmesh_chassis::serve(grpc_listener, routes, options, ready, shutdown).await;
     front.await??;
+    // Drains put back what they hold unsent; one that outlasts the grace
+    // period leaves its items to lease expiry and redelivery.
+    if tokio::time::timeout(grace, draining).await.is_err() {
+        tracing::warn!("grace period over; messages still held by drains are redelivered once their leases expire");
+    }
     served
 }

@@ -1,7 +1,8 @@
 //! Several gateway replicas on one PostgreSQL (GW-8): one queue drained by
 //! both delivers every message once, in order; a replica killed mid-drain
 //! loses nothing, and what it had sent but not yet recorded is delivered
-//! again with the same message ids, which the agent recognises.
+//! again with the same message ids, which the agent recognises; a replica
+//! shut down mid-drain hands its share back at once.
 
 use std::{
     process::{Child, Command},
@@ -25,11 +26,15 @@ impl Replica {
     /// Starts a replica and waits until it is ready; the wait blocks, so it
     /// runs off the runtime that serves the in-process registry.
     async fn start(registry: &RegistryNode, database_url: &str) -> Self {
-        let (registry, database_url) = (registry.url(), database_url.to_owned());
-        tokio::task::spawn_blocking(move || Self::start_blocking(&registry, &database_url)).await.unwrap()
+        Self::start_with_lease(registry, database_url, 2).await
     }
 
-    fn start_blocking(registry: &str, database_url: &str) -> Self {
+    async fn start_with_lease(registry: &RegistryNode, database_url: &str, lease_secs: u64) -> Self {
+        let (registry, database_url) = (registry.url(), database_url.to_owned());
+        tokio::task::spawn_blocking(move || Self::start_blocking(&registry, &database_url, lease_secs)).await.unwrap()
+    }
+
+    fn start_blocking(registry: &str, database_url: &str, lease_secs: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
         let config = format!(
@@ -46,7 +51,7 @@ a2a_listen = "{http}"
 registry_address = "{registry}"
 service_token = "{SERVICE_TOKEN}"
 network_mode = "dev"
-lease_secs = 2
+lease_secs = {lease_secs}
 scan_interval_ms = 200
 "#,
             dir = dir.path().display(),
@@ -68,6 +73,19 @@ scan_interval_ms = 200
             agentmesh_chassis::client::service_channel(&format!("http://{}", self.grpc), OPERATOR_TOKEN, None);
         let stats = GatewayServiceClient::new(channel.unwrap()).get_queue_stats(GetQueueStatsRequest::default()).await;
         stats.unwrap().into_inner().totals.unwrap().queued
+    }
+
+    /// SIGTERM, and waits for the process to end.
+    async fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(sent.success());
+        tokio::task::spawn_blocking(move || {
+            let status = self.child.wait().unwrap();
+            assert!(status.success(), "a graceful shutdown exits 0: {status}");
+        })
+        .await
+        .unwrap();
     }
 
     fn kill(&mut self) {
@@ -144,5 +162,33 @@ async fn a_replica_killed_mid_drain_loses_nothing() {
     // them in batches, a millisecond apart, while the next one is sent).
     let duplicates = agent.stats().await["duplicates"].as_u64().unwrap();
     assert!(duplicates <= 4, "only the messages in flight or unrecorded at the kill are redelivered; saw {duplicates}");
+    assert_eq!(survivor.queued().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_shut_down_mid_drain_hands_back_what_it_holds_at_once() {
+    let Some(database_url) = fresh_database("gateway_test").await else { return };
+    let registry = RegistryNode::start().await;
+    let config = EchoConfig { delay: Duration::from_millis(100), ..EchoConfig::default() };
+    let (agent, workspace) = EchoAgent::online(&registry, config).await;
+    // Leases far longer than the test: only a hand-back lets another
+    // replica send what this one claimed.
+    let leaving = Replica::start_with_lease(&registry, &database_url, 600).await;
+    let expected = queue_while_busy(&agent, &[leaving.a2a_url(&workspace.id)], 20).await;
+    agent.set_busy(false).await;
+    workspace.heartbeat(0).await;
+    eventually(Duration::from_secs(10), || async { (!agent.received().await.is_empty()).then_some(()) }).await;
+
+    leaving.terminate().await;
+    let cut = agent.received().await.len();
+    assert!(cut < expected.len(), "the shutdown came mid-drain ({cut} delivered)");
+    let survivor = Replica::start_with_lease(&registry, &database_url, 600).await;
+    workspace.heartbeat(0).await;
+    eventually(Duration::from_secs(30), || async { (agent.received().await.len() >= expected.len()).then_some(()) })
+        .await;
+    assert_eq!(agent.received().await, expected);
+    // The message in flight at the shutdown was answered and recorded
+    // before the replica left: nothing reached the agent twice.
+    assert_eq!(agent.stats().await["duplicates"], 0);
     assert_eq!(survivor.queued().await, 0);
 }
