@@ -166,8 +166,9 @@ TOML
   launch "$OUT/gateway.log" "$GATEWAY" --config "$OUT/gateway.toml"
 }
 
-# start_echo_agent NAME PORT MAX_CONCURRENT: an echo agent without delay on
-# 127.0.0.1:PORT (MAX_CONCURRENT 0: no limit), logging to $OUT/NAME.log.
+# start_echo_agent NAME PORT MAX_CONCURRENT [DELAY_MS]: an echo agent on
+# 127.0.0.1:PORT (MAX_CONCURRENT 0: no limit) answering after DELAY_MS
+# (default 0), logging to $OUT/NAME.log.
 start_echo_agent() {
-  launch "$OUT/$1.log" "$ECHO_AGENT" --listen "127.0.0.1:$2" --max-concurrent "$3" --delay-ms 0
+  launch "$OUT/$1.log" "$ECHO_AGENT" --listen "127.0.0.1:$2" --max-concurrent "$3" --delay-ms "${4:-0}"
 }

@@ -5,7 +5,8 @@
 # reverse proxy in front of the first agent. Then the load client's two parts:
 #
 #   throughput  `message/send` to one workspace (max_concurrent_tasks high,
-#               agent with no delay and no concurrency limit), closed loop
+#               agent with no concurrency limit answering after
+#               AGENT_DELAY_MS, 0 by default: the proxy's worst case), closed loop
 #               over C keep-alive connections, against the agent directly
 #               (the nearest limit), through the gateway and through nginx;
 #               interleaved: every round runs every C against every target.
@@ -18,6 +19,7 @@
 # Everything started here is stopped at the end, on failure too.
 #
 # Knobs (environment): PARTS ("throughput drain"), CONCURRENCY ("1 16 64"),
+# AGENT_DELAY_MS (0; the throughput agent's time per message),
 # ROUNDS (3), DURATION (10 s measured), WARMUP (2 s), MESSAGES (10000),
 # DRAIN_ROUNDS (2), FILL_CONCURRENCY (1: delivery order is checked exactly),
 # GATEWAY_LOG (the gateway's RUST_LOG, default info as deployed), ports
@@ -37,6 +39,7 @@ WARMUP=${WARMUP:-2}
 MESSAGES=${MESSAGES:-10000}
 DRAIN_ROUNDS=${DRAIN_ROUNDS:-2}
 FILL_CONCURRENCY=${FILL_CONCURRENCY:-1}
+AGENT_DELAY_MS=${AGENT_DELAY_MS:-0}
 GATEWAY_LOG=${GATEWAY_LOG:-info}
 REGISTRY_PORT=${REGISTRY_PORT:-50171}
 GATEWAY_GRPC_PORT=${GATEWAY_GRPC_PORT:-50173}
@@ -71,7 +74,7 @@ sed -e "s|@DIR@|$OUT/nginx|g" -e "s|@LISTEN@|127.0.0.1:$NGINX_PORT|g" -e "s|@UPS
 
 start_registry 127.0.0.1
 registry_pid=$!
-start_echo_agent agent "$AGENT_PORT" 0
+start_echo_agent agent "$AGENT_PORT" 0 "$AGENT_DELAY_MS"
 agent_pid=$!
 start_echo_agent drain-agent "$DRAIN_AGENT_PORT" 1
 drain_agent_pid=$!
@@ -98,7 +101,8 @@ mesh=(--registry "http://127.0.0.1:$REGISTRY_PORT" --token-file "$OUT/operator.t
 
 {
   echo "results in $OUT; $(nproc) CPU cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))" \
-    "shared by the client and every server; $("$NGINX" -v 2>&1); Linux $(uname -r)"
+    "shared by the client and every server; $("$NGINX" -v 2>&1); Linux $(uname -r);" \
+    "throughput agent answers after ${AGENT_DELAY_MS} ms"
 } | tee "$OUT/summary.txt"
 for part in $PARTS; do
   wait_for_quiet
