@@ -155,6 +155,14 @@ impl A2aService for A2aGrpc {
     }
 
     async fn cancel_task(&self, request: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, Status> {
+        if let Ok(workspace_id) = request.get_ref().tenant.parse::<Uuid>() {
+            let sender = self.gateway.identify(Caller::of(&request), None).await?;
+            let task_id = &request.get_ref().id;
+            if let Some(item) = self.gateway.cancel_queued(&sender, workspace_id, task_id).await? {
+                let task = jsonrpc::task_of_queue_item(Flavor::V10, task_id, item);
+                return Ok(Response::new(from_json(task, "lf.a2a.v1.Task")?));
+            }
+        }
         self.unary(request, "CancelTask", |r| &r.tenant).await
     }
 
@@ -284,7 +292,7 @@ fn from_reply<M: prost::Message + Default>(reply: &[u8], name: &str) -> Result<M
         Some(jsonrpc::TASK_NOT_FOUND) => Code::NotFound,
         Some(jsonrpc::INVALID_PARAMS | jsonrpc::INVALID_REQUEST | jsonrpc::PARSE_ERROR) => Code::InvalidArgument,
         // A2A: task not cancelable, push notifications or operation unsupported.
-        Some(-32002) => Code::FailedPrecondition,
+        Some(jsonrpc::TASK_NOT_CANCELABLE) => Code::FailedPrecondition,
         Some(-32003 | -32004) => Code::Unimplemented,
         Some(-32054) => Code::Unavailable,
         _ => Code::Unknown,

@@ -146,6 +146,11 @@ impl Drainer {
         self.changes.follow(id)
     }
 
+    /// Tells the followers of `id` that someone else changed it.
+    pub fn announce(&self, id: Uuid) {
+        self.changes.announce([id]);
+    }
+
     /// Notes that a workspace has queued items, so that the next report of
     /// room drains them.
     pub fn note_queued(&self, workspace_id: Uuid) {

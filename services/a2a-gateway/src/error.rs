@@ -32,6 +32,10 @@ pub enum GatewayError {
     BadAgentReply(String),
     #[error("the agent could not be reached: {0}")]
     AgentUnreachable(String),
+    /// A queued message that is past being canceled: being delivered, or
+    /// delivered (then the agent's own task is the one to cancel).
+    #[error("{0}")]
+    TaskNotCancelable(String),
 }
 
 impl GatewayError {
@@ -66,7 +70,7 @@ impl GatewayError {
             E::Unauthenticated(_) => Code::Unauthenticated,
             E::PermissionDenied(_) => Code::PermissionDenied,
             E::NotFound(_) => Code::NotFound,
-            E::TargetUnavailable { .. } | E::UrlRefused { .. } => Code::FailedPrecondition,
+            E::TargetUnavailable { .. } | E::UrlRefused { .. } | E::TaskNotCancelable(_) => Code::FailedPrecondition,
             E::Unavailable { .. } | E::AgentUnreachable(_) => Code::Unavailable,
             E::ReplyTooLarge { .. } | E::BadAgentReply(_) => Code::Unknown,
         }
@@ -86,6 +90,7 @@ impl GatewayError {
             E::AgentUnreachable(_) => "AGENT_UNREACHABLE",
             E::ReplyTooLarge { .. } => "REPLY_TOO_LARGE",
             E::BadAgentReply(_) => "BAD_AGENT_REPLY",
+            E::TaskNotCancelable(_) => "TASK_NOT_CANCELABLE",
         }
     }
 

@@ -315,6 +315,38 @@ impl Gateway {
         Ok(item.filter(|item| item.workspace_id == workspace_id))
     }
 
+    /// Cancels the queued message behind a task id the gateway handed out
+    /// (`tasks/cancel`): dropped if it is still waiting, and the item
+    /// returned as it then is. `None` if the id is no such task: it is the
+    /// agent's, to which the cancel goes.
+    pub async fn cancel_queued(&self, sender: &Sender, workspace_id: Uuid, task_id: &str) -> Result<Option<QueueItem>> {
+        self.authorize(sender, workspace_id).await?;
+        let Some(mut item) = self.queued_task(workspace_id, task_id).await? else { return Ok(None) };
+        if matches!(item.state, QueueItemState::Queued | QueueItemState::DeadLetter) {
+            let reason = format!("canceled by {}", sender.label());
+            if self.store.cancel(item.id, &reason, SystemTime::now()).await.map_err(store_error)? {
+                self.drainer.announce(item.id);
+                tracing::info!(queue_id = %item.id, %workspace_id, "queued message canceled by its caller");
+            }
+            // Dropped now, or a drain claimed it first.
+            item = self.store.get(item.id).await.map_err(store_error)?.unwrap_or(item);
+        }
+        match item.state {
+            QueueItemState::Dropped => Ok(Some(item)),
+            QueueItemState::Delivered => Err(GatewayError::TaskNotCancelable(format!(
+                "queued message {task_id} was already delivered; cancel the agent's task that tasks/get returns"
+            ))),
+            QueueItemState::InFlight => Err(GatewayError::TaskNotCancelable(format!(
+                "queued message {task_id} is being delivered to the agent now; cancel the agent's task once \
+                 tasks/get returns it"
+            ))),
+            state => Err(GatewayError::TaskNotCancelable(format!(
+                "queued message {task_id} changed while it was being canceled ({}); try again",
+                state.as_str_name()
+            ))),
+        }
+    }
+
     /// Whether a message for `target` must wait instead of being dispatched
     /// now; refuses targets that will not come back on their own.
     fn must_wait(&self, target: &Target) -> Result<Option<QueueReason>> {

@@ -151,7 +151,17 @@ impl Front {
                     None => Ok(json_bytes(self.gateway.forward(inbound).await?)),
                 }
             }
-            Method::CancelTask | Method::Other => Ok(json_bytes(self.gateway.forward(inbound).await?)),
+            Method::CancelTask => {
+                let task_id = inbound.envelope.task_id().unwrap_or_default().to_owned();
+                match self.gateway.cancel_queued(&inbound.sender, workspace_id, &task_id).await? {
+                    Some(item) => {
+                        let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
+                        Ok(json_value(&jsonrpc::result_response(&id, task)))
+                    }
+                    None => Ok(json_bytes(self.gateway.forward(inbound).await?)),
+                }
+            }
+            Method::Other => Ok(json_bytes(self.gateway.forward(inbound).await?)),
         }
     }
 

@@ -57,6 +57,8 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const INVALID_PARAMS: i64 = -32602;
 /// A2A's TaskNotFoundError.
 pub const TASK_NOT_FOUND: i64 = -32001;
+/// A2A's TaskNotCancelableError.
+pub const TASK_NOT_CANCELABLE: i64 = -32002;
 
 impl Method {
     /// The method and the protocol generation a JSON-RPC method name belongs to.
@@ -208,6 +210,7 @@ impl RpcError {
             GatewayError::TargetUnavailable { .. } | GatewayError::UrlRefused { .. } => -32053,
             GatewayError::Unavailable { .. } | GatewayError::AgentUnreachable(_) => -32054,
             GatewayError::ReplyTooLarge { .. } | GatewayError::BadAgentReply(_) => -32055,
+            GatewayError::TaskNotCancelable(_) => TASK_NOT_CANCELABLE,
         };
         let mut data = Map::new();
         data.insert("domain".into(), json!(agentmesh_chassis::status::ERROR_DOMAIN));

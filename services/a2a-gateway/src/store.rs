@@ -454,6 +454,22 @@ impl QueueStore {
         Ok(result.rows_affected())
     }
 
+    /// Drops an item its caller cancels, if it is still waiting (QUEUED or
+    /// DEAD_LETTER); one being delivered or finished is left as it is.
+    /// Returns whether it was dropped.
+    pub async fn cancel(&self, id: Uuid, reason: &str, now: SystemTime) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE queue_items SET state = 'dropped', state_reason = $2, next_attempt_at = NULL, updated_at = $3 \
+             WHERE id = $1 AND state IN ('queued', 'dead_letter')",
+        )
+        .bind(id.to_string())
+        .bind(reason)
+        .bind(to_ms(now))
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     /// One item with its payloads.
     pub async fn get(&self, id: Uuid) -> Result<Option<QueueItem>> {
         let row = sqlx::query(concat!("SELECT ", item_columns!(), " FROM queue_items WHERE id = $1"))

@@ -62,6 +62,7 @@ agentmesh_testkit::on_every_engine!(
     stats_total_and_rank_workspaces_deepest_first,
     finished_items_are_purged,
     a_removed_workspaces_queue_is_dropped,
+    a_caller_cancels_only_what_still_waits,
     items_convert_to_the_control_api,
     a_store_that_cannot_be_reached_says_so,
     a_large_backlog_drains_quickly,
@@ -628,6 +629,30 @@ async fn a_removed_workspaces_queue_is_dropped(backend: &Backend) {
     }
     assert_eq!(get(store, flying.id).await.state, QueueItemState::InFlight);
     assert_eq!(get(store, elsewhere.id).await.state, QueueItemState::Queued);
+}
+
+async fn a_caller_cancels_only_what_still_waits(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let dead = dead_letter(store, ws, "dead", t(0)).await;
+    let flying = in_flight(store, ws, "flying", t(0)).await;
+    let queued = enqueue(store, message(ws, "queued", 0), t(0)).await;
+    for id in [queued.id, dead.id] {
+        assert!(store.cancel(id, "canceled by operator:operator", t(1)).await.unwrap());
+        let item = get(store, id).await;
+        assert_eq!(
+            (item.state, item.state_reason.as_str()),
+            (QueueItemState::Dropped, "canceled by operator:operator")
+        );
+        assert!(!store.cancel(id, "again", t(2)).await.unwrap(), "a dropped item stays as it was");
+        assert_eq!(get(store, id).await.state_reason, "canceled by operator:operator");
+    }
+    assert!(!store.cancel(flying.id, "too late", t(1)).await.unwrap());
+    assert_eq!(get(store, flying.id).await.state, QueueItemState::InFlight);
+    assert!(complete(store, flying.id, "setup", r#"{"kind":"message"}"#, t(2)).await.unwrap());
+    assert!(!store.cancel(flying.id, "too late", t(3)).await.unwrap());
+    assert_eq!(get(store, flying.id).await.state, QueueItemState::Delivered);
+    assert!(!store.cancel(Uuid::new_v4(), "unknown", t(1)).await.unwrap());
 }
 
 async fn items_convert_to_the_control_api(backend: &Backend) {

@@ -1,8 +1,8 @@
-//! Following a queued message (GW-7: its result is announced so that the
-//! caller can collect it): the task id the gateway hands out for a queued
-//! message can be followed with `tasks/resubscribe` or `SubscribeToTask`,
-//! and the subscription ends with the agent's reply once the message is
-//! delivered, on whichever replica delivers it.
+//! The task a caller holds for its queued message. It can be followed
+//! (GW-7: the result is announced so that the caller can collect it) with
+//! `tasks/resubscribe` or `SubscribeToTask`, and the subscription ends with
+//! the agent's reply once the message is delivered, on whichever replica
+//! delivers it; and it can be canceled while the message still waits.
 
 use std::time::Duration;
 
@@ -174,4 +174,56 @@ async fn following_needs_a_task_id_and_access_to_the_workspace() {
     // the registry lets the two communicate.
     let reply = Caller::new(&other.token).post(&url, &follow_request(&uuid::Uuid::new_v4().to_string()), &[]).await;
     assert_eq!(reply.status, 403, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn a_caller_cancels_its_waiting_message_and_the_rest_is_delivered() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |s| s.scan_interval_ms = NO_SCANS).await;
+    let url = gateway.a2a_url(&workspace.id);
+    let channel = agentmesh_chassis::client::service_channel(&format!("http://{}", gateway.grpc), OPERATOR_TOKEN, None);
+    let mut a2a = A2aServiceClient::new(channel.unwrap());
+    agent.set_busy(true).await;
+    let mut queue_ids = Vec::new();
+    for text in ["cancel over json-rpc", "cancel over grpc", "keep"] {
+        queue_ids
+            .push(Caller::operator().send(&url, text, text).await.queued()["queueId"].as_str().unwrap().to_owned());
+    }
+    let mut events = Caller::operator().events(&url, &follow_request(&queue_ids[0])).await;
+    assert_eq!(events.next().await.unwrap()["result"]["status"]["state"], "submitted");
+
+    let cancel = |id: &str| json!({ "jsonrpc": "2.0", "id": "c", "method": "tasks/cancel", "params": { "id": id } });
+    let canceled = Caller::operator().post(&url, &cancel(&queue_ids[0]), &[]).await;
+    assert_eq!(canceled.status, 200, "{}", canceled.body);
+    assert_eq!(canceled.body["result"]["status"]["state"], "canceled", "{}", canceled.body);
+    assert_eq!(canceled.body["result"]["metadata"]["agentmesh"]["queueState"], "QUEUE_ITEM_STATE_DROPPED");
+    // Its follower hears of it, and canceling again changes nothing.
+    assert_eq!(last_event(&mut events).await["result"]["status"]["state"], "canceled");
+    let again = Caller::operator().post(&url, &cancel(&queue_ids[0]), &[]).await;
+    assert_eq!(again.body["result"]["status"]["state"], "canceled", "{}", again.body);
+
+    let request =
+        a2a_pb::CancelTaskRequest { tenant: workspace.id.clone(), id: queue_ids[1].clone(), ..Default::default() };
+    let task = a2a.cancel_task(request).await.unwrap().into_inner();
+    assert_eq!((task.id.as_str(), task.status.unwrap().state()), (queue_ids[1].as_str(), a2a_pb::TaskState::Canceled));
+
+    agent.set_busy(false).await;
+    workspace.heartbeat(0).await;
+    let delivered = agentmesh_proto::gateway::v1::GetQueueItemRequest { queue_id: queue_ids[2].clone() };
+    eventually(Duration::from_secs(10), || async {
+        let item = gateway.control().get_queue_item(delivered.clone()).await.unwrap().into_inner().item.unwrap();
+        (item.state() == agentmesh_proto::gateway::v1::QueueItemState::Delivered).then_some(())
+    })
+    .await;
+    assert_eq!(agent.received().await, ["keep"], "canceled messages never reach the agent");
+
+    // Once delivered, the message is the agent's: the gateway says so.
+    let late = Caller::operator().post(&url, &cancel(&queue_ids[2]), &[]).await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    assert_eq!(late.body["error"]["code"], -32002, "A2A's TaskNotCancelableError: {}", late.body);
+    let request =
+        a2a_pb::CancelTaskRequest { tenant: workspace.id.clone(), id: queue_ids[2].clone(), ..Default::default() };
+    let status = a2a.cancel_task(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
 }
