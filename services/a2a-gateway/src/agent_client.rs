@@ -23,7 +23,7 @@ use http::{
     Request, Response, StatusCode,
     header::{self, HeaderValue},
 };
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
 use tokio::{
@@ -112,6 +112,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_KEEP: Duration = Duration::from_secs(60);
 /// Unused connections kept per agent; more are closed when their call ends.
 const MAX_IDLE_PER_AGENT: usize = 1024;
+/// The longest body of a busy answer read to keep its connection.
+const BUSY_BODY_LIMIT: usize = 64 << 10;
+/// How long the body of a busy answer is waited for to keep its connection.
+const BUSY_BODY_WAIT: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub struct AgentClient {
@@ -176,8 +180,25 @@ impl AgentClient {
             },
             None => self.send_on_new_connection(&checked, call, stream).await?,
         };
-        classify_status(&response)?;
+        if let Err(failure) = classify_status(&response) {
+            if matches!(failure, Failure::Busy { .. }) {
+                self.keep_after_busy(connection, response).await;
+            }
+            return Err(failure);
+        }
         Ok((connection, response))
+    }
+
+    /// Keeps the connection of a busy answer for the next call, once its
+    /// short body is read: under load busy answers are routine, and each
+    /// would otherwise cost a new connection. A body that is long or slow
+    /// to come closes the connection instead.
+    async fn keep_after_busy(&self, mut connection: AgentConnection, response: Response<Incoming>) {
+        let body = Limited::new(response.into_body(), BUSY_BODY_LIMIT).collect();
+        let read = tokio::time::timeout(BUSY_BODY_WAIT, connection.drive(body)).await;
+        if matches!(read, Ok(Ok(Ok(_)))) {
+            self.pool.give_back(connection);
+        }
     }
 
     async fn send_on_new_connection(
@@ -505,20 +526,29 @@ mod tests {
     use super::*;
 
     const REPLY: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}";
+    const BUSY: &str = "busy, try again";
 
     /// An HTTP/1 server on loopback that answers every request with
     /// [`REPLY`] and, after `requests_per_connection` requests, closes the
     /// connection without saying so beforehand (as an agent's keep-alive
     /// timeout does). Returns its URL and its count of accepted connections.
     async fn agent(requests_per_connection: usize) -> (String, Arc<AtomicUsize>) {
+        agent_busy_at_first(requests_per_connection, 0).await
+    }
+
+    /// As [`agent`], but the first `busy_replies` answers are HTTP 503 with
+    /// a short body.
+    async fn agent_busy_at_first(requests_per_connection: usize, busy_replies: usize) -> (String, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/rpc", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
+        let answered = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
+                let answered = answered.clone();
                 tokio::spawn(async move {
                     let mut buffer = Vec::new();
                     for _ in 0..requests_per_connection {
@@ -543,12 +573,17 @@ mod tests {
                                 }
                             }
                         }
+                        let (status, body) = if answered.fetch_add(1, Ordering::SeqCst) < busy_replies {
+                            ("503 Service Unavailable", BUSY.as_bytes())
+                        } else {
+                            ("200 OK", REPLY)
+                        };
                         let head = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                            REPLY.len()
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
                         );
                         socket.write_all(head.as_bytes()).await.unwrap();
-                        socket.write_all(REPLY).await.unwrap();
+                        socket.write_all(body).await.unwrap();
                     }
                 });
             }
@@ -581,6 +616,18 @@ mod tests {
             assert_eq!(call(&client, &url).await.unwrap(), REPLY);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn a_busy_answer_keeps_its_connection_for_the_next_call() {
+        let (url, accepted) = agent_busy_at_first(usize::MAX, 2).await;
+        let client = AgentClient::new(UrlGuard::new(NetworkMode::Dev));
+        for _ in 0..2 {
+            let failure = call(&client, &url).await.unwrap_err();
+            assert!(matches!(failure, Failure::Busy { status: 503, .. }), "{failure:?}");
+        }
+        assert_eq!(call(&client, &url).await.unwrap(), REPLY);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
