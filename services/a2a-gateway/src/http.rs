@@ -136,7 +136,7 @@ impl Front {
                             let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
                             Bytes::from(jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task)).to_string())
                         });
-                        Ok(sse(Body::from_stream(events.map(event_frame))))
+                        Ok(sse(Body::from_stream(kept_alive(events, KEEP_ALIVE))))
                     }
                 }
             }
@@ -241,6 +241,24 @@ fn json_value(value: &Value) -> Response {
     json_bytes(bytes::Bytes::from(value.to_string()))
 }
 
+/// How long a followed queued message may wait with nothing to report
+/// before the stream says it is still there: proxies between the caller and
+/// the gateway close streams that stay silent (nginx after 60 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Server-sent events of `events`, with a comment line whenever `period`
+/// passes without one; ends when `events` does.
+fn kept_alive(
+    events: impl futures::Stream<Item = Bytes>,
+    period: Duration,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tokio_stream::StreamExt::timeout_repeating(events, ticks).map(|event| match event {
+        Ok(data) => event_frame(data),
+        Err(_silence) => Ok(Bytes::from_static(b": still waiting\n\n")),
+    })
+}
+
 /// One server-sent event carrying `data`.
 fn event_frame(data: Bytes) -> Result<Bytes, std::convert::Infallible> {
     let mut frame = Vec::with_capacity(data.len() + 8);
@@ -283,4 +301,25 @@ fn rpc_error(status: StatusCode, id: &Value, error: RpcError, retry_after: Optio
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stream_says_it_is_still_there_until_its_event_comes() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            sender.send(Bytes::from_static(b"{}")).await.unwrap();
+        });
+        let started = tokio::time::Instant::now();
+        let frames: Vec<(u64, Bytes)> = kept_alive(ReceiverStream::new(receiver), Duration::from_secs(15))
+            .map(|frame| (started.elapsed().as_secs(), frame.unwrap()))
+            .collect()
+            .await;
+        let comment = Bytes::from_static(b": still waiting\n\n");
+        assert_eq!(frames, [(15, comment.clone()), (30, comment), (40, Bytes::from_static(b"data: {}\n\n"))]);
+    }
 }
