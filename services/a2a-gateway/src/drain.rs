@@ -12,7 +12,7 @@
 //! share of two statements per batch instead of two of its own.
 
 use std::{
-    collections::{HashSet, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -36,8 +36,9 @@ use crate::{
 /// order, to send as the agent takes them. Claiming per message cost the
 /// gateway more than the agent spends answering one; at 64 the claim is a
 /// few µs per message. More would gain little and keep more items
-/// untouchable longer: a newer message of higher priority waits behind
-/// what is held, and the control API never drops IN_FLIGHT items.
+/// untouchable longer: the control API never drops IN_FLIGHT items, and a
+/// message of higher priority queued through another replica waits behind
+/// what is held (one queued here makes the drain put back and claim again).
 const PREFETCH: usize = 64;
 /// The next claim starts when fewer items than this are held, so that it is
 /// back before the last of them is sent.
@@ -110,6 +111,10 @@ pub struct Drainer {
     backlog: Mutex<HashSet<Uuid>>,
     /// Workspaces this replica is draining now.
     draining: Mutex<HashSet<Uuid>>,
+    /// The highest priority queued on this replica for each workspace since
+    /// its drain last looked: a message that outranks what the drain holds
+    /// must not wait behind it.
+    arrivals: Mutex<HashMap<Uuid, i32>>,
     /// The drains running, awaited on shutdown: each puts back what it
     /// holds unsent and records what was answered before it ends.
     drains: TaskTracker,
@@ -135,6 +140,7 @@ impl Drainer {
             owner,
             backlog: Mutex::default(),
             draining: Mutex::default(),
+            arrivals: Mutex::default(),
             drains: TaskTracker::new(),
             changes: Arc::default(),
         })
@@ -155,6 +161,24 @@ impl Drainer {
     /// room drains them.
     pub fn note_queued(&self, workspace_id: Uuid) {
         self.backlog.lock().expect("backlog lock").insert(workspace_id);
+    }
+
+    /// Notes a message just queued with `priority`, for a drain of its
+    /// workspace under way here.
+    pub fn note_arrival(&self, workspace_id: Uuid, priority: i32) {
+        self.note_queued(workspace_id);
+        if self.draining.lock().expect("draining lock").contains(&workspace_id) {
+            let mut arrivals = self.arrivals.lock().expect("arrivals lock");
+            let highest = arrivals.entry(workspace_id).or_insert(priority);
+            *highest = (*highest).max(priority);
+        }
+    }
+
+    /// Whether a message queued since the last look outranks one of the
+    /// held items (held in delivery order, so the last is the lowest).
+    fn outranked(&self, workspace_id: Uuid, held: &VecDeque<QueueItem>) -> bool {
+        let arrived = self.arrivals.lock().expect("arrivals lock").remove(&workspace_id);
+        arrived.zip(held.back()).is_some_and(|(priority, lowest)| priority > lowest.priority)
     }
 
     pub fn has_backlog(&self, workspace_id: Uuid) -> bool {
@@ -245,6 +269,7 @@ impl Drainer {
                 tracing::warn!(%workspace_id, error = %e, "draining stopped");
             }
             drainer.draining.lock().expect("draining lock").remove(&workspace_id);
+            drainer.arrivals.lock().expect("arrivals lock").remove(&workspace_id);
         });
     }
 
@@ -309,6 +334,12 @@ impl Drainer {
         let mut bounced = Vec::new();
         let mut delivered = 0u64;
         loop {
+            if stop.is_none() && self.outranked(workspace_id, &held) {
+                // Back in the queue with it, and claimed again in order.
+                let ids: Vec<Uuid> = held.drain(..).map(|item| item.id).collect();
+                self.release(workspace_id, &ids, "not sent yet: a message of higher priority arrived").await;
+                exhausted = false;
+            }
             if stop.is_none() {
                 match self.directory.target(workspace_id).await {
                     Ok(target) if target.is_up() => {
@@ -348,7 +379,7 @@ impl Drainer {
                     // In one statement, the bounced item and all that was
                     // held behind it: they keep their places in the queue.
                     bounced.extend(held.drain(..).map(|item| item.id));
-                    self.release(workspace_id, &bounced, stop).await;
+                    self.release(workspace_id, &bounced, stop.reason()).await;
                     bounced.clear();
                 }
                 if deliveries.is_empty() && claim.is_none() {
@@ -431,11 +462,11 @@ impl Drainer {
     }
 
     /// Puts items claimed but not consumed back in the queue.
-    async fn release(&self, workspace_id: Uuid, ids: &[Uuid], stop: Stop) {
-        match self.store.release_unconsumed(ids, &self.owner, stop.reason(), SystemTime::now()).await {
+    async fn release(&self, workspace_id: Uuid, ids: &[Uuid], reason: &str) {
+        match self.store.release_unconsumed(ids, &self.owner, reason, SystemTime::now()).await {
             Ok(released) => {
                 self.changes.announce(ids.iter().copied());
-                tracing::debug!(%workspace_id, released, ?stop, "unsent messages back in the queue");
+                tracing::debug!(%workspace_id, released, reason, "unsent messages back in the queue");
             }
             // Their leases run out, and the next drainer sends them, with
             // the same message ids.

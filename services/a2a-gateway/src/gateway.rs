@@ -415,7 +415,7 @@ impl Gateway {
             traceparent: inbound.traceparent.clone().unwrap_or_default(),
         };
         let enqueued = self.store.enqueue(item, now).await.map_err(store_error)?;
-        self.drainer.note_queued(target.id);
+        self.drainer.note_arrival(target.id, enqueued.item.priority);
         if target.status == WorkspaceStatus::Hibernated {
             let directory = self.directory.clone();
             let id = target.id;

@@ -174,6 +174,35 @@ async fn a_backlog_drains_completely_with_up_to_max_concurrent_tasks_deliveries_
 }
 
 #[tokio::test]
+async fn a_message_of_higher_priority_overtakes_those_a_drain_already_holds() {
+    let registry = RegistryNode::start().await;
+    let config = EchoConfig { delay: Duration::from_millis(300), ..EchoConfig::default() };
+    let (agent, workspace) = EchoAgent::online(&registry, config).await;
+    let gateway = gateway_draining_on_room_only(&registry).await;
+    let url = gateway.a2a_url(&workspace.id);
+    agent.set_busy(true).await;
+    let normal: Vec<String> = (0..6).map(|n| format!("normal {n}")).collect();
+    for text in &normal {
+        queue_id(&Caller::operator().send(&url, text, text).await);
+    }
+    agent.set_busy(false).await;
+    workspace.heartbeat(0).await;
+    // The drain has claimed all six and is sending the first, which takes
+    // the agent 300 ms.
+    eventually(Duration::from_secs(5), || async { (agent.received().await.len() == 1).then_some(()) }).await;
+    let urgent = send_request("urgent", "m-urgent");
+    queue_id(&Caller::operator().post(&url, &urgent, &[("x-agentmesh-priority", "100")]).await);
+
+    eventually(Duration::from_secs(10), || async { (agent.received().await.len() == 7).then_some(()) }).await;
+    let received = agent.received().await;
+    let position = received.iter().position(|text| text == "urgent").unwrap();
+    assert!(position <= 2, "the urgent message waited behind what the drain held: {received:?}");
+    let rest: Vec<&String> = received.iter().filter(|text| *text != "urgent").collect();
+    assert_eq!(rest, normal.iter().collect::<Vec<_>>(), "the others keep their order");
+    assert_eq!(agent.stats().await["duplicates"], 0);
+}
+
+#[tokio::test]
 async fn queued_messages_drain_by_priority_then_in_arrival_order() {
     let registry = RegistryNode::start().await;
     let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
