@@ -238,12 +238,8 @@ fn authority(checked: &CheckedUrl) -> &str {
 fn classify_status(response: &Response<Incoming>) -> Result<(), Failure> {
     let status = response.status();
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-        let retry_after = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after =
+            response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         return Err(Failure::Busy { status: status.as_u16(), retry_after });
     }
     let is_json = response
@@ -255,6 +251,15 @@ fn classify_status(response: &Response<Incoming>) -> Result<(), Failure> {
         return Err(Failure::Http { status: status.as_u16() });
     }
     Ok(())
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (RFC 9110 §10.2.3).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    value.parse::<u64>().ok().map(Duration::from_secs).or_else(|| {
+        let at = httpdate::parse_http_date(value).ok()?;
+        Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    })
 }
 
 /// An agent's accepted event stream, with the connection it arrives on.
@@ -635,6 +640,16 @@ mod tests {
         let client = AgentClient::new(UrlGuard::new(NetworkMode::Dev));
         let failure = call(&client, "https://127.0.0.1:1/").await.unwrap_err();
         assert!(matches!(&failure, Failure::Refused(reason) if reason.contains("plain HTTP")), "{failure:?}");
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        let in_a_minute = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+        let after = parse_retry_after(&in_a_minute).unwrap();
+        assert!(after > Duration::from_secs(55) && after <= Duration::from_secs(60), "{after:?}");
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "a date passed");
+        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

@@ -55,13 +55,17 @@ const RECORD_BATCH: usize = PREFETCH;
 /// delivered again, which the agent recognises by the message id, so this
 /// is kept short.
 const RECORD_INTERVAL: Duration = Duration::from_millis(1);
+/// The longest an agent's Retry-After holds its queue back: a mistaken
+/// value must not stall a queue for days.
+const MAX_REST: Duration = Duration::from_secs(600);
 
 /// How a delivery attempt ended.
 enum Attempt {
     /// The agent answered: its result is to be recorded with the item.
     Replied(Completion),
-    /// The agent had no room: the item is to go back unconsumed.
-    Busy(Uuid),
+    /// The agent had no room: the item is to go back unconsumed, and the
+    /// queue to rest as long as the agent asked, if it did.
+    Busy { id: Uuid, retry_after: Option<Duration> },
     /// The attempt failed and counts; the target may be down.
     Failed { id: Uuid, attempts: u32, error: String, target_down: bool },
 }
@@ -111,6 +115,9 @@ pub struct Drainer {
     backlog: Mutex<HashSet<Uuid>>,
     /// Workspaces this replica is draining now.
     draining: Mutex<HashSet<Uuid>>,
+    /// Until when each workspace's agent asked not to be sent to (the
+    /// Retry-After of its last busy answer).
+    resting: Mutex<HashMap<Uuid, tokio::time::Instant>>,
     /// The highest priority queued on this replica for each workspace since
     /// its drain last looked: a message that outranks what the drain holds
     /// must not wait behind it.
@@ -141,6 +148,7 @@ impl Drainer {
             backlog: Mutex::default(),
             draining: Mutex::default(),
             arrivals: Mutex::default(),
+            resting: Mutex::default(),
             drains: TaskTracker::new(),
             changes: Arc::default(),
         })
@@ -161,6 +169,29 @@ impl Drainer {
     /// room drains them.
     pub fn note_queued(&self, workspace_id: Uuid) {
         self.backlog.lock().expect("backlog lock").insert(workspace_id);
+    }
+
+    /// Holds the workspace's queue back for `after`, as its agent asked in
+    /// a busy answer: scans do not try it meanwhile. A report of room from
+    /// the registry is newer news and drains at once (GW-7).
+    pub fn rest(&self, workspace_id: Uuid, after: Duration) {
+        let until = tokio::time::Instant::now() + after.min(MAX_REST);
+        let mut resting = self.resting.lock().expect("resting lock");
+        let latest = resting.entry(workspace_id).or_insert(until);
+        *latest = (*latest).max(until);
+    }
+
+    /// Whether the workspace's agent asked not to be tried again yet.
+    fn resting(&self, workspace_id: Uuid) -> bool {
+        let mut resting = self.resting.lock().expect("resting lock");
+        match resting.get(&workspace_id) {
+            Some(until) if *until > tokio::time::Instant::now() => true,
+            Some(_) => {
+                resting.remove(&workspace_id);
+                false
+            }
+            None => false,
+        }
     }
 
     /// Notes a message just queued with `priority`, for a drain of its
@@ -200,7 +231,10 @@ impl Drainer {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 signal = signals.recv() => match signal {
-                    Some(DrainSignal::Room(id)) if self.has_backlog(id) => self.start(id, &shutdown),
+                    Some(DrainSignal::Room(id)) if self.has_backlog(id) => {
+                        self.resting.lock().expect("resting lock").remove(&id);
+                        self.start(id, &shutdown);
+                    }
                     Some(DrainSignal::Room(_)) => {}
                     Some(DrainSignal::Removed(id)) => self.forget(id).await,
                     None => break,
@@ -215,6 +249,7 @@ impl Drainer {
 
     async fn forget(&self, workspace_id: Uuid) {
         self.backlog.lock().expect("backlog lock").remove(&workspace_id);
+        self.resting.lock().expect("resting lock").remove(&workspace_id);
         match self.store.drop_workspace(workspace_id, "workspace removed", SystemTime::now()).await {
             Ok(0) => {}
             Ok(dropped) => tracing::info!(%workspace_id, dropped, "queue of a removed workspace dropped"),
@@ -250,7 +285,7 @@ impl Drainer {
         for workspace_id in workspaces {
             self.note_queued(workspace_id);
             match self.directory.target(workspace_id).await {
-                Ok(target) if target.has_room() => self.start(workspace_id, shutdown),
+                Ok(target) if target.has_room() && !self.resting(workspace_id) => self.start(workspace_id, shutdown),
                 Ok(_) => {}
                 Err(crate::error::GatewayError::NotFound(_)) => self.forget(workspace_id).await,
                 Err(e) => tracing::debug!(%workspace_id, error = %e, "cannot look up a workspace with queued work"),
@@ -413,7 +448,10 @@ impl Drainer {
                             tracing::error!(%workspace_id, "the recorder of delivered messages is gone");
                         }
                     }
-                    Attempt::Busy(id) => {
+                    Attempt::Busy { id, retry_after } => {
+                        if let Some(after) = retry_after {
+                            self.rest(workspace_id, after);
+                        }
                         bounced.push(id);
                         stop.get_or_insert(Stop::Busy);
                     }
@@ -569,7 +607,7 @@ impl Drainer {
                 }
                 Err(e) => format!("the agent's reply is not JSON-RPC: {e}"),
             },
-            Err(Failure::Busy { .. }) => return Attempt::Busy(item.id),
+            Err(Failure::Busy { retry_after, .. }) => return Attempt::Busy { id: item.id, retry_after },
             Err(failure) => {
                 let target_down =
                     matches!(failure, Failure::Unreachable(_) | Failure::Dropped(_) | Failure::IdleTimeout(_));

@@ -416,6 +416,9 @@ impl Gateway {
         };
         let enqueued = self.store.enqueue(item, now).await.map_err(store_error)?;
         self.drainer.note_arrival(target.id, enqueued.item.priority);
+        if let Some(Failure::Busy { retry_after: Some(after), .. }) = failure {
+            self.drainer.rest(target.id, *after);
+        }
         if target.status == WorkspaceStatus::Hibernated {
             let directory = self.directory.clone();
             let id = target.id;

@@ -90,6 +90,32 @@ async fn a_429_from_the_agent_queues_the_message_as_target_busy() {
 }
 
 #[tokio::test]
+async fn retries_wait_as_long_as_a_busy_agent_asked_unless_the_registry_reports_room() {
+    let registry = RegistryNode::start().await;
+    let (agent, workspace) = EchoAgent::online(&registry, rate_limiting(2)).await;
+    // Scans every 200 ms, each of which would otherwise try the agent again.
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let url = gateway.a2a_url(&workspace.id);
+    agent.set_busy(true).await;
+
+    let asked = std::time::Instant::now();
+    let queue_id = queue_id(&Caller::operator().send(&url, "patient", "m-patient").await);
+    eventually(Duration::from_secs(10), || async { (agent.load().await["busy_answers"] == 2).then_some(()) }).await;
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_millis(1_900), "tried again after {waited:?}, asked to wait 2 s");
+
+    // A report of room is newer news than the agent's last word: the queue
+    // drains at once, rest or not (the bounce above began another rest).
+    agent.set_busy(false).await;
+    let reported = std::time::Instant::now();
+    workspace.heartbeat(0).await;
+    let done = delivered(&gateway, &queue_id).await;
+    assert!(reported.elapsed() < Duration::from_millis(1_500), "the report of room waited out the rest");
+    assert_eq!(done.attempts, 0, "busy answers are not failed attempts");
+    assert_eq!(agent.received().await, ["patient"]);
+}
+
+#[tokio::test]
 async fn a_429_from_a_native_session_is_unavailable_for_at_least_the_agents_retry_after() {
     let registry = RegistryNode::start().await;
     let agent = EchoAgent::start(rate_limiting(7)).await;
