@@ -369,7 +369,10 @@ impl Drainer {
         let mut bounced = Vec::new();
         let mut delivered = 0u64;
         loop {
-            if stop.is_none() && self.outranked(workspace_id, &held) {
+            // Not while a claim is out: it returns items from behind those
+            // held, which would then go before them. The arrival keeps
+            // until the claim is back.
+            if stop.is_none() && claim.is_none() && self.outranked(workspace_id, &held) {
                 // Back in the queue with it, and claimed again in order.
                 let ids: Vec<Uuid> = held.drain(..).map(|item| item.id).collect();
                 self.release(workspace_id, &ids, "not sent yet: a message of higher priority arrived").await;

@@ -337,7 +337,7 @@ impl Gateway {
                 "queued message {task_id} was already delivered; cancel the agent's task that tasks/get returns"
             ))),
             QueueItemState::InFlight => Err(GatewayError::TaskNotCancelable(format!(
-                "queued message {task_id} is being delivered to the agent now; cancel the agent's task once \
+                "queued message {task_id} is claimed for delivery to the agent; cancel the agent's task once \
                  tasks/get returns it"
             ))),
             state => Err(GatewayError::TaskNotCancelable(format!(
