@@ -113,8 +113,10 @@ pub struct Drainer {
     owner: String,
     /// Workspaces known to have queued items.
     backlog: Mutex<HashSet<Uuid>>,
-    /// Workspaces this replica is draining now.
-    draining: Mutex<HashSet<Uuid>>,
+    /// Workspaces this replica is draining now, each with whether the
+    /// registry reported room again meanwhile: a drain that is stopping
+    /// because the agent was busy a moment ago must not swallow that news.
+    draining: Mutex<HashMap<Uuid, bool>>,
     /// Until when each workspace's agent asked not to be sent to (the
     /// Retry-After of its last busy answer).
     resting: Mutex<HashMap<Uuid, tokio::time::Instant>>,
@@ -198,7 +200,7 @@ impl Drainer {
     /// workspace under way here.
     pub fn note_arrival(&self, workspace_id: Uuid, priority: i32) {
         self.note_queued(workspace_id);
-        if self.draining.lock().expect("draining lock").contains(&workspace_id) {
+        if self.draining.lock().expect("draining lock").contains_key(&workspace_id) {
             let mut arrivals = self.arrivals.lock().expect("arrivals lock");
             let highest = arrivals.entry(workspace_id).or_insert(priority);
             *highest = (*highest).max(priority);
@@ -233,7 +235,7 @@ impl Drainer {
                 signal = signals.recv() => match signal {
                     Some(DrainSignal::Room(id)) if self.has_backlog(id) => {
                         self.resting.lock().expect("resting lock").remove(&id);
-                        self.start(id, &shutdown);
+                        self.start(id, &shutdown, true);
                     }
                     Some(DrainSignal::Room(_)) => {}
                     Some(DrainSignal::Removed(id)) => self.forget(id).await,
@@ -285,7 +287,9 @@ impl Drainer {
         for workspace_id in workspaces {
             self.note_queued(workspace_id);
             match self.directory.target(workspace_id).await {
-                Ok(target) if target.has_room() && !self.resting(workspace_id) => self.start(workspace_id, shutdown),
+                Ok(target) if target.has_room() && !self.resting(workspace_id) => {
+                    self.start(workspace_id, shutdown, false);
+                }
                 Ok(_) => {}
                 Err(crate::error::GatewayError::NotFound(_)) => self.forget(workspace_id).await,
                 Err(e) => tracing::debug!(%workspace_id, error = %e, "cannot look up a workspace with queued work"),
@@ -293,17 +297,33 @@ impl Drainer {
         }
     }
 
-    fn start(self: &Arc<Self>, workspace_id: Uuid, shutdown: &CancellationToken) {
-        if !self.draining.lock().expect("draining lock").insert(workspace_id) {
-            return;
+    /// Starts draining the workspace unless a drain is under way here; a
+    /// report of room (`room_reported`) during one makes it drain once more
+    /// when it ends.
+    fn start(self: &Arc<Self>, workspace_id: Uuid, shutdown: &CancellationToken, room_reported: bool) {
+        {
+            let mut draining = self.draining.lock().expect("draining lock");
+            if let Some(reported_again) = draining.get_mut(&workspace_id) {
+                *reported_again |= room_reported;
+                return;
+            }
+            draining.insert(workspace_id, false);
         }
         let drainer = self.clone();
         let shutdown = shutdown.clone();
         self.drains.spawn(async move {
-            if let Err(e) = drainer.drain(workspace_id, &shutdown).await {
-                tracing::warn!(%workspace_id, error = %e, "draining stopped");
+            loop {
+                if let Err(e) = drainer.drain(workspace_id, &shutdown).await {
+                    tracing::warn!(%workspace_id, error = %e, "draining stopped");
+                }
+                let mut draining = drainer.draining.lock().expect("draining lock");
+                if draining.get(&workspace_id) == Some(&true) && !shutdown.is_cancelled() {
+                    draining.insert(workspace_id, false);
+                } else {
+                    draining.remove(&workspace_id);
+                    break;
+                }
             }
-            drainer.draining.lock().expect("draining lock").remove(&workspace_id);
             drainer.arrivals.lock().expect("arrivals lock").remove(&workspace_id);
         });
     }
