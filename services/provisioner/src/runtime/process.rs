@@ -750,10 +750,13 @@ impl Runtime for ProcessRuntime {
             .await
             .map_err(|err| unavailable(format_args!("state of workspace {workspace_id}"), err))?;
         let members = inner.members(workspace_id).await.map_err(|err| unavailable("scanning /proc", err))?;
-        if let Some(member) = leader(&members) {
+        // A child spawned a moment ago shows its marks in /proc only once it
+        // has exec'd: this runtime's own unreaped child counts as running too.
+        let unreaped =
+            guard(&inner.reapers).get(workspace_id).filter(|(_, reaped)| !*reaped.borrow()).map(|(pid, _)| *pid);
+        if let Some(pid) = leader(&members).map(|member| member.pid).or(unreaped) {
             return Err(RuntimeError::Workload(format!(
-                "workspace {workspace_id} still runs (pid {}); stop it before purging",
-                member.pid
+                "workspace {workspace_id} still runs (pid {pid}); stop it before purging"
             )));
         }
         let dir = inner.workspace_dir(workspace_id);
