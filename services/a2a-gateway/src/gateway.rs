@@ -252,9 +252,13 @@ impl Gateway {
                         () = tokio::time::sleep(FOLLOW_POLL) => {}
                         () = updates.closed() => return,
                     }
-                    match store.get(last.id).await {
-                        Ok(Some(item)) if item.state != last.state => break item,
-                        Ok(Some(_)) => {}
+                    let moved = match store.state(last.id).await {
+                        Ok(Some(state)) if state != last.state => store.get(last.id).await,
+                        Ok(Some(_)) => continue,
+                        other => other.map(|_| None),
+                    };
+                    match moved {
+                        Ok(Some(item)) => break item,
                         // Purged after its retention: nothing more will happen to it.
                         Ok(None) => return,
                         Err(e) => {
@@ -324,12 +328,15 @@ impl Gateway {
         let Some(mut item) = self.queued_task(workspace_id, task_id).await? else { return Ok(None) };
         if matches!(item.state, QueueItemState::Queued | QueueItemState::DeadLetter) {
             let reason = format!("canceled by {}", sender.label());
-            if self.store.cancel(item.id, &reason, SystemTime::now()).await.map_err(store_error)? {
-                self.drainer.announce(item.id);
-                tracing::info!(queue_id = %item.id, %workspace_id, "queued message canceled by its caller");
+            match self.store.cancel(item.id, &reason, SystemTime::now()).await.map_err(store_error)? {
+                Some(dropped) => {
+                    self.drainer.announce(item.id);
+                    tracing::info!(queue_id = %item.id, %workspace_id, "queued message canceled by its caller");
+                    item = dropped;
+                }
+                // A drain claimed it first: as it is now.
+                None => item = self.store.get(item.id).await.map_err(store_error)?.unwrap_or(item),
             }
-            // Dropped now, or a drain claimed it first.
-            item = self.store.get(item.id).await.map_err(store_error)?.unwrap_or(item);
         }
         match item.state {
             QueueItemState::Dropped => Ok(Some(item)),

@@ -456,18 +456,33 @@ impl QueueStore {
 
     /// Drops an item its caller cancels, if it is still waiting (QUEUED or
     /// DEAD_LETTER); one being delivered or finished is left as it is.
-    /// Returns whether it was dropped.
-    pub async fn cancel(&self, id: Uuid, reason: &str, now: SystemTime) -> Result<bool> {
-        let result = sqlx::query(
+    /// Returns the dropped item, or `None` if it was not waiting.
+    pub async fn cancel(&self, id: Uuid, reason: &str, now: SystemTime) -> Result<Option<QueueItem>> {
+        let row = sqlx::query(concat!(
             "UPDATE queue_items SET state = 'dropped', state_reason = $2, next_attempt_at = NULL, updated_at = $3 \
-             WHERE id = $1 AND state IN ('queued', 'dead_letter')",
-        )
+             WHERE id = $1 AND state IN ('queued', 'dead_letter') RETURNING ",
+            item_columns!()
+        ))
         .bind(id.to_string())
         .bind(reason)
         .bind(to_ms(now))
-        .execute(self.db.pool())
+        .fetch_optional(self.db.pool())
         .await?;
-        Ok(result.rows_affected() == 1)
+        row.map(|row| decode(&row, true)).transpose()
+    }
+
+    /// An item's state alone: what a follower looks at to learn whether
+    /// anything happened, without reading payloads that may be megabytes.
+    pub async fn state(&self, id: Uuid) -> Result<Option<QueueItemState>> {
+        let row = sqlx::query("SELECT state FROM queue_items WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| {
+            let state: String = row.try_get("state")?;
+            parse_state(&state).ok_or_else(|| StoreError::Corrupt { id: id.to_string(), problem: state })
+        })
+        .transpose()
     }
 
     /// One item with its payloads.

@@ -638,21 +638,24 @@ async fn a_caller_cancels_only_what_still_waits(backend: &Backend) {
     let flying = in_flight(store, ws, "flying", t(0)).await;
     let queued = enqueue(store, message(ws, "queued", 0), t(0)).await;
     for id in [queued.id, dead.id] {
-        assert!(store.cancel(id, "canceled by operator:operator", t(1)).await.unwrap());
+        let dropped = store.cancel(id, "canceled by operator:operator", t(1)).await.unwrap().expect("dropped");
         let item = get(store, id).await;
+        assert_eq!(dropped, item, "the dropped item, as stored");
         assert_eq!(
             (item.state, item.state_reason.as_str()),
             (QueueItemState::Dropped, "canceled by operator:operator")
         );
-        assert!(!store.cancel(id, "again", t(2)).await.unwrap(), "a dropped item stays as it was");
+        assert!(store.cancel(id, "again", t(2)).await.unwrap().is_none(), "a dropped item stays as it was");
         assert_eq!(get(store, id).await.state_reason, "canceled by operator:operator");
+        assert_eq!(store.state(id).await.unwrap(), Some(QueueItemState::Dropped));
     }
-    assert!(!store.cancel(flying.id, "too late", t(1)).await.unwrap());
-    assert_eq!(get(store, flying.id).await.state, QueueItemState::InFlight);
+    assert!(store.cancel(flying.id, "too late", t(1)).await.unwrap().is_none());
+    assert_eq!(store.state(flying.id).await.unwrap(), Some(QueueItemState::InFlight));
     assert!(complete(store, flying.id, "setup", r#"{"kind":"message"}"#, t(2)).await.unwrap());
-    assert!(!store.cancel(flying.id, "too late", t(3)).await.unwrap());
+    assert!(store.cancel(flying.id, "too late", t(3)).await.unwrap().is_none());
     assert_eq!(get(store, flying.id).await.state, QueueItemState::Delivered);
-    assert!(!store.cancel(Uuid::new_v4(), "unknown", t(1)).await.unwrap());
+    assert!(store.cancel(Uuid::new_v4(), "unknown", t(1)).await.unwrap().is_none());
+    assert_eq!(store.state(Uuid::new_v4()).await.unwrap(), None);
 }
 
 async fn items_convert_to_the_control_api(backend: &Backend) {
