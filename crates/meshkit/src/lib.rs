@@ -16,6 +16,7 @@ use agentmesh_chassis::{
 };
 use agentmesh_netguard::{NetworkMode, UrlGuard};
 use agentmesh_proto::{
+    a2a::v1::a2a_service_client::A2aServiceClient,
     gateway::v1::gateway_service_client::GatewayServiceClient,
     registry::v1::{self as rpb, registry_service_client::RegistryServiceClient},
     scheduler::v1::scheduler_service_client::SchedulerServiceClient,
@@ -273,6 +274,11 @@ impl GatewayNode {
 
     pub fn control(&self) -> GatewayServiceClient<ServiceChannel> {
         GatewayServiceClient::new(service_channel(&format!("http://{}", self.grpc), OPERATOR_TOKEN, None).unwrap())
+    }
+
+    /// The A2A gRPC binding, as an operator.
+    pub fn a2a(&self) -> A2aServiceClient<ServiceChannel> {
+        A2aServiceClient::new(service_channel(&format!("http://{}", self.grpc), OPERATOR_TOKEN, None).unwrap())
     }
 
     pub fn stop(&self) {

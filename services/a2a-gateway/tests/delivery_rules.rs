@@ -9,7 +9,7 @@ use std::time::Duration;
 use agentmesh_echo_agent::{BusyStatus, Config as EchoConfig};
 use agentmesh_meshkit::*;
 use agentmesh_proto::{
-    a2a::v1::{self as a2a_pb, a2a_service_client::A2aServiceClient},
+    a2a::v1 as a2a_pb,
     gateway::v1::{self as gpb, QueueItemState},
     provisioner::v1::{
         self as ppb,
@@ -133,7 +133,6 @@ async fn a_429_from_a_native_session_is_unavailable_for_at_least_the_agents_retr
     assert_eq!(data["reason"], "UNAVAILABLE_REASON_NATIVE_SESSION_BUSY", "{data}");
     assert!(data["retryAfterSeconds"].as_u64().is_some_and(|s| s >= 7), "{data}");
 
-    let channel = agentmesh_chassis::client::service_channel(&format!("http://{}", gateway.grpc), OPERATOR_TOKEN, None);
     let message = a2a_pb::Message {
         message_id: "m-native-429-grpc".into(),
         role: a2a_pb::Role::User as i32,
@@ -142,7 +141,7 @@ async fn a_429_from_a_native_session_is_unavailable_for_at_least_the_agents_retr
     };
     let request =
         a2a_pb::SendMessageRequest { tenant: workspace.id.clone(), message: Some(message), ..Default::default() };
-    let status = A2aServiceClient::new(channel.unwrap()).send_message(request).await.unwrap_err();
+    let status = gateway.a2a().send_message(request).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     let delay = status.get_error_details().retry_info().and_then(|retry| retry.retry_delay);
     assert!(delay.is_some_and(|delay| delay >= Duration::from_secs(7)), "{delay:?}");

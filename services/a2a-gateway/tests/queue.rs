@@ -8,7 +8,7 @@ use agentmesh_a2a_gateway::settings::GatewaySettings;
 use agentmesh_echo_agent::Config as EchoConfig;
 use agentmesh_meshkit::*;
 use agentmesh_proto::{
-    a2a::v1::{self as a2a_pb, a2a_service_client::A2aServiceClient},
+    a2a::v1 as a2a_pb,
     gateway::v1::{self as gpb, QueueItemState},
     registry::v1::{Capabilities, WorkspaceStatus},
 };
@@ -148,8 +148,7 @@ async fn a_native_session_gets_unavailable_with_retry_information_and_nothing_is
     assert_eq!(data["workspaceId"], workspace.id.as_str());
 
     // The gRPC binding says the same with standard status details.
-    let channel = agentmesh_chassis::client::service_channel(&format!("http://{}", gateway.grpc), OPERATOR_TOKEN, None);
-    let mut a2a = A2aServiceClient::new(channel.unwrap());
+    let mut a2a = gateway.a2a();
     let message = a2a_pb::Message {
         message_id: "m-native-grpc".into(),
         role: a2a_pb::Role::User as i32,

@@ -8,12 +8,41 @@ use std::time::Duration;
 
 use agentmesh_echo_agent::Config as EchoConfig;
 use agentmesh_meshkit::*;
-use agentmesh_proto::a2a::v1::{self as a2a_pb, a2a_service_client::A2aServiceClient, stream_response::Payload};
+use agentmesh_proto::a2a::v1::{self as a2a_pb, stream_response::Payload};
 use serde_json::{Value, json};
 
 /// Scans are off: only a heartbeat reporting room starts a drain, so a
 /// queued message stays put until the test frees the agent.
 const NO_SCANS: u64 = 600_000;
+
+/// A gateway (scans off) in front of an echo agent that is busy, so that
+/// what is sent now is queued.
+struct BusyMesh {
+    /// Kept running for as long as the test holds the mesh.
+    _registry: RegistryNode,
+    agent: EchoAgent,
+    workspace: Workspace,
+    gateway: GatewayNode,
+    url: String,
+}
+
+impl BusyMesh {
+    async fn start() -> Self {
+        let registry = RegistryNode::start().await;
+        let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+        let gateway = GatewayNode::start(&registry, |s| s.scan_interval_ms = NO_SCANS).await;
+        let url = gateway.a2a_url(&workspace.id);
+        agent.set_busy(true).await;
+        Self { _registry: registry, agent, workspace, gateway, url }
+    }
+
+    /// Queues `text` (also its message id) over JSON-RPC with `headers`,
+    /// and returns its queue id.
+    async fn queue(&self, text: &str, headers: &[(&str, &str)]) -> String {
+        let reply = Caller::operator().post(&self.url, &send_request(text, text), headers).await;
+        reply.queued()["queueId"].as_str().unwrap().to_owned()
+    }
+}
 
 fn follow_request(task_id: &str) -> Value {
     json!({ "jsonrpc": "2.0", "id": "follow", "method": "tasks/resubscribe", "params": { "id": task_id } })
@@ -31,15 +60,11 @@ async fn last_event(events: &mut Events) -> Value {
 
 #[tokio::test]
 async fn a_follower_of_a_queued_message_gets_the_agents_reply_when_it_is_delivered() {
-    let registry = RegistryNode::start().await;
-    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
-    let gateway = GatewayNode::start(&registry, |s| s.scan_interval_ms = NO_SCANS).await;
-    let url = gateway.a2a_url(&workspace.id);
-    agent.set_busy(true).await;
-    let queued = Caller::operator().send(&url, "hello later", "m-later").await;
-    let queue_id = queued.queued()["queueId"].as_str().unwrap().to_owned();
+    let mesh = BusyMesh::start().await;
+    let (agent, workspace, url) = (&mesh.agent, &mesh.workspace, &mesh.url);
+    let queue_id = mesh.queue("hello later", &[]).await;
 
-    let mut events = Caller::operator().events(&url, &follow_request(&queue_id)).await;
+    let mut events = Caller::operator().events(url, &follow_request(&queue_id)).await;
     let first = events.next().await.unwrap();
     assert_eq!(first["id"], "follow", "{first}");
     assert_eq!(
@@ -83,12 +108,9 @@ async fn a_message_delivered_by_another_replica_is_announced_to_its_follower() {
 
 #[tokio::test]
 async fn subscribe_to_task_over_grpc_follows_a_queued_message_to_its_reply() {
-    let registry = RegistryNode::start().await;
-    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
-    let gateway = GatewayNode::start(&registry, |s| s.scan_interval_ms = NO_SCANS).await;
-    let channel = agentmesh_chassis::client::service_channel(&format!("http://{}", gateway.grpc), OPERATOR_TOKEN, None);
-    let mut a2a = A2aServiceClient::new(channel.unwrap());
-    agent.set_busy(true).await;
+    let mesh = BusyMesh::start().await;
+    let (agent, workspace) = (&mesh.agent, &mesh.workspace);
+    let mut a2a = mesh.gateway.a2a();
     let message = a2a_pb::Message {
         message_id: "m-grpc-later".into(),
         role: a2a_pb::Role::User as i32,
@@ -130,16 +152,11 @@ async fn subscribe_to_task_over_grpc_follows_a_queued_message_to_its_reply() {
 
 #[tokio::test]
 async fn a_follower_learns_that_an_operator_dropped_its_message() {
-    let registry = RegistryNode::start().await;
-    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
-    let gateway = GatewayNode::start(&registry, |s| s.scan_interval_ms = NO_SCANS).await;
-    let url = gateway.a2a_url(&workspace.id);
-    agent.set_busy(true).await;
+    let mesh = BusyMesh::start().await;
+    let (agent, workspace, gateway, url) = (&mesh.agent, &mesh.workspace, &mesh.gateway, &mesh.url);
     // Expiring at once: the operator's drop of expired items takes it.
-    let request = send_request("never delivered", "m-dropped");
-    let queued = Caller::operator().post(&url, &request, &[("x-agentmesh-expires-in", "1")]).await;
-    let queue_id = queued.queued()["queueId"].as_str().unwrap().to_owned();
-    let mut events = Caller::operator().events(&url, &follow_request(&queue_id)).await;
+    let queue_id = mesh.queue("never delivered", &[("x-agentmesh-expires-in", "1")]).await;
+    let mut events = Caller::operator().events(url, &follow_request(&queue_id)).await;
     assert_eq!(events.next().await.unwrap()["result"]["status"]["state"], "submitted");
 
     let drop_expired = agentmesh_proto::gateway::v1::DropStaleItemsRequest {
@@ -178,29 +195,24 @@ async fn following_needs_a_task_id_and_access_to_the_workspace() {
 
 #[tokio::test]
 async fn a_caller_cancels_its_waiting_message_and_the_rest_is_delivered() {
-    let registry = RegistryNode::start().await;
-    let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
-    let gateway = GatewayNode::start(&registry, |s| s.scan_interval_ms = NO_SCANS).await;
-    let url = gateway.a2a_url(&workspace.id);
-    let channel = agentmesh_chassis::client::service_channel(&format!("http://{}", gateway.grpc), OPERATOR_TOKEN, None);
-    let mut a2a = A2aServiceClient::new(channel.unwrap());
-    agent.set_busy(true).await;
+    let mesh = BusyMesh::start().await;
+    let (agent, workspace, gateway, url) = (&mesh.agent, &mesh.workspace, &mesh.gateway, &mesh.url);
+    let mut a2a = gateway.a2a();
     let mut queue_ids = Vec::new();
     for text in ["cancel over json-rpc", "cancel over grpc", "keep"] {
-        queue_ids
-            .push(Caller::operator().send(&url, text, text).await.queued()["queueId"].as_str().unwrap().to_owned());
+        queue_ids.push(mesh.queue(text, &[]).await);
     }
-    let mut events = Caller::operator().events(&url, &follow_request(&queue_ids[0])).await;
+    let mut events = Caller::operator().events(url, &follow_request(&queue_ids[0])).await;
     assert_eq!(events.next().await.unwrap()["result"]["status"]["state"], "submitted");
 
     let cancel = |id: &str| json!({ "jsonrpc": "2.0", "id": "c", "method": "tasks/cancel", "params": { "id": id } });
-    let canceled = Caller::operator().post(&url, &cancel(&queue_ids[0]), &[]).await;
+    let canceled = Caller::operator().post(url, &cancel(&queue_ids[0]), &[]).await;
     assert_eq!(canceled.status, 200, "{}", canceled.body);
     assert_eq!(canceled.body["result"]["status"]["state"], "canceled", "{}", canceled.body);
     assert_eq!(canceled.body["result"]["metadata"]["agentmesh"]["queueState"], "QUEUE_ITEM_STATE_DROPPED");
     // Its follower hears of it, and canceling again changes nothing.
     assert_eq!(last_event(&mut events).await["result"]["status"]["state"], "canceled");
-    let again = Caller::operator().post(&url, &cancel(&queue_ids[0]), &[]).await;
+    let again = Caller::operator().post(url, &cancel(&queue_ids[0]), &[]).await;
     assert_eq!(again.body["result"]["status"]["state"], "canceled", "{}", again.body);
 
     let request =
@@ -219,7 +231,7 @@ async fn a_caller_cancels_its_waiting_message_and_the_rest_is_delivered() {
     assert_eq!(agent.received().await, ["keep"], "canceled messages never reach the agent");
 
     // Once delivered, the message is the agent's: the gateway says so.
-    let late = Caller::operator().post(&url, &cancel(&queue_ids[2]), &[]).await;
+    let late = Caller::operator().post(url, &cancel(&queue_ids[2]), &[]).await;
     assert_eq!(late.status, 409, "{}", late.body);
     assert_eq!(late.body["error"]["code"], -32002, "A2A's TaskNotCancelableError: {}", late.body);
     let request =
