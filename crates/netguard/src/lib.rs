@@ -13,7 +13,8 @@
 //!   private) a deployment accepts; everything else that is not public is
 //!   refused in every mode.
 //! - [`Resolve`] is the DNS seam: [`SystemResolver`] for production,
-//!   [`StaticResolver`] for tests and pinned names.
+//!   [`StaticResolver`] for tests and pinned names, [`CachingResolver`] to
+//!   keep another's answers for a while.
 //! - [`UrlGuard::check`] ties it together and returns a [`CheckedUrl`] that
 //!   carries the exact addresses it approved, so a caller can connect to those
 //!   and not re-resolve (which would reopen the DNS-rebinding window).
@@ -28,4 +29,4 @@ pub use class::{AddressClass, Classification, EmbeddedIpv4, Ipv4Embedding, class
 pub use error::UrlRejected;
 pub use guard::{CheckedUrl, DEFAULT_RESOLVE_TIMEOUT, MAX_URL_LEN, UrlGuard};
 pub use mode::{NetworkMode, ParseNetworkModeError};
-pub use resolve::{Resolve, StaticResolver, SystemResolver};
+pub use resolve::{CachingResolver, Resolve, StaticResolver, SystemResolver};

@@ -2,9 +2,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 /// Turns a host name into addresses. The seam between [`UrlGuard`](crate::UrlGuard)
 /// and DNS, so tests (and deployments that pin names) need no real resolver.
@@ -92,6 +94,60 @@ impl Resolve for StaticResolver {
     }
 }
 
+/// Another resolver's answers, kept for a while.
+///
+/// The gateway checks an agent's URL at every dispatch, and resolving a name
+/// each time (a blocking getaddrinfo on a thread pool, often a round trip to
+/// the cluster's DNS server) costs more than forwarding the message. A kept
+/// answer is as safe as a fresh one: the caller connects to exactly the
+/// addresses that were checked. Failures are not kept, so a name that starts
+/// to resolve is used at once.
+pub struct CachingResolver {
+    inner: Arc<dyn Resolve>,
+    keep_for: Duration,
+    answers: Mutex<HashMap<String, (Vec<IpAddr>, Instant)>>,
+}
+
+/// Names whose answers are kept at once; beyond it, expired answers are
+/// forgotten first, then all (a new round of lookups is cheaper than
+/// unbounded memory).
+const MAX_KEPT_NAMES: usize = 4096;
+
+impl CachingResolver {
+    /// Keeps each answer of `inner` for `keep_for` after it came.
+    pub fn new(inner: Arc<dyn Resolve>, keep_for: Duration) -> Self {
+        Self { inner, keep_for, answers: Mutex::default() }
+    }
+}
+
+impl fmt::Debug for CachingResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachingResolver").field("keep_for", &self.keep_for).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Resolve for CachingResolver {
+    async fn resolve(&self, host: &str, port: u16) -> io::Result<Vec<IpAddr>> {
+        let name = normalise(host);
+        if let Some((addrs, at)) = self.answers.lock().expect("answers lock").get(&name)
+            && at.elapsed() < self.keep_for
+        {
+            return Ok(addrs.clone());
+        }
+        let addrs = self.inner.resolve(host, port).await?;
+        let mut answers = self.answers.lock().expect("answers lock");
+        if answers.len() >= MAX_KEPT_NAMES {
+            answers.retain(|_, (_, at)| at.elapsed() < self.keep_for);
+            if answers.len() >= MAX_KEPT_NAMES {
+                answers.clear();
+            }
+        }
+        answers.insert(name, (addrs.clone(), Instant::now()));
+        Ok(addrs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +178,51 @@ mod tests {
         assert_eq!(r.resolve("a.example", 80).await.unwrap(), vec![ip("8.8.8.8")]);
         assert_eq!(r.resolve("b.example", 80).await.unwrap(), vec![ip("1.1.1.1")]);
         assert!(r.resolve("c.example", 80).await.is_err());
+    }
+
+    /// 10.0.0.1 until `switched`, then 10.0.0.2; `down.example` fails; counts lookups.
+    struct Changing {
+        lookups: std::sync::atomic::AtomicUsize,
+        switched: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Resolve for Changing {
+        async fn resolve(&self, host: &str, _port: u16) -> io::Result<Vec<IpAddr>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.lookups.fetch_add(1, SeqCst);
+            match (host, self.switched.load(SeqCst)) {
+                ("down.example", _) => Err(io::Error::new(io::ErrorKind::NotFound, "no such name")),
+                (_, false) => Ok(vec![ip("10.0.0.1")]),
+                (_, true) => Ok(vec![ip("10.0.0.2")]),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn caching_resolver_keeps_an_answer_for_its_time_then_asks_again() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let inner = Arc::new(Changing { lookups: Default::default(), switched: Default::default() });
+        let cache = CachingResolver::new(inner.clone(), Duration::from_secs(5));
+        assert_eq!(cache.resolve("agent.example", 80).await.unwrap(), vec![ip("10.0.0.1")]);
+        inner.switched.store(true, SeqCst);
+        tokio::time::advance(Duration::from_millis(4_900)).await;
+        // Same name however spelled, any port: still the kept answer.
+        assert_eq!(cache.resolve("AGENT.example.", 8080).await.unwrap(), vec![ip("10.0.0.1")]);
+        assert_eq!(inner.lookups.load(SeqCst), 1);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(cache.resolve("agent.example", 80).await.unwrap(), vec![ip("10.0.0.2")]);
+        assert_eq!(inner.lookups.load(SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn caching_resolver_does_not_keep_failures() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let inner = Arc::new(Changing { lookups: Default::default(), switched: Default::default() });
+        let cache = CachingResolver::new(inner.clone(), Duration::from_secs(5));
+        assert!(cache.resolve("down.example", 80).await.is_err());
+        assert!(cache.resolve("down.example", 80).await.is_err());
+        assert_eq!(inner.lookups.load(SeqCst), 2);
     }
 
     #[tokio::test]

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config};
 use agentmesh_db::Database;
-use agentmesh_netguard::UrlGuard;
 use agentmesh_proto::{
     a2a::v1::a2a_service_server::{A2aServiceServer, SERVICE_NAME as A2A_SERVICE},
     gateway::v1::gateway_service_server::{GatewayServiceServer, SERVICE_NAME as CONTROL_SERVICE},
@@ -63,7 +62,7 @@ pub async fn run_with_listeners(
     let store = QueueStore::open(database).await?;
     let (directory, signals) =
         Directory::new(&settings.registry_address, &settings.provisioner_address, &settings.service_token)?;
-    let agents = AgentClient::new(UrlGuard::new(settings.network()));
+    let agents = AgentClient::new(settings.dispatch_guard());
     let replica = format!("gateway-{}", uuid::Uuid::new_v4());
     tracing::info!(replica, idle_timeout_secs = idle_timeout.as_secs(), "gateway starting");
     let drainer =

@@ -1,9 +1,9 @@
 //! The gateway's own settings (the `[gateway]` table).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use agentmesh_chassis::ServiceSettings;
-use agentmesh_netguard::NetworkMode;
+use agentmesh_netguard::{CachingResolver, NetworkMode, Resolve, SystemResolver, UrlGuard};
 use serde::{Deserialize, Serialize};
 
 /// The idle timeout when none is configured (GW-4).
@@ -30,6 +30,10 @@ pub struct GatewaySettings {
     /// Which agent URLs may be dialled: strict (public only), cluster (also
     /// private ranges) or dev (also loopback). Checked at every dispatch.
     pub network_mode: String,
+    /// How long the addresses an agent's host name resolved to are used
+    /// before it is resolved again; 0 resolves at every dispatch. Either
+    /// way the gateway connects only to addresses the network mode allows.
+    pub agent_dns_cache_secs: u64,
     /// Seconds without any event from the target before a dispatch is given
     /// up. Only a positive integer is accepted: anything else is reported at
     /// start and the default (300) is used, since refusing to start over a
@@ -61,6 +65,7 @@ impl Default for GatewaySettings {
             provisioner_address: String::new(),
             service_token: String::new(),
             network_mode: NetworkMode::Strict.to_string(),
+            agent_dns_cache_secs: 5,
             idle_timeout_seconds: toml::Value::Integer(DEFAULT_IDLE_TIMEOUT.as_secs() as i64),
             max_attempts: 5,
             retry_backoff_initial_ms: 1_000,
@@ -81,6 +86,9 @@ impl ServiceSettings for GatewaySettings {
         }
         if let Err(e) = self.network_mode.parse::<NetworkMode>() {
             errors.push(format!("gateway.network_mode: {e}"));
+        }
+        if self.agent_dns_cache_secs > 3600 {
+            errors.push("gateway.agent_dns_cache_secs: must be at most 3600".to_owned());
         }
         if !(1..=100).contains(&self.max_attempts) {
             errors.push("gateway.max_attempts: must be between 1 and 100".to_owned());
@@ -109,6 +117,16 @@ impl ServiceSettings for GatewaySettings {
 impl GatewaySettings {
     pub fn network(&self) -> NetworkMode {
         self.network_mode.parse().unwrap_or(NetworkMode::Strict)
+    }
+
+    /// The check every dispatch passes (GW-3), resolving host names at most
+    /// once per `agent_dns_cache_secs`.
+    pub fn dispatch_guard(&self) -> UrlGuard {
+        let resolver: Arc<dyn Resolve> = match self.agent_dns_cache_secs {
+            0 => Arc::new(SystemResolver),
+            secs => Arc::new(CachingResolver::new(Arc::new(SystemResolver), Duration::from_secs(secs))),
+        };
+        UrlGuard::with_resolver(self.network(), resolver)
     }
 
     /// The configured idle timeout, or the default and why the configured

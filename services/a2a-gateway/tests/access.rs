@@ -66,6 +66,30 @@ async fn a_strict_gateway_refuses_loopback_agents_a_dev_registry_accepted() {
 }
 
 #[tokio::test]
+async fn agents_registered_by_host_name_are_resolved_and_checked_at_dispatch() {
+    let registry = RegistryNode::start().await;
+    let agent = EchoAgent::start(EchoConfig::default()).await;
+    let workspace = registry.create("named", None, 1).await;
+    workspace.register(&agent.url.replace("127.0.0.1", "localhost"), Capabilities::default(), None).await;
+    workspace.heartbeat(0).await;
+
+    let dev = GatewayNode::start(&registry, |_| {}).await;
+    // Later dispatches reuse the first answer (agent_dns_cache_secs).
+    for message in ["one", "two", "three"] {
+        let reply = Caller::operator().send(&dev.a2a_url(&workspace.id), message, message).await;
+        assert_eq!(reply.status, 200, "{message}: {}", reply.body);
+    }
+    assert_eq!(agent.received().await, ["one", "two", "three"]);
+
+    let strict = GatewayNode::start(&registry, |s| s.network_mode = "strict".into()).await;
+    let reply = Caller::operator().send(&strict.a2a_url(&workspace.id), "four", "four").await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    let reason = reply.body["error"]["message"].as_str().unwrap();
+    assert!(reason.contains("localhost") && reason.contains("loopback"), "{reason}");
+    assert_eq!(agent.received().await.len(), 3);
+}
+
+#[tokio::test]
 async fn workspaces_reach_only_the_peers_the_registry_allows() {
     let registry = RegistryNode::start().await;
     let (agent, parent) = EchoAgent::online(&registry, EchoConfig::default()).await;
