@@ -19,7 +19,9 @@
 # Everything started here is stopped at the end, on failure too.
 #
 # Knobs (environment): PARTS ("throughput drain"), CONCURRENCY ("1 16 64"),
-# AGENT_DELAY_MS (0; the throughput agent's time per message),
+# AGENT_DELAY_MS (0; the throughput agent's time per message), AGENT_HOST
+# (127.0.0.1; the host the throughput agent is registered and called under,
+# e.g. localhost for an agent known by name, which the gateway resolves),
 # ROUNDS (3), DURATION (10 s measured), WARMUP (2 s), MESSAGES (10000),
 # DRAIN_ROUNDS (2), FILL_CONCURRENCY (1: delivery order is checked exactly),
 # GATEWAY_LOG (the gateway's RUST_LOG, default info as deployed), ports
@@ -40,6 +42,7 @@ MESSAGES=${MESSAGES:-10000}
 DRAIN_ROUNDS=${DRAIN_ROUNDS:-2}
 FILL_CONCURRENCY=${FILL_CONCURRENCY:-1}
 AGENT_DELAY_MS=${AGENT_DELAY_MS:-0}
+AGENT_HOST=${AGENT_HOST:-127.0.0.1}
 GATEWAY_LOG=${GATEWAY_LOG:-info}
 REGISTRY_PORT=${REGISTRY_PORT:-50171}
 GATEWAY_GRPC_PORT=${GATEWAY_GRPC_PORT:-50173}
@@ -102,13 +105,13 @@ mesh=(--registry "http://127.0.0.1:$REGISTRY_PORT" --token-file "$OUT/operator.t
 {
   echo "results in $OUT; $(nproc) CPU cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))" \
     "shared by the client and every server; $("$NGINX" -v 2>&1); Linux $(uname -r);" \
-    "throughput agent answers after ${AGENT_DELAY_MS} ms"
+    "throughput agent at $AGENT_HOST answers after ${AGENT_DELAY_MS} ms"
 } | tee "$OUT/summary.txt"
 for part in $PARTS; do
   wait_for_quiet
   case $part in
     throughput)
-      "$LOADTEST" gateway-throughput "${mesh[@]}" --agent "http://127.0.0.1:$AGENT_PORT/" \
+      "$LOADTEST" gateway-throughput "${mesh[@]}" --agent "http://$AGENT_HOST:$AGENT_PORT/" \
         --cpu "agent=$agent_pid" --cpu "nginx=$nginx_pids" --proxy "nginx=http://127.0.0.1:$NGINX_PORT/" \
         --concurrency "${CONCURRENCY// /,}" --rounds "$ROUNDS" --duration-secs "$DURATION" --warmup-secs "$WARMUP" |
         tee "$OUT/throughput.out"
