@@ -200,6 +200,16 @@ impl EchoAgent {
         self.client.get(format!("{}/admin/received", self.url)).send().await.unwrap().json().await.unwrap()
     }
 
+    /// What it received, once that is at least `count` messages; fails the
+    /// test if that takes longer than `within`.
+    pub async fn received_at_least(&self, count: usize, within: Duration) -> Vec<String> {
+        eventually(within, || async {
+            let received = self.received().await;
+            (received.len() >= count).then_some(received)
+        })
+        .await
+    }
+
     pub async fn stats(&self) -> Value {
         self.client.get(format!("{}/admin/stats", self.url)).send().await.unwrap().json().await.unwrap()
     }

@@ -366,11 +366,7 @@ impl QueueStore {
         .bind(to_ms(now))
         .fetch_optional(self.db.pool())
         .await?;
-        row.map(|row| {
-            let state: String = row.try_get("state")?;
-            parse_state(&state).ok_or_else(|| StoreError::Corrupt { id: id.to_string(), problem: state })
-        })
-        .transpose()
+        row.map(|row| state_column(&row, id)).transpose()
     }
 
     /// Drops QUEUED items whose expiry has come, with the reason "expired".
@@ -478,11 +474,7 @@ impl QueueStore {
             .bind(id.to_string())
             .fetch_optional(self.db.pool())
             .await?;
-        row.map(|row| {
-            let state: String = row.try_get("state")?;
-            parse_state(&state).ok_or_else(|| StoreError::Corrupt { id: id.to_string(), problem: state })
-        })
-        .transpose()
+        row.map(|row| state_column(&row, id)).transpose()
     }
 
     /// One item with its payloads.
@@ -779,10 +771,15 @@ fn uuid_column(row: &AnyRow, column: &str) -> Result<Uuid> {
     Uuid::parse_str(&text).map_err(|e| StoreError::Corrupt { id: text.clone(), problem: format!("{column}: {e}") })
 }
 
+/// The `state` column of a row of item `id`.
+fn state_column(row: &AnyRow, id: Uuid) -> Result<QueueItemState> {
+    let state: String = row.try_get("state")?;
+    parse_state(&state).ok_or_else(|| StoreError::Corrupt { id: id.to_string(), problem: format!("state {state:?}") })
+}
+
 fn decode(row: &AnyRow, payloads: bool) -> Result<QueueItem> {
     let id = uuid_column(row, "id")?;
     let corrupt = |problem: String| StoreError::Corrupt { id: id.to_string(), problem };
-    let state: String = row.try_get("state")?;
     let small = |column: &str| -> Result<u32> { Ok(u32::try_from(row.try_get::<i64, _>(column)?).unwrap_or(u32::MAX)) };
     let time = |column: &str| -> Result<Option<SystemTime>> { Ok(row.try_get::<Option<i64>, _>(column)?.map(from_ms)) };
     let priority: i64 = row.try_get("priority")?;
@@ -793,7 +790,7 @@ fn decode(row: &AnyRow, payloads: bool) -> Result<QueueItem> {
         message_id: row.try_get("message_id")?,
         caller: row.try_get("caller")?,
         priority: i32::try_from(priority).map_err(|_| corrupt(format!("priority {priority}")))?,
-        state: parse_state(&state).ok_or_else(|| corrupt(format!("state {state:?}")))?,
+        state: state_column(row, id)?,
         state_reason: row.try_get("state_reason")?,
         reason: parse_reason(&row.try_get::<String, _>("queue_reason")?),
         attempts: small("attempts")?,

@@ -261,9 +261,8 @@ async fn queued_messages_drain_by_priority_then_in_arrival_order() {
 
     agent.set_busy(false).await;
     workspace.heartbeat(0).await;
-    eventually(Duration::from_secs(10), || async { (agent.received().await.len() >= sends.len()).then_some(()) }).await;
     assert_eq!(
-        agent.received().await,
+        agent.received_at_least(sends.len(), Duration::from_secs(10)).await,
         ["urgent", "high 1", "high 2", "normal 1", "normal 2", "normal 3", "low 1", "low 2"]
     );
 }

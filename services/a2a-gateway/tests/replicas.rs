@@ -128,9 +128,7 @@ async fn two_replicas_draining_one_queue_deliver_each_message_once_in_order() {
     agent.set_busy(false).await;
     workspace.heartbeat(0).await;
 
-    eventually(Duration::from_secs(60), || async { (agent.received().await.len() >= expected.len()).then_some(()) })
-        .await;
-    assert_eq!(agent.received().await, expected);
+    assert_eq!(agent.received_at_least(expected.len(), Duration::from_secs(60)).await, expected);
     assert_eq!(agent.stats().await["duplicates"], 0, "no message reached the agent twice");
     assert_eq!(first.queued().await + second.queued().await, 0);
 }
@@ -148,15 +146,17 @@ async fn a_replica_killed_mid_drain_loses_nothing() {
 
     agent.set_busy(false).await;
     workspace.heartbeat(0).await;
-    eventually(Duration::from_secs(30), || async { (agent.received().await.len() >= 100).then_some(()) }).await;
+    agent.received_at_least(100, Duration::from_secs(30)).await;
     let survivor = Replica::start(&registry, &database_url).await;
     doomed.kill();
     let cut = agent.received().await.len();
     assert!(cut < expected.len(), "the kill came mid-drain ({cut} delivered)");
 
-    eventually(Duration::from_secs(60), || async { (agent.received().await.len() >= expected.len()).then_some(()) })
-        .await;
-    assert_eq!(agent.received().await, expected, "every message, once, in order, as the agent sees them");
+    assert_eq!(
+        agent.received_at_least(expected.len(), Duration::from_secs(60)).await,
+        expected,
+        "every message, once, in order, as the agent sees them"
+    );
     // Redelivered: the message in flight at the kill and those answered whose
     // replies the killed replica had not yet written (its recorder writes
     // them in batches, a millisecond apart, while the next one is sent).
@@ -177,16 +177,14 @@ async fn a_replica_shut_down_mid_drain_hands_back_what_it_holds_at_once() {
     let expected = queue_while_busy(&agent, &[leaving.a2a_url(&workspace.id)], 20).await;
     agent.set_busy(false).await;
     workspace.heartbeat(0).await;
-    eventually(Duration::from_secs(10), || async { (!agent.received().await.is_empty()).then_some(()) }).await;
+    agent.received_at_least(1, Duration::from_secs(10)).await;
 
     leaving.terminate().await;
     let cut = agent.received().await.len();
     assert!(cut < expected.len(), "the shutdown came mid-drain ({cut} delivered)");
     let survivor = Replica::start_with_lease(&registry, &database_url, 600).await;
     workspace.heartbeat(0).await;
-    eventually(Duration::from_secs(30), || async { (agent.received().await.len() >= expected.len()).then_some(()) })
-        .await;
-    assert_eq!(agent.received().await, expected);
+    assert_eq!(agent.received_at_least(expected.len(), Duration::from_secs(30)).await, expected);
     // The message in flight at the shutdown was answered and recorded
     // before the replica left: nothing reached the agent twice.
     assert_eq!(agent.stats().await["duplicates"], 0);
