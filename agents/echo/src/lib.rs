@@ -62,6 +62,7 @@
 mod card;
 mod deliveries;
 mod rpc;
+mod tls;
 
 use std::{
     future::IntoFuture,
@@ -82,6 +83,8 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use crate::tls::TlsIdentity;
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -135,6 +138,8 @@ pub struct Config {
     pub busy_status: BusyStatus,
     /// The `Retry-After` of the busy answer, in seconds.
     pub retry_after_seconds: u32,
+    /// Serve over TLS with this identity instead of plain HTTP.
+    pub tls: Option<TlsIdentity>,
 }
 
 impl Default for Config {
@@ -152,6 +157,7 @@ impl Default for Config {
             silent: false,
             busy_status: BusyStatus::Unavailable,
             retry_after_seconds: 1,
+            tls: None,
         }
     }
 }
@@ -237,9 +243,15 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         });
     }
 
-    let server = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let app = router(state.clone());
+    let stopped = shutdown.clone().cancelled_owned();
+    let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &state.config.tls {
+        Some(identity) => {
+            let listener = tls::TlsListener::new(listener, identity.acceptor()?)?;
+            Box::pin(axum::serve(listener, app).with_graceful_shutdown(stopped).into_future())
+        }
+        None => Box::pin(axum::serve(listener, app).with_graceful_shutdown(stopped).into_future()),
+    };
     tokio::select! {
         served = server => served?,
         () = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {

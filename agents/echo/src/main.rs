@@ -2,9 +2,9 @@
 //! `listening on <address>` on stdout once bound, so a parent that asked for
 //! port 0 can learn the port.
 
-use std::{io::IsTerminal, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use agentmesh_echo_agent::{BusyStatus, Capabilities, Config};
+use agentmesh_echo_agent::{BusyStatus, Capabilities, Config, TlsIdentity};
 use anyhow::Context;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
@@ -69,6 +69,12 @@ struct Args {
     /// The Retry-After of the busy answer, in seconds.
     #[arg(long, env = "AGENTMESH_ECHO_RETRY_AFTER_SECONDS", default_value_t = 1)]
     retry_after_seconds: u32,
+    /// Serve over TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "AGENTMESH_ECHO_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "AGENTMESH_ECHO_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn busy_status(raw: &str) -> Result<BusyStatus, String> {
@@ -80,8 +86,19 @@ fn busy_status(raw: &str) -> Result<BusyStatus, String> {
 }
 
 impl Args {
-    fn config(&self) -> Config {
-        Config {
+    fn config(&self) -> anyhow::Result<Config> {
+        let read =
+            |path: &PathBuf| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let identity = TlsIdentity { cert_pem: read(cert)?, key_pem: read(key)? };
+                // Refused here, before the agent says it listens.
+                identity.acceptor()?;
+                Some(identity)
+            }
+            _ => None,
+        };
+        Ok(Config {
             name: self.name.clone(),
             public_url: self.public_url.clone().filter(|url| !url.is_empty()),
             delay: Duration::from_millis(self.delay_ms),
@@ -98,7 +115,8 @@ impl Args {
             silent: self.silent,
             busy_status: self.busy_status,
             retry_after_seconds: self.retry_after_seconds,
-        }
+            tls,
+        })
     }
 }
 
@@ -118,6 +136,7 @@ fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn run(args: Args) -> anyhow::Result<u8> {
+    let config = args.config()?;
     let mut address = args.listen;
     if let Some(port) = args.port {
         address.set_port(port);
@@ -140,6 +159,6 @@ async fn run(args: Args) -> anyhow::Result<u8> {
         on_signal.cancel();
     });
 
-    let code = agentmesh_echo_agent::serve(listener, args.config(), shutdown).await?;
+    let code = agentmesh_echo_agent::serve(listener, config, shutdown).await?;
     Ok(code)
 }

@@ -12,7 +12,7 @@ use agentmesh_a2a_gateway::settings::GatewaySettings;
 use agentmesh_chassis::{
     AuthConfig, ServerConfig,
     client::{ServiceChannel, service_channel},
-    config::Config,
+    config::{Config, TlsConfig},
 };
 use agentmesh_netguard::{NetworkMode, UrlGuard};
 use agentmesh_proto::{
@@ -65,20 +65,19 @@ impl RegistryNode {
     }
 
     async fn start_in(dir: tempfile::TempDir, database_file: std::path::PathBuf) -> Self {
-        let server = server_config(&format!("sqlite://{}", database_file.display()), dir.path());
-        let service =
-            RegistrySettings { event_poll_ms: 50, sweep_interval_ms: 3_600_000, ..RegistrySettings::default() };
-        let config = Config { server, service, ignored_env: vec![] };
-        let (authenticator, _) = config.server.auth.authenticator(dir.path()).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let guard = UrlGuard::new(NetworkMode::Dev);
-        tokio::spawn(agentmesh_registry::server::run(config, listener, authenticator, guard, shutdown.clone()));
+        let (address, shutdown) = launch_registry(dir.path(), &database_file, None).await;
         agentmesh_testkit::grpc::serving_channel(address).await;
         let client =
             RegistryServiceClient::new(service_channel(&format!("http://{address}"), OPERATOR_TOKEN, None).unwrap());
         Self { address, client, dir, database_file, shutdown }
+    }
+
+    /// A replica on this registry's store that serves gRPC over TLS only,
+    /// for services told to reach the registry at an https address.
+    pub async fn start_tls_replica(&self, tls: TlsConfig) -> TlsRegistryNode {
+        let dir = tempfile::tempdir().unwrap();
+        let (address, shutdown) = launch_registry(dir.path(), &self.database_file, Some(tls)).await;
+        TlsRegistryNode { address, _dir: dir, shutdown }
     }
 
     /// `workspace` talking to this replica.
@@ -112,6 +111,45 @@ impl RegistryNode {
 }
 
 impl Drop for RegistryNode {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts a registry with a listener already bound, so it can be called at
+/// once; serving over TLS when `tls` is given.
+async fn launch_registry(
+    dir: &std::path::Path,
+    database_file: &std::path::Path,
+    tls: Option<TlsConfig>,
+) -> (SocketAddr, CancellationToken) {
+    let server = ServerConfig { tls, ..server_config(&format!("sqlite://{}", database_file.display()), dir) };
+    let service = RegistrySettings { event_poll_ms: 50, sweep_interval_ms: 3_600_000, ..RegistrySettings::default() };
+    let config = Config { server, service, ignored_env: vec![] };
+    let (authenticator, _) = config.server.auth.authenticator(dir).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let guard = UrlGuard::new(NetworkMode::Dev);
+    tokio::spawn(agentmesh_registry::server::run(config, listener, authenticator, guard, shutdown.clone()));
+    (address, shutdown)
+}
+
+/// A registry replica that speaks TLS only; see [`RegistryNode::start_tls_replica`].
+pub struct TlsRegistryNode {
+    pub address: SocketAddr,
+    _dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl TlsRegistryNode {
+    /// Its https address, under the name `localhost`.
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.address.port())
+    }
+}
+
+impl Drop for TlsRegistryNode {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }

@@ -6,3 +6,4 @@ pub mod grpc;
 pub mod images;
 pub mod postgres;
 pub mod python;
+pub mod tls;

@@ -3,6 +3,9 @@
 //! and the classification of a failure into "try later" (busy, dropped,
 //! silent, unreachable) or "the agent's answer".
 //!
+//! Agents are reached over plain HTTP or over TLS (https URLs), trusting the
+//! system's certificate authorities and any the operator adds.
+//!
 //! Connections are HTTP/1 keep-alive connections, pooled per agent and
 //! driven by the task that makes the call: a request is written, and its
 //! reply read, without handing anything to another task. A proxy spends
@@ -12,7 +15,12 @@
 use std::{
     collections::HashMap,
     future::poll_fn,
+    io,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    pin::Pin,
     sync::{Arc, Mutex, Weak},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -26,11 +34,15 @@ use http::{
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
     sync::{mpsc, watch},
     time::Instant,
 };
+use tokio_rustls::{TlsConnector, client::TlsStream};
 
 /// The largest reply the gateway passes on (GW-2).
 pub const MAX_REPLY_BYTES: usize = 10 << 20;
@@ -80,7 +92,8 @@ pub enum Failure {
     Unreachable(String),
     #[error("the agent produced no event for {0:?}")]
     IdleTimeout(Duration),
-    /// The URL failed the SSRF check (SEC-3).
+    /// The gateway will not talk to this URL: it failed the SSRF check
+    /// (SEC-3), or the agent's TLS certificate or handshake was not accepted.
     #[error("{0}")]
     Refused(String),
     #[error("the agent's reply is larger than {MAX_REPLY_BYTES} bytes")]
@@ -117,19 +130,75 @@ const BUSY_BODY_LIMIT: usize = 64 << 10;
 /// How long the body of a busy answer is waited for to keep its connection.
 const BUSY_BODY_WAIT: Duration = Duration::from_millis(50);
 
+/// Why the certificate authorities for https agents could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct TlsSetupError {
+    path: String,
+    reason: String,
+}
+
+/// Whom the gateway trusts when it reaches agents over https.
+#[derive(Clone)]
+pub struct AgentTls {
+    connector: TlsConnector,
+}
+
+impl AgentTls {
+    /// Trusts the system's certificate authorities (`SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` are honoured) and, when given, every certificate in the
+    /// PEM file `extra_ca_file`: agents inside a cluster usually carry
+    /// certificates of a private authority.
+    pub fn new(extra_ca_file: Option<&Path>) -> Result<Self, TlsSetupError> {
+        let mut roots = RootCertStore::empty();
+        let system = rustls_native_certs::load_native_certs();
+        let (system_trusted, _unusable) = roots.add_parsable_certificates(system.certs);
+        let mut added = 0;
+        if let Some(path) = extra_ca_file {
+            let failed = |reason: String| TlsSetupError { path: path.display().to_string(), reason };
+            for certificate in CertificateDer::pem_file_iter(path).map_err(|e| failed(e.to_string()))? {
+                let certificate = certificate.map_err(|e| failed(e.to_string()))?;
+                roots.add(certificate).map_err(|e| failed(format!("not a usable CA certificate: {e}")))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(failed("holds no CERTIFICATE block".to_owned()));
+            }
+        }
+        if roots.is_empty() {
+            tracing::warn!(
+                "no certificate authority is trusted, so no https agent can be reached; set gateway.agent_ca_file"
+            );
+        } else {
+            tracing::debug!(system_trusted, added, "certificate authorities trusted for https agents");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring provides the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // The gateway speaks HTTP/1 to agents; saying so stops an agent that
+        // prefers HTTP/2 from choosing it.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self { connector: TlsConnector::from(Arc::new(config)) })
+    }
+}
+
 #[derive(Clone)]
 pub struct AgentClient {
     guard: Arc<UrlGuard>,
+    tls: AgentTls,
     pool: Arc<Pool>,
 }
 
 impl AgentClient {
     /// A client whose pool forgets unused connections in the background;
     /// call within a Tokio runtime.
-    pub fn new(guard: UrlGuard) -> Self {
+    pub fn new(guard: UrlGuard, tls: AgentTls) -> Self {
         let pool = Arc::new(Pool::default());
         tokio::spawn(Pool::prune_while_used(Arc::downgrade(&pool)));
-        Self { guard: Arc::new(guard), pool }
+        Self { guard: Arc::new(guard), tls, pool }
     }
 
     /// Posts a JSON-RPC request and returns the agent's JSON reply, unless
@@ -161,14 +230,7 @@ impl AgentClient {
         // connection goes to the addresses checked here, so no later lookup
         // can swap them (DNS rebinding).
         let checked = self.guard.check(call.url).await.map_err(|rejected| Failure::Refused(rejected.to_string()))?;
-        if checked.url().scheme() != "http" {
-            return Err(Failure::Refused(format!(
-                "{}: the gateway reaches agents over plain HTTP only; register an http:// URL",
-                checked.as_str()
-            )));
-        }
-        let authority = authority(&checked);
-        let (connection, response) = match self.pool.take(authority) {
+        let (connection, response) = match self.pool.take(origin(&checked)) {
             Some(mut reused) => match reused.send(build_request(&checked, call, stream)?).await {
                 Ok(response) => (reused, response),
                 // The agent closed the unused connection as it was picked up
@@ -207,7 +269,7 @@ impl AgentClient {
         call: &AgentCall<'_>,
         stream: bool,
     ) -> Result<(AgentConnection, Response<Incoming>), Failure> {
-        let mut connection = AgentConnection::open(authority(checked), checked).await?;
+        let mut connection = AgentConnection::open(checked, &self.tls).await?;
         let response = connection.send(build_request(checked, call, stream)?).await?;
         Ok((connection, response))
     }
@@ -229,10 +291,16 @@ fn build_request(checked: &CheckedUrl, call: &AgentCall<'_>, stream: bool) -> Re
     request.body(Full::new(call.body.clone())).map_err(|e| Failure::Refused(format!("{}: {e}", checked.as_str())))
 }
 
-/// `host[:port]` as the URL spells it: the pool's key and the Host header.
+/// `host[:port]` as the URL spells it, for the Host header.
 fn authority(checked: &CheckedUrl) -> &str {
     let url = checked.url();
     &url[url::Position::BeforeHost..url::Position::AfterPort]
+}
+
+/// `scheme://host[:port]`: the pool's key, so that a plain connection never
+/// serves an https URL on the same host and port.
+fn origin(checked: &CheckedUrl) -> &str {
+    &checked.url()[..url::Position::AfterPort]
 }
 
 fn classify_status(response: &Response<Incoming>) -> Result<(), Failure> {
@@ -340,34 +408,33 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 /// socket unless its holder awaits something through
 /// [`AgentConnection::drive`]: calls drive their own connection.
 struct AgentConnection {
-    authority: Arc<str>,
+    origin: Arc<str>,
     sender: http1::SendRequest<Full<Bytes>>,
-    driver: http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
+    driver: http1::Connection<TokioIo<AgentSocket>, Full<Bytes>>,
     /// The driver has finished: the connection is closed.
     closed: bool,
 }
 
 impl AgentConnection {
-    async fn open(authority: &str, checked: &CheckedUrl) -> Result<Self, Failure> {
+    async fn open(checked: &CheckedUrl, tls: &AgentTls) -> Result<Self, Failure> {
         let mut problems = Vec::new();
         for address in checked.socket_addrs() {
-            let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    problems.push(format!("{address}: {e}"));
+            let socket = match tokio::time::timeout(CONNECT_TIMEOUT, AgentSocket::connect(address, checked, tls)).await
+            {
+                Ok(Ok(socket)) => socket,
+                Ok(Err(Failure::Unreachable(problem))) => {
+                    problems.push(format!("{address}: {problem}"));
                     continue;
                 }
+                Ok(Err(refused)) => return Err(refused),
                 Err(_) => {
                     problems.push(format!("{address}: no connection within {CONNECT_TIMEOUT:?}"));
                     continue;
                 }
             };
-            // Requests are small and answered at once: waiting to coalesce
-            // them only adds latency.
-            let _ = stream.set_nodelay(true);
             let (sender, driver) =
-                http1::handshake(TokioIo::new(stream)).await.map_err(|e| Failure::Unreachable(describe(&e)))?;
-            return Ok(Self { authority: authority.into(), sender, driver, closed: false });
+                http1::handshake(TokioIo::new(socket)).await.map_err(|e| Failure::Unreachable(describe(&e)))?;
+            return Ok(Self { origin: origin(checked).into(), sender, driver, closed: false });
         }
         Err(Failure::Unreachable(problems.join("; ")))
     }
@@ -418,7 +485,7 @@ impl AgentConnection {
 
 /// Drives a connection that has not closed yet until it closes.
 async fn drive_until_closed(
-    driver: &mut http1::Connection<TokioIo<TcpStream>, Full<Bytes>>,
+    driver: &mut http1::Connection<TokioIo<AgentSocket>, Full<Bytes>>,
     closed: &mut bool,
 ) -> Failure {
     let result = driver.await;
@@ -434,7 +501,102 @@ fn classify(error: &hyper::Error) -> Failure {
     Failure::Dropped(describe(error))
 }
 
-/// Unused connections per agent authority, most recently used last.
+/// The byte stream to an agent: TCP, with TLS on top for https URLs.
+enum AgentSocket {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AgentSocket {
+    /// Connects to one checked address of the URL's host. A failure to reach
+    /// it is [`Failure::Unreachable`] (the next address may do); a TLS
+    /// handshake the gateway rejects is [`Failure::Refused`], since trying
+    /// again cannot mend a certificate.
+    async fn connect(address: SocketAddr, checked: &CheckedUrl, tls: &AgentTls) -> Result<Self, Failure> {
+        let stream = TcpStream::connect(address).await.map_err(|e| Failure::Unreachable(e.to_string()))?;
+        // Requests are small and answered at once: waiting to coalesce them
+        // only adds latency.
+        let _ = stream.set_nodelay(true);
+        if checked.url().scheme() != "https" {
+            return Ok(Self::Plain(stream));
+        }
+        let name = server_name(checked)?;
+        match tls.connector.connect(name, stream).await {
+            Ok(stream) => Ok(Self::Tls(Box::new(stream))),
+            Err(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                Some(rejected) => Err(Failure::Refused(format!(
+                    "{}: the TLS handshake with the agent failed: {rejected}",
+                    checked.as_str()
+                ))),
+                None => Err(Failure::Unreachable(format!("TLS handshake: {e}"))),
+            },
+        }
+    }
+}
+
+/// The name the agent's certificate must carry: the URL's host name, or its
+/// IP address when the URL names none.
+fn server_name(checked: &CheckedUrl) -> Result<ServerName<'static>, Failure> {
+    let invalid = || Failure::Refused(format!("{}: the host is not a valid TLS server name", checked.as_str()));
+    match checked.url().host() {
+        Some(url::Host::Domain(name)) => ServerName::try_from(name.to_owned()).map_err(|_| invalid()),
+        Some(url::Host::Ipv4(ip)) => Ok(ServerName::IpAddress(IpAddr::V4(ip).into())),
+        Some(url::Host::Ipv6(ip)) => Ok(ServerName::IpAddress(IpAddr::V6(ip).into())),
+        None => Err(invalid()),
+    }
+}
+
+impl AsyncRead for AgentSocket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for AgentSocket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Self::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(stream) => stream.is_write_vectored(),
+            Self::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Unused connections per agent origin, most recently used last.
 #[derive(Default)]
 struct Pool {
     idle: Mutex<HashMap<Arc<str>, Vec<Unused>>>,
@@ -446,11 +608,11 @@ struct Unused {
 }
 
 impl Pool {
-    /// A connection to `authority` that can take a request now, if one is
+    /// A connection to `origin` that can take a request now, if one is
     /// unused.
-    fn take(&self, authority: &str) -> Option<AgentConnection> {
+    fn take(&self, origin: &str) -> Option<AgentConnection> {
         let mut idle = self.idle.lock().expect("pool lock");
-        let unused = idle.get_mut(authority)?;
+        let unused = idle.get_mut(origin)?;
         while let Some(Unused { mut connection, since }) = unused.pop() {
             if since.elapsed() < IDLE_KEEP && connection.ready_now() {
                 return Some(connection);
@@ -464,7 +626,7 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().expect("pool lock");
-        let unused = idle.entry(connection.authority.clone()).or_default();
+        let unused = idle.entry(connection.origin.clone()).or_default();
         if unused.len() < MAX_IDLE_PER_AGENT {
             unused.push(Unused { connection, since: Instant::now() });
         }
@@ -525,25 +687,42 @@ impl SseParser {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use agentmesh_echo_agent::TlsIdentity;
     use agentmesh_netguard::NetworkMode;
+    use agentmesh_testkit::tls::TestCa;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsAcceptor;
 
     use super::*;
 
     const REPLY: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}";
     const BUSY: &str = "busy, try again";
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
     /// An HTTP/1 server on loopback that answers every request with
     /// [`REPLY`] and, after `requests_per_connection` requests, closes the
     /// connection without saying so beforehand (as an agent's keep-alive
     /// timeout does). Returns its URL and its count of accepted connections.
     async fn agent(requests_per_connection: usize) -> (String, Arc<AtomicUsize>) {
-        agent_busy_at_first(requests_per_connection, 0).await
+        agent_busy_at_first(requests_per_connection, 0, None).await
+    }
+
+    /// As [`agent`], over TLS with a certificate for `names` issued by `ca`:
+    /// its URL is `https://localhost:<port>/rpc`.
+    async fn tls_agent(ca: &TestCa, names: &[&str]) -> (String, Arc<AtomicUsize>) {
+        let issued = ca.issue(names);
+        let acceptor = TlsIdentity { cert_pem: issued.cert_pem, key_pem: issued.key_pem }.acceptor().unwrap();
+        let (url, accepted) = agent_busy_at_first(usize::MAX, 0, Some(acceptor)).await;
+        (url.replace("http://127.0.0.1", "https://localhost"), accepted)
     }
 
     /// As [`agent`], but the first `busy_replies` answers are HTTP 503 with
-    /// a short body.
-    async fn agent_busy_at_first(requests_per_connection: usize, busy_replies: usize) -> (String, Arc<AtomicUsize>) {
+    /// a short body; over TLS when `tls` is given.
+    async fn agent_busy_at_first(
+        requests_per_connection: usize,
+        busy_replies: usize,
+        tls: Option<TlsAcceptor>,
+    ) -> (String, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/rpc", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -551,10 +730,19 @@ mod tests {
         let answered = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
             loop {
-                let (mut socket, _) = listener.accept().await.unwrap();
+                let (socket, _) = listener.accept().await.unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
                 let answered = answered.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
+                    let mut socket: Box<dyn AsyncReadWrite> = match tls {
+                        // A handshake the client gave up on ends here.
+                        Some(tls) => match tls.accept(socket).await {
+                            Ok(socket) => Box::new(socket),
+                            Err(_) => return,
+                        },
+                        None => Box::new(socket),
+                    };
                     let mut buffer = Vec::new();
                     for _ in 0..requests_per_connection {
                         // The gateway's requests carry a Content-Length; the
@@ -566,6 +754,13 @@ mod tests {
                                 return;
                             }
                             buffer.extend_from_slice(&chunk[..n]);
+                            if buffer.first() == Some(&TLS_HANDSHAKE_RECORD) {
+                                // A TLS client at a plain HTTP server: answer
+                                // as HTTP servers do to a request they cannot read.
+                                let _ =
+                                    socket.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+                                return;
+                            }
                             if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
                                 let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
                                 let length: usize = head
@@ -589,11 +784,26 @@ mod tests {
                         );
                         socket.write_all(head.as_bytes()).await.unwrap();
                         socket.write_all(body).await.unwrap();
+                        socket.flush().await.unwrap();
                     }
                 });
             }
         });
         (url, accepted)
+    }
+
+    trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin + Send {}
+    impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
+
+    fn client() -> AgentClient {
+        AgentClient::new(UrlGuard::new(NetworkMode::Dev), AgentTls::new(None).unwrap())
+    }
+
+    /// A client that trusts `ca` besides the system's authorities.
+    fn client_trusting(ca: &TestCa) -> AgentClient {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), ca.ca_pem()).unwrap();
+        AgentClient::new(UrlGuard::new(NetworkMode::Dev), AgentTls::new(Some(file.path())).unwrap())
     }
 
     async fn call(client: &AgentClient, url: &str) -> Result<Bytes, Failure> {
@@ -606,7 +816,7 @@ mod tests {
     #[tokio::test]
     async fn consecutive_calls_to_an_agent_share_one_connection() {
         let (url, accepted) = agent(usize::MAX).await;
-        let client = AgentClient::new(UrlGuard::new(NetworkMode::Dev));
+        let client = client();
         for _ in 0..5 {
             assert_eq!(call(&client, &url).await.unwrap(), REPLY);
         }
@@ -616,7 +826,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_agent_closed_while_unused_is_replaced_not_reported() {
         let (url, accepted) = agent(1).await;
-        let client = AgentClient::new(UrlGuard::new(NetworkMode::Dev));
+        let client = client();
         for _ in 0..5 {
             assert_eq!(call(&client, &url).await.unwrap(), REPLY);
         }
@@ -625,8 +835,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_answer_keeps_its_connection_for_the_next_call() {
-        let (url, accepted) = agent_busy_at_first(usize::MAX, 2).await;
-        let client = AgentClient::new(UrlGuard::new(NetworkMode::Dev));
+        let (url, accepted) = agent_busy_at_first(usize::MAX, 2, None).await;
+        let client = client();
         for _ in 0..2 {
             let failure = call(&client, &url).await.unwrap_err();
             assert!(matches!(failure, Failure::Busy { status: 503, .. }), "{failure:?}");
@@ -636,10 +846,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn https_agents_are_refused_rather_than_spoken_to_in_plain_text() {
-        let client = AgentClient::new(UrlGuard::new(NetworkMode::Dev));
-        let failure = call(&client, "https://127.0.0.1:1/").await.unwrap_err();
-        assert!(matches!(&failure, Failure::Refused(reason) if reason.contains("plain HTTP")), "{failure:?}");
+    async fn https_agents_certified_by_a_trusted_authority_are_called_over_one_tls_connection() {
+        let ca = TestCa::new();
+        let (url, accepted) = tls_agent(&ca, &["localhost"]).await;
+        let client = client_trusting(&ca);
+        for _ in 0..3 {
+            assert_eq!(call(&client, &url).await.unwrap(), REPLY);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_agent_certified_for_its_ip_address_is_reached_by_that_address() {
+        let ca = TestCa::new();
+        let (url, _) = tls_agent(&ca, &["127.0.0.1"]).await;
+        let by_address = url.replace("https://localhost", "https://127.0.0.1");
+        assert_eq!(call(&client_trusting(&ca), &by_address).await.unwrap(), REPLY);
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_or_misnamed_certificate_is_refused_not_retried() {
+        let ca = TestCa::new();
+        let (url, _) = tls_agent(&ca, &["localhost"]).await;
+        let untrusted = call(&client(), &url).await.unwrap_err();
+        assert!(!untrusted.is_retryable());
+        assert!(
+            matches!(&untrusted, Failure::Refused(reason) if reason.contains("TLS handshake") && reason.contains("UnknownIssuer")),
+            "{untrusted:?}"
+        );
+
+        let (other_name, _) = tls_agent(&ca, &["agent.internal"]).await;
+        let misnamed = call(&client_trusting(&ca), &other_name).await.unwrap_err();
+        assert!(matches!(&misnamed, Failure::Refused(reason) if reason.contains("not valid for name")), "{misnamed:?}");
+    }
+
+    #[tokio::test]
+    async fn an_https_url_never_reuses_a_plain_connection_to_the_same_host_and_port() {
+        let (url, accepted) = agent(usize::MAX).await;
+        let client = client();
+        assert_eq!(call(&client, &url).await.unwrap(), REPLY);
+        // Same host and port, now asked for TLS: the plain agent cannot
+        // answer a handshake, and the kept plain connection must not be used.
+        let failure = call(&client, &url.replace("http://", "https://")).await.unwrap_err();
+        assert!(matches!(&failure, Failure::Refused(reason) if reason.contains("TLS handshake")), "{failure:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The gateway's own settings (the `[gateway]` table).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use agentmesh_chassis::ServiceSettings;
 use agentmesh_netguard::{CachingResolver, NetworkMode, Resolve, SystemResolver, UrlGuard};
 use serde::{Deserialize, Serialize};
+
+use crate::agent_client::{AgentTls, TlsSetupError};
 
 /// The idle timeout when none is configured (GW-4).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -34,6 +36,9 @@ pub struct GatewaySettings {
     /// before it is resolved again; 0 resolves at every dispatch. Either
     /// way the gateway connects only to addresses the network mode allows.
     pub agent_dns_cache_secs: u64,
+    /// A PEM file of certificate authorities trusted for agents with https
+    /// URLs, besides the system's; empty means the system's only.
+    pub agent_ca_file: String,
     /// Seconds without any event from the target before a dispatch is given
     /// up. Only a positive integer is accepted: anything else is reported at
     /// start and the default (300) is used, since refusing to start over a
@@ -66,6 +71,7 @@ impl Default for GatewaySettings {
             service_token: String::new(),
             network_mode: NetworkMode::Strict.to_string(),
             agent_dns_cache_secs: 5,
+            agent_ca_file: String::new(),
             idle_timeout_seconds: toml::Value::Integer(DEFAULT_IDLE_TIMEOUT.as_secs() as i64),
             max_attempts: 5,
             retry_backoff_initial_ms: 1_000,
@@ -127,6 +133,12 @@ impl GatewaySettings {
             secs => Arc::new(CachingResolver::new(Arc::new(SystemResolver), Duration::from_secs(secs))),
         };
         UrlGuard::with_resolver(self.network(), resolver)
+    }
+
+    /// Whom https agents must be certified by; fails when `agent_ca_file`
+    /// cannot be read or holds no CA certificate.
+    pub fn agent_tls(&self) -> Result<AgentTls, TlsSetupError> {
+        AgentTls::new((!self.agent_ca_file.is_empty()).then(|| Path::new(&self.agent_ca_file)))
     }
 
     /// The configured idle timeout, or the default and why the configured

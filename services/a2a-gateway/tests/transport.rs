@@ -1,7 +1,8 @@
 //! The HTTP leg to the agent (GW-2, GW-4, GW-5): trace context reaches the
 //! agent, also on a queued message's delivery; an oversized reply is
 //! refused; a connection dropped mid-call queues the message; a caller that
-//! hangs up does not abort the dispatch it started.
+//! hangs up does not abort the dispatch it started; agents with https URLs
+//! are reached over TLS, and refused when their certificate is not trusted.
 
 use std::{
     sync::{
@@ -11,11 +12,13 @@ use std::{
     time::Duration,
 };
 
-use agentmesh_echo_agent::Config as EchoConfig;
+use agentmesh_echo_agent::{Config as EchoConfig, TlsIdentity};
 use agentmesh_meshkit::*;
 use agentmesh_proto::{gateway::v1 as gpb, registry::v1::Capabilities};
+use agentmesh_testkit::tls::TestCa;
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -158,4 +161,63 @@ async fn a_caller_hanging_up_does_not_abort_the_dispatch() {
     })
     .await;
     assert_eq!(queued.queue_reason(), gpb::QueueReason::IdleTimeout);
+}
+
+/// An echo agent serving https with a certificate for `localhost` from `ca`,
+/// registered as an online workspace under its https URL.
+async fn tls_echo_agent(registry: &RegistryNode, ca: &TestCa) -> Workspace {
+    let issued = ca.issue(&["localhost"]);
+    let identity = TlsIdentity { cert_pem: issued.cert_pem, key_pem: issued.key_pem };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/", listener.local_addr().unwrap().port());
+    let config = EchoConfig { tls: Some(identity), ..EchoConfig::default() };
+    tokio::spawn(agentmesh_echo_agent::serve(listener, config, CancellationToken::new()));
+    let workspace = registry.create("tls-agent", None, 1).await;
+    workspace.register(&url, Capabilities::default(), None).await;
+    workspace.heartbeat(0).await;
+    workspace
+}
+
+#[tokio::test]
+async fn agents_with_https_urls_are_reached_over_tls_trusting_the_configured_authority() {
+    let registry = RegistryNode::start().await;
+    let ca = TestCa::new();
+    let workspace = tls_echo_agent(&registry, &ca).await;
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), ca.ca_pem()).unwrap();
+    let ca_path = ca_file.path().to_str().unwrap().to_owned();
+    let gateway = GatewayNode::start(&registry, |s| s.agent_ca_file = ca_path).await;
+
+    let reply = Caller::operator().send(&gateway.a2a_url(&workspace.id), "over tls", "m-tls").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply_text(&reply.body["result"]), "echo: over tls");
+
+    let mut request = send_request("streamed over tls", "m-tls-stream");
+    request["method"] = json!("message/stream");
+    let mut events = Caller::operator().events(&gateway.a2a_url(&workspace.id), &request).await;
+    let mut last = None;
+    while let Some(event) = events.next().await {
+        last = Some(event);
+    }
+    let last = last.expect("at least one event");
+    assert_eq!(reply_text(&last["result"]), "echo: streamed over tls", "{last}");
+}
+
+#[tokio::test]
+async fn an_agent_whose_certificate_the_gateway_does_not_trust_is_refused_not_queued() {
+    let registry = RegistryNode::start().await;
+    let workspace = tls_echo_agent(&registry, &TestCa::new()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+
+    let reply = Caller::operator().send(&gateway.a2a_url(&workspace.id), "untrusted", "m-untrusted").await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    let reason = reply.body["error"]["message"].as_str().unwrap();
+    assert!(reason.contains("TLS handshake") && reason.contains("UnknownIssuer"), "{reason}");
+    let listed = gateway
+        .control()
+        .list_queue_items(gpb::ListQueueItemsRequest { workspace_id: workspace.id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.items.is_empty(), "{listed:?}");
 }
