@@ -8,6 +8,8 @@ use crate::Config;
 
 pub(crate) struct Card {
     name: String,
+    /// `https` when the agent serves TLS.
+    scheme: &'static str,
     /// Rendered once when the public URL is configured.
     fixed: Option<Bytes>,
 }
@@ -15,16 +17,17 @@ pub(crate) struct Card {
 impl Card {
     pub(crate) fn new(config: &Config) -> Self {
         let fixed = config.public_url.as_deref().map(|url| Bytes::from(render(&config.name, url).to_string()));
-        Self { name: config.name.clone(), fixed }
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        Self { name: config.name.clone(), scheme, fixed }
     }
 
-    /// The card as JSON, advertising `http://<host>/` unless a public URL is
-    /// configured.
+    /// The card as JSON, advertising `http(s)://<host>/` unless a public URL
+    /// is configured.
     pub(crate) fn render(&self, host: Option<&str>) -> Bytes {
         match &self.fixed {
             Some(card) => card.clone(),
             None => {
-                let url = format!("http://{}/", host.unwrap_or("localhost"));
+                let url = format!("{}://{}/", self.scheme, host.unwrap_or("localhost"));
                 Bytes::from(render(&self.name, &url).to_string())
             }
         }

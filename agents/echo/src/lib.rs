@@ -5,6 +5,9 @@
 //!
 //! # HTTP surface
 //!
+//! Plain HTTP/1.1, or over TLS when [`Config::tls`] is set (`--tls-cert`,
+//! `--tls-key`).
+//!
 //! | endpoint | what |
 //! |---|---|
 //! | `GET /.well-known/agent-card.json`, `GET /.well-known/agent.json` | the agent card (A2A 1.0 fields plus the 0.3 `url`, `protocolVersion`, `preferredTransport`) |

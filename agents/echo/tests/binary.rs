@@ -1,12 +1,17 @@
-//! The echo agent binary: the port handshake on stdout, PORT, exit codes and
-//! signals.
+//! The echo agent binary: the port handshake on stdout, PORT, exit codes,
+//! signals and TLS.
 
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
     process::{Child, Command, ExitStatus, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use agentmesh_testkit::tls::TestCa;
+use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_agentmesh-echo-agent");
 
@@ -61,4 +66,51 @@ fn port_env_overrides_the_listen_port() {
     let (mut child, address) = spawn(&["--listen", "127.0.0.1:1", "--exit-after-ms", "200"], Some(&port.to_string()));
     assert_eq!(address.port(), port);
     assert_eq!(wait(&mut child, Duration::from_secs(10)).code(), Some(0));
+}
+
+#[tokio::test]
+async fn serves_tls_with_the_given_certificate_and_advertises_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let files = ca.write(dir.path(), &["localhost"]);
+    let (cert, key) = (files.cert_file.to_str().unwrap(), files.key_file.to_str().unwrap());
+    let (mut child, address) = spawn(&["--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key], None);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.ca_pem().as_bytes()).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET /.well-known/agent-card.json HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    tls.read_to_string(&mut reply).await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains(r#""url":"https://localhost/""#), "{reply}");
+}
+
+#[test]
+fn a_key_that_does_not_load_stops_the_agent_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = TestCa::new().write(dir.path(), &["localhost"]);
+    std::fs::write(&files.key_file, "not a key").unwrap();
+    let output = Command::new(BINARY)
+        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&files.cert_file)
+        .arg("--tls-key")
+        .arg(&files.key_file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "it never said it listens");
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("the TLS key"), "{error}");
 }
