@@ -250,7 +250,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
     let stopped = shutdown.clone().cancelled_owned();
     let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &state.config.tls {
         Some(identity) => {
-            let listener = tls::TlsListener::new(listener, identity.acceptor()?)?;
+            let listener = tls::TlsListener::new(listener, identity.acceptor())?;
             Box::pin(axum::serve(listener, app).with_graceful_shutdown(stopped).into_future())
         }
         None => Box::pin(axum::serve(listener, app).with_graceful_shutdown(stopped).into_future()),

@@ -90,12 +90,8 @@ impl Args {
         let read =
             |path: &PathBuf| std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()));
         let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => {
-                let identity = TlsIdentity { cert_pem: read(cert)?, key_pem: read(key)? };
-                // Refused here, before the agent says it listens.
-                identity.acceptor()?;
-                Some(identity)
-            }
+            // Refused here, before the agent says it listens.
+            (Some(cert), Some(key)) => Some(TlsIdentity::from_pem(&read(cert)?, &read(key)?)?),
             _ => None,
         };
         Ok(Config {

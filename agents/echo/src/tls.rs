@@ -10,11 +10,17 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
-/// The certificate chain and private key the agent presents, PEM.
-#[derive(Debug, Clone)]
+/// The certificate chain and private key the agent presents, loaded once:
+/// one that does not load is refused when it is made, not when serving.
+#[derive(Clone)]
 pub struct TlsIdentity {
-    pub cert_pem: String,
-    pub key_pem: String,
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
 }
 
 /// How long a client may take over its handshake.
@@ -23,20 +29,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_BACKLOG: usize = 64;
 
 impl TlsIdentity {
-    pub fn acceptor(&self) -> io::Result<TlsAcceptor> {
+    /// A PEM certificate chain and its PEM private key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> io::Result<Self> {
         let invalid =
             |what: &str, e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"));
-        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("the TLS certificate", &e))?;
-        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| invalid("the TLS key", &e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| invalid("the TLS key", &e))?;
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid("TLS versions", &e))?
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| invalid("the TLS certificate and key", &e))?;
-        Ok(TlsAcceptor::from(Arc::new(config)))
+        Ok(Self { acceptor: TlsAcceptor::from(Arc::new(config)) })
+    }
+
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
     }
 }
 

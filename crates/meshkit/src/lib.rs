@@ -137,7 +137,7 @@ async fn launch_registry(
 
 /// A registry replica that speaks TLS only; see [`RegistryNode::start_tls_replica`].
 pub struct TlsRegistryNode {
-    pub address: SocketAddr,
+    address: SocketAddr,
     _dir: tempfile::TempDir,
     shutdown: CancellationToken,
 }

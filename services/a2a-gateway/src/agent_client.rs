@@ -711,7 +711,7 @@ mod tests {
     /// its URL is `https://localhost:<port>/rpc`.
     async fn tls_agent(ca: &TestCa, names: &[&str]) -> (String, Arc<AtomicUsize>) {
         let issued = ca.issue(names);
-        let acceptor = TlsIdentity { cert_pem: issued.cert_pem, key_pem: issued.key_pem }.acceptor().unwrap();
+        let acceptor = TlsIdentity::from_pem(&issued.cert_pem, &issued.key_pem).unwrap().acceptor();
         let (url, accepted) = agent_busy_at_first(usize::MAX, 0, Some(acceptor)).await;
         (url.replace("http://127.0.0.1", "https://localhost"), accepted)
     }

@@ -62,7 +62,7 @@ pub async fn run_with_listeners(
     let store = QueueStore::open(database).await?;
     let (directory, signals) =
         Directory::new(&settings.registry_address, &settings.provisioner_address, &settings.service_token)?;
-    let agents = AgentClient::new(settings.dispatch_guard(), settings.agent_tls()?);
+    let agents = AgentClient::new(settings.dispatch_guard(), settings.agent_tls().context("gateway.agent_ca_file")?);
     let replica = format!("gateway-{}", uuid::Uuid::new_v4());
     tracing::info!(replica, idle_timeout_secs = idle_timeout.as_secs(), "gateway starting");
     let drainer =

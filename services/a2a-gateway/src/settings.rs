@@ -1,6 +1,6 @@
 //! The gateway's own settings (the `[gateway]` table).
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use agentmesh_chassis::ServiceSettings;
 use agentmesh_netguard::{CachingResolver, NetworkMode, Resolve, SystemResolver, UrlGuard};
@@ -37,8 +37,8 @@ pub struct GatewaySettings {
     /// way the gateway connects only to addresses the network mode allows.
     pub agent_dns_cache_secs: u64,
     /// A PEM file of certificate authorities trusted for agents with https
-    /// URLs, besides the system's; empty means the system's only.
-    pub agent_ca_file: String,
+    /// URLs, besides the system's; none means the system's only.
+    pub agent_ca_file: Option<PathBuf>,
     /// Seconds without any event from the target before a dispatch is given
     /// up. Only a positive integer is accepted: anything else is reported at
     /// start and the default (300) is used, since refusing to start over a
@@ -71,7 +71,7 @@ impl Default for GatewaySettings {
             service_token: String::new(),
             network_mode: NetworkMode::Strict.to_string(),
             agent_dns_cache_secs: 5,
-            agent_ca_file: String::new(),
+            agent_ca_file: None,
             idle_timeout_seconds: toml::Value::Integer(DEFAULT_IDLE_TIMEOUT.as_secs() as i64),
             max_attempts: 5,
             retry_backoff_initial_ms: 1_000,
@@ -138,7 +138,7 @@ impl GatewaySettings {
     /// Whom https agents must be certified by; fails when `agent_ca_file`
     /// cannot be read or holds no CA certificate.
     pub fn agent_tls(&self) -> Result<AgentTls, TlsSetupError> {
-        AgentTls::new((!self.agent_ca_file.is_empty()).then(|| Path::new(&self.agent_ca_file)))
+        AgentTls::new(self.agent_ca_file.as_deref())
     }
 
     /// The configured idle timeout, or the default and why the configured
@@ -204,6 +204,20 @@ mod tests {
             assert_eq!(timeout, DEFAULT_IDLE_TIMEOUT, "{bad}");
             assert!(warning.expect("a warning").contains("not a positive integer"), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_agent_ca_file_that_is_missing_or_holds_no_certificate_is_refused() {
+        let missing = GatewaySettings { agent_ca_file: Some("/nonexistent/ca.pem".into()), ..Default::default() };
+        let error = missing.agent_tls().err().expect("a missing file is refused").to_string();
+        assert!(error.starts_with("/nonexistent/ca.pem: "), "{error}");
+
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let settings = GatewaySettings { agent_ca_file: Some(empty.path().to_owned()), ..Default::default() };
+        let error = settings.agent_tls().err().expect("a file without certificates is refused").to_string();
+        assert!(error.contains("holds no CERTIFICATE block"), "{error}");
+
+        assert!(GatewaySettings::default().agent_tls().is_ok(), "the system's authorities alone");
     }
 
     #[test]

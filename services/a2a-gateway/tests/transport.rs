@@ -167,7 +167,7 @@ async fn a_caller_hanging_up_does_not_abort_the_dispatch() {
 /// registered as an online workspace under its https URL.
 async fn tls_echo_agent(registry: &RegistryNode, ca: &TestCa) -> Workspace {
     let issued = ca.issue(&["localhost"]);
-    let identity = TlsIdentity { cert_pem: issued.cert_pem, key_pem: issued.key_pem };
+    let identity = TlsIdentity::from_pem(&issued.cert_pem, &issued.key_pem).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://localhost:{}/", listener.local_addr().unwrap().port());
     let config = EchoConfig { tls: Some(identity), ..EchoConfig::default() };
@@ -185,8 +185,7 @@ async fn agents_with_https_urls_are_reached_over_tls_trusting_the_configured_aut
     let workspace = tls_echo_agent(&registry, &ca).await;
     let ca_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(ca_file.path(), ca.ca_pem()).unwrap();
-    let ca_path = ca_file.path().to_str().unwrap().to_owned();
-    let gateway = GatewayNode::start(&registry, |s| s.agent_ca_file = ca_path).await;
+    let gateway = GatewayNode::start(&registry, |s| s.agent_ca_file = Some(ca_file.path().to_owned())).await;
 
     let reply = Caller::operator().send(&gateway.a2a_url(&workspace.id), "over tls", "m-tls").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
