@@ -64,15 +64,23 @@ pub fn init(service_name: &'static str, config: &ServerConfig) -> anyhow::Result
     Ok(TelemetryGuard { provider })
 }
 
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
+/// The W3C trace context fields of a request.
+struct TraceFields<'a> {
+    traceparent: &'a str,
+    tracestate: Option<&'a str>,
+}
 
-impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+impl opentelemetry::propagation::Extractor for TraceFields<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        match key {
+            "traceparent" => Some(self.traceparent),
+            "tracestate" => self.tracestate,
+            _ => None,
+        }
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+        if self.tracestate.is_some() { vec!["traceparent", "tracestate"] } else { vec!["traceparent"] }
     }
 }
 
@@ -87,19 +95,30 @@ pub fn request_span(request: &http::Request<()>) -> tracing::Span {
 /// Makes `span` a child of the W3C trace context in `headers`; a missing or
 /// malformed `traceparent` leaves it the root of a new trace.
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    continue_trace_with(span, |name| headers.get(name).and_then(|v| v.to_str().ok()));
+}
+
+/// [`continue_trace`] for requests whose fields are not an
+/// [`http::HeaderMap`]: `field` looks a field up by its lower-case name.
+pub fn continue_trace_with<'a>(span: &tracing::Span, field: impl Fn(&str) -> Option<&'a str>) {
     // W3C trace context has no parent without `traceparent`: skip the
     // extraction, which is most of this function's cost.
-    if !headers.contains_key("traceparent") {
-        return;
-    }
-    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let Some(traceparent) = field("traceparent") else { return };
+    let fields = TraceFields { traceparent, tracestate: field("tracestate") };
+    let parent = global::get_text_map_propagator(|p| p.extract(&fields));
     let _ = span.set_parent(parent);
+}
+
+/// Whether spans are exported (an OTLP endpoint is configured): without an
+/// exporter, a span made only to carry trace context is wasted work.
+pub fn is_exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
 }
 
 /// The `traceparent` that makes a call made now part of the current span's
 /// trace; `None` when no trace is being recorded.
 pub fn current_traceparent() -> Option<String> {
-    if !EXPORTING.load(Ordering::Relaxed) {
+    if !is_exporting() {
         // Without an exporter no span has a trace id of its own to pass on.
         return None;
     }

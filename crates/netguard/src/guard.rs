@@ -137,30 +137,40 @@ impl UrlGuard {
             return Err(UrlRejected::TooLong { len: raw.len(), max: MAX_URL_LEN });
         }
         let url = Url::parse(raw).map_err(|reason| UrlRejected::Malformed { reason })?;
+        let (port, addrs) = self.check_parsed(&url).await?;
+        Ok(CheckedUrl { url, port, addrs })
+    }
+
+    /// The checks of [`UrlGuard::check`] after parsing, for a URL parsed
+    /// once and checked at every use (a dispatcher re-checks an agent's URL
+    /// on each call; parsing it each time would be wasted): its port and
+    /// the allowed addresses it may be reached at.
+    pub async fn check_parsed(&self, url: &Url) -> Result<(u16, Vec<IpAddr>), UrlRejected> {
+        if url.as_str().len() > MAX_URL_LEN {
+            return Err(UrlRejected::TooLong { len: url.as_str().len(), max: MAX_URL_LEN });
+        }
         if !matches!(url.scheme(), "http" | "https") {
             return Err(UrlRejected::Scheme { scheme: url.scheme().to_owned() });
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlRejected::Credentials);
         }
-        // http and https always have a known default port.
         let port = url.port_or_known_default().ok_or(UrlRejected::MissingHost)?;
-        let host_str = url.host_str().unwrap_or_default().to_owned();
-
+        let host_str = url.host_str().unwrap_or_default();
         let addrs = match url.host() {
             None => return Err(UrlRejected::MissingHost),
             Some(Host::Domain("")) => return Err(UrlRejected::MissingHost),
             Some(Host::Ipv4(v4)) => {
-                self.check_literal(&host_str, IpAddr::V4(v4))?;
+                self.check_literal(host_str, IpAddr::V4(v4))?;
                 vec![IpAddr::V4(v4)]
             }
             Some(Host::Ipv6(v6)) => {
-                self.check_literal(&host_str, IpAddr::V6(v6))?;
+                self.check_literal(host_str, IpAddr::V6(v6))?;
                 vec![IpAddr::V6(v6)]
             }
             Some(Host::Domain(name)) => self.check_name(name, port).await?,
         };
-        Ok(CheckedUrl { url, port, addrs })
+        Ok((port, addrs))
     }
 
     fn check_literal(&self, host: &str, addr: IpAddr) -> Result<(), UrlRejected> {

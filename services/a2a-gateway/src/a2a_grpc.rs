@@ -7,6 +7,7 @@
 use std::{
     pin::Pin,
     sync::{Arc, LazyLock},
+    task::{Context, Poll},
 };
 
 use agentmesh_chassis::{Caller, telemetry};
@@ -84,7 +85,8 @@ impl A2aGrpc {
         let (metadata, _, message) = request.into_parts();
         let params = to_json(&message, method_input(method))?;
         let inbound = self.inbound(&metadata, caller, tenant(&message), method, params).await?;
-        let reply = self.gateway.forward(inbound).await?;
+        let gateway = self.gateway.clone();
+        let reply = detached(async move { gateway.forward(inbound).await }).await?;
         Ok(Response::new(from_reply(&reply, method_output(method))?))
     }
 }
@@ -101,8 +103,9 @@ impl A2aService for A2aGrpc {
         let (metadata, _, message) = request.into_parts();
         let params = to_json(&message, "lf.a2a.v1.SendMessageRequest")?;
         let inbound = self.inbound(&metadata, caller, &message.tenant, "SendMessage", params).await?;
-        let context_id = inbound.envelope.context_id().map(str::to_owned);
-        match self.gateway.send(inbound).await? {
+        let context_id = inbound.envelope.context_id();
+        let gateway = self.gateway.clone();
+        match detached(async move { gateway.send(inbound).await }).await? {
             Dispatched::Replied(reply) => Ok(Response::new(from_reply(&reply, "lf.a2a.v1.SendMessageResponse")?)),
             Dispatched::Queued(queued) => {
                 let task = jsonrpc::queued_task(Flavor::V10, &queued, context_id.as_deref());
@@ -121,7 +124,7 @@ impl A2aService for A2aGrpc {
         let (metadata, _, message) = request.into_parts();
         let params = to_json(&message, "lf.a2a.v1.SendMessageRequest")?;
         let inbound = self.inbound(&metadata, caller, &message.tenant, "SendStreamingMessage", params).await?;
-        let context_id = inbound.envelope.context_id().map(str::to_owned);
+        let context_id = inbound.envelope.context_id();
         let stream: EventStream = match self.gateway.stream(inbound).await? {
             Streamed::Events(events) => agent_events(events),
             Streamed::Queued(queued) => {
@@ -298,4 +301,41 @@ fn from_reply<M: prost::Message + Default>(reply: &[u8], name: &str) -> Result<M
         _ => Code::Unknown,
     };
     Err(Status::new(code, message))
+}
+
+/// Runs `work` to its end even if the caller hangs up: tonic drops a
+/// request's handler when its caller cancels, and a dispatch in flight must
+/// not be aborted (GW-4), as it queues or records on its own. It runs on the
+/// handler's task while the caller waits, and moves to a task of its own
+/// only if the caller stops waiting, so the common case costs no hand-off
+/// between tasks.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, GatewayError>> + Send + 'static,
+) -> Result<T, GatewayError> {
+    FinishOnDrop(Some(Box::pin(work))).await
+}
+
+struct FinishOnDrop<F: Future + Send + 'static>(Option<Pin<Box<F>>>);
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let work = self.0.as_mut().expect("polled after completion");
+        let output = std::task::ready!(work.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                work.await;
+            });
+        }
+    }
 }

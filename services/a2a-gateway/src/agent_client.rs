@@ -6,43 +6,37 @@
 //! Agents are reached over plain HTTP or over TLS (https URLs), trusting the
 //! system's certificate authorities and any the operator adds.
 //!
-//! Connections are HTTP/1 keep-alive connections, pooled per agent and
-//! driven by the task that makes the call: a request is written, and its
-//! reply read, without handing anything to another task. A proxy spends
-//! most of its time on such hand-offs (waking a connection task, waiting to
-//! be woken back); here a forwarded request costs none.
+//! Connections are HTTP/1.1 keep-alive connections (framed by `wire.rs`),
+//! pooled per agent and used by the task that makes the call: a request is
+//! written, and its reply read, on that task's own buffers, without handing
+//! anything to another task.
 
 use std::{
     collections::HashMap,
-    future::poll_fn,
     io,
     net::{IpAddr, SocketAddr},
     path::Path,
     pin::Pin,
     sync::{Arc, Mutex, Weak},
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
-use agentmesh_netguard::{CheckedUrl, UrlGuard};
+use agentmesh_netguard::UrlGuard;
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
-use http::{
-    Request, Response, StatusCode,
-    header::{self, HeaderValue},
-};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::{body::Incoming, client::conn::http1};
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
     sync::{mpsc, watch},
     time::Instant,
 };
 use tokio_rustls::{TlsConnector, client::TlsStream};
+use url::Url;
+
+use crate::wire::{self, BodyDecoder, Framing, ResponseHead, WireError};
 
 /// The largest reply the gateway passes on (GW-2).
 pub const MAX_REPLY_BYTES: usize = 10 << 20;
@@ -112,11 +106,47 @@ impl Failure {
 
 /// One request to an agent.
 pub struct AgentCall<'a> {
+    /// The agent's URL as registered, which names it in refusals.
     pub url: &'a str,
+    /// The same URL parsed, when it parses.
+    pub endpoint: Option<&'a AgentEndpoint>,
     pub body: Bytes,
     pub traceparent: Option<&'a str>,
     /// The A2A protocol version the caller asked for, passed on unchanged.
     pub a2a_version: Option<&'a str>,
+}
+
+/// An agent's URL taken apart once, when its workspace record is read:
+/// every dispatch checks its addresses again (GW-3) but need not parse it.
+#[derive(Debug, Clone)]
+pub struct AgentEndpoint {
+    url: Url,
+    /// `scheme://host[:port]`: the pool's key, so that a plain connection
+    /// never serves an https URL on the same host and port.
+    origin: Arc<str>,
+}
+
+impl AgentEndpoint {
+    /// `None` if `raw` is no URL; the dispatch then refuses it by the
+    /// guard's own reading, which names the problem.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let url = Url::parse(raw).ok()?;
+        let origin = url[..url::Position::AfterPort].into();
+        Some(Self { url, origin })
+    }
+
+    /// `host[:port]` as the URL spells it, for the Host field.
+    fn authority(&self) -> &str {
+        &self.url[url::Position::BeforeHost..url::Position::AfterPort]
+    }
+
+    /// The path and query requests are posted to.
+    fn request_target(&self) -> &str {
+        match &self.url[url::Position::BeforePath..url::Position::AfterQuery] {
+            "" => "/",
+            target => target,
+        }
+    }
 }
 
 /// How long connecting to one of an agent's addresses may take.
@@ -204,117 +234,106 @@ impl AgentClient {
     /// Posts a JSON-RPC request and returns the agent's JSON reply, unless
     /// the target stays silent past the idle clock.
     pub async fn call(&self, call: AgentCall<'_>, idle: &mut IdleClock) -> Result<Bytes, Failure> {
-        let (mut connection, response) = tokio::select! {
-            sent = self.send(&call, false) => sent?,
-            () = idle.silence() => return Err(Failure::IdleTimeout(idle.timeout)),
+        let exchange = async {
+            let (mut connection, head) = self.send(&call, false).await?;
+            let body = connection.read_body(&head, MAX_REPLY_BYTES).await?;
+            self.pool.give_back(connection);
+            Ok(body)
         };
-        let body = read_capped(&mut connection, response, idle).await?;
-        self.pool.give_back(connection);
-        Ok(body)
+        tokio::select! {
+            replied = exchange => replied,
+            () = idle.silence() => Err(Failure::IdleTimeout(idle.timeout)),
+        }
     }
 
     /// Posts a streaming JSON-RPC request and returns the accepted stream,
     /// to be read with [`pump_events`].
     pub async fn open_stream(&self, call: AgentCall<'_>, idle: &mut IdleClock) -> Result<AgentStream, Failure> {
         tokio::select! {
-            sent = self.send(&call, true) => sent.map(|(connection, response)| AgentStream {
-                connection,
-                body: response.into_body(),
-            }),
+            sent = self.send(&call, true) => {
+                let (connection, head) = sent?;
+                let body = BodyDecoder::new(connection.framing(&head)?);
+                Ok(AgentStream { connection, body })
+            }
             () = idle.silence() => Err(Failure::IdleTimeout(idle.timeout)),
         }
     }
 
-    async fn send(&self, call: &AgentCall<'_>, stream: bool) -> Result<(AgentConnection, Response<Incoming>), Failure> {
+    /// Sends the request and reads the head of the reply.
+    async fn send(&self, call: &AgentCall<'_>, stream: bool) -> Result<(AgentConnection, ResponseHead), Failure> {
+        let Some(endpoint) = call.endpoint else {
+            // Only a URL that does not parse has no endpoint: the guard's
+            // own reading names the problem.
+            let reason = match self.guard.check(call.url).await {
+                Err(rejected) => rejected.to_string(),
+                Ok(_) => format!("{}: not a URL", call.url),
+            };
+            return Err(Failure::Refused(reason));
+        };
         // GW-3: the record may have been poisoned after registration. The
         // connection goes to the addresses checked here, so no later lookup
         // can swap them (DNS rebinding).
-        let checked = self.guard.check(call.url).await.map_err(|rejected| Failure::Refused(rejected.to_string()))?;
-        let (connection, response) = match self.pool.take(origin(&checked)) {
-            Some(mut reused) => match reused.send(build_request(&checked, call, stream)?).await {
-                Ok(response) => (reused, response),
+        let (port, addresses) =
+            self.guard.check_parsed(&endpoint.url).await.map_err(|rejected| Failure::Refused(rejected.to_string()))?;
+        let (connection, head) = match self.pool.take(&endpoint.origin) {
+            Some(mut reused) => match reused.exchange(endpoint, call, stream).await {
+                Ok(head) => (reused, head),
                 // The agent closed the unused connection as it was picked up
                 // (its keep-alive ran out): no reply had begun, so the request
                 // goes once more on a new connection. Should the agent have
                 // taken it in after all, it recognises the repeat by its
                 // message id, as it does a redelivery from the queue.
-                Err(_) => self.send_on_new_connection(&checked, call, stream).await?,
+                Err(Exchanged { replied: false, .. }) => {
+                    Box::pin(self.send_on_new_connection(endpoint, port, &addresses, call, stream)).await?
+                }
+                Err(Exchanged { failure, .. }) => return Err(failure),
             },
-            None => self.send_on_new_connection(&checked, call, stream).await?,
+            None => Box::pin(self.send_on_new_connection(endpoint, port, &addresses, call, stream)).await?,
         };
-        if let Err(failure) = classify_status(&response) {
+        if let Err(failure) = classify_status(&head) {
             if matches!(failure, Failure::Busy { .. }) {
-                self.keep_after_busy(connection, response).await;
+                self.keep_after_busy(connection, &head).await;
             }
             return Err(failure);
         }
-        Ok((connection, response))
+        Ok((connection, head))
     }
 
     /// Keeps the connection of a busy answer for the next call, once its
     /// short body is read: under load busy answers are routine, and each
     /// would otherwise cost a new connection. A body that is long or slow
     /// to come closes the connection instead.
-    async fn keep_after_busy(&self, mut connection: AgentConnection, response: Response<Incoming>) {
-        let body = Limited::new(response.into_body(), BUSY_BODY_LIMIT).collect();
-        let read = tokio::time::timeout(BUSY_BODY_WAIT, connection.drive(body)).await;
-        if matches!(read, Ok(Ok(Ok(_)))) {
+    async fn keep_after_busy(&self, mut connection: AgentConnection, head: &ResponseHead) {
+        let read = tokio::time::timeout(BUSY_BODY_WAIT, connection.read_body(head, BUSY_BODY_LIMIT)).await;
+        if matches!(read, Ok(Ok(_))) {
             self.pool.give_back(connection);
         }
     }
 
+    /// Boxed by its callers: a connection is opened rarely, and its state
+    /// (a TLS handshake's among it) would otherwise make every call's
+    /// future large, and copied as it moves.
     async fn send_on_new_connection(
         &self,
-        checked: &CheckedUrl,
+        endpoint: &AgentEndpoint,
+        port: u16,
+        addresses: &[IpAddr],
         call: &AgentCall<'_>,
         stream: bool,
-    ) -> Result<(AgentConnection, Response<Incoming>), Failure> {
-        let mut connection = AgentConnection::open(checked, &self.tls).await?;
-        let response = connection.send(build_request(checked, call, stream)?).await?;
-        Ok((connection, response))
+    ) -> Result<(AgentConnection, ResponseHead), Failure> {
+        let mut connection = AgentConnection::open(endpoint, port, addresses, &self.tls).await?;
+        let head = connection.exchange(endpoint, call, stream).await.map_err(|exchanged| exchanged.failure)?;
+        Ok((connection, head))
     }
 }
 
-fn build_request(checked: &CheckedUrl, call: &AgentCall<'_>, stream: bool) -> Result<Request<Full<Bytes>>, Failure> {
-    let url = checked.url();
-    let accept = if stream { "text/event-stream" } else { "application/json" };
-    let mut request = Request::post(&url[url::Position::BeforePath..url::Position::AfterQuery])
-        .header(header::HOST, authority(checked))
-        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
-        .header(header::ACCEPT, HeaderValue::from_static(accept));
-    if let Some(traceparent) = call.traceparent {
-        request = request.header("traceparent", traceparent);
-    }
-    if let Some(version) = call.a2a_version {
-        request = request.header("A2A-Version", version);
-    }
-    request.body(Full::new(call.body.clone())).map_err(|e| Failure::Refused(format!("{}: {e}", checked.as_str())))
-}
-
-/// `host[:port]` as the URL spells it, for the Host header.
-fn authority(checked: &CheckedUrl) -> &str {
-    let url = checked.url();
-    &url[url::Position::BeforeHost..url::Position::AfterPort]
-}
-
-/// `scheme://host[:port]`: the pool's key, so that a plain connection never
-/// serves an https URL on the same host and port.
-fn origin(checked: &CheckedUrl) -> &str {
-    &checked.url()[..url::Position::AfterPort]
-}
-
-fn classify_status(response: &Response<Incoming>) -> Result<(), Failure> {
-    let status = response.status();
+fn classify_status(head: &ResponseHead) -> Result<(), Failure> {
+    let status = head.status;
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-        let retry_after =
-            response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after = head.header("retry-after").and_then(parse_retry_after);
         return Err(Failure::Busy { status: status.as_u16(), retry_after });
     }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json") || v.contains("event-stream"));
+    let is_json = head.header("content-type").is_some_and(|v| v.contains("json") || v.contains("event-stream"));
     if !status.is_success() && !is_json {
         return Err(Failure::Http { status: status.as_u16() });
     }
@@ -333,7 +352,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 /// An agent's accepted event stream, with the connection it arrives on.
 pub struct AgentStream {
     connection: AgentConnection,
-    body: Incoming,
+    body: BodyDecoder,
 }
 
 /// Reads the server-sent events of an accepted stream and sends the data
@@ -351,13 +370,11 @@ pub async fn pump_events(
     let mut parser = SseParser::default();
     let mut listening = true;
     loop {
-        let frame = tokio::select! {
-            frame = connection.drive(body.frame()) => frame?,
+        let chunk = tokio::select! {
+            chunk = connection.next_piece(&mut body) => chunk?,
             () = idle.silence() => return Err(Failure::IdleTimeout(idle.timeout)),
         };
-        let Some(frame) = frame else { return Ok(()) };
-        let frame = frame.map_err(|e| Failure::Dropped(describe(&e)))?;
-        let Ok(chunk) = frame.into_data() else { continue };
+        let Some(chunk) = chunk else { return Ok(()) };
         for data in parser.push(&chunk)? {
             idle.reset();
             on_event();
@@ -368,59 +385,31 @@ pub async fn pump_events(
     }
 }
 
-/// Reads a whole reply body, driving its connection meanwhile.
-async fn read_capped(
-    connection: &mut AgentConnection,
-    response: Response<Incoming>,
-    idle: &mut IdleClock,
-) -> Result<Bytes, Failure> {
-    let mut body = response.into_body();
-    if hyper::body::Body::size_hint(&body).lower() > MAX_REPLY_BYTES as u64 {
-        return Err(Failure::TooLarge);
-    }
-    let mut buffer = BytesMut::new();
-    loop {
-        let frame = tokio::select! {
-            frame = connection.drive(body.frame()) => frame?,
-            () = idle.silence() => return Err(Failure::IdleTimeout(idle.timeout)),
-        };
-        let Some(frame) = frame else { return Ok(buffer.freeze()) };
-        let frame = frame.map_err(|e| Failure::Dropped(describe(&e)))?;
-        if let Ok(chunk) = frame.into_data() {
-            if buffer.len() + chunk.len() > MAX_REPLY_BYTES {
-                return Err(Failure::TooLarge);
-            }
-            buffer.extend_from_slice(&chunk);
-        }
-    }
+/// How an exchange on a connection failed, and whether any of the reply
+/// had come back (if not, and the connection was a reused one, the agent
+/// most likely closed it unused and never saw the request).
+struct Exchanged {
+    replied: bool,
+    failure: Failure,
 }
 
-/// The innermost cause, which says what actually went wrong.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
-/// One keep-alive HTTP/1 connection to an agent. Nothing reads or writes its
-/// socket unless its holder awaits something through
-/// [`AgentConnection::drive`]: calls drive their own connection.
+/// One keep-alive HTTP/1.1 connection to an agent, with its buffers.
 struct AgentConnection {
     origin: Arc<str>,
-    sender: http1::SendRequest<Full<Bytes>>,
-    driver: http1::Connection<TokioIo<AgentSocket>, Full<Bytes>>,
-    /// The driver has finished: the connection is closed.
-    closed: bool,
+    socket: AgentSocket,
+    input: BytesMut,
+    output: Vec<u8>,
+    /// Whether another request may follow on it: the last reply was read
+    /// whole and the agent did not say it closes.
+    reusable: bool,
 }
 
 impl AgentConnection {
-    async fn open(checked: &CheckedUrl, tls: &AgentTls) -> Result<Self, Failure> {
+    async fn open(endpoint: &AgentEndpoint, port: u16, addresses: &[IpAddr], tls: &AgentTls) -> Result<Self, Failure> {
         let mut problems = Vec::new();
-        for address in checked.socket_addrs() {
-            let socket = match tokio::time::timeout(CONNECT_TIMEOUT, AgentSocket::connect(address, checked, tls)).await
-            {
+        for address in addresses.iter().map(|ip| SocketAddr::new(*ip, port)) {
+            let connecting = AgentSocket::connect(address, endpoint, tls);
+            let socket = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
                 Ok(Ok(socket)) => socket,
                 Ok(Err(Failure::Unreachable(problem))) => {
                     problems.push(format!("{address}: {problem}"));
@@ -432,73 +421,120 @@ impl AgentConnection {
                     continue;
                 }
             };
-            let (sender, driver) =
-                http1::handshake(TokioIo::new(socket)).await.map_err(|e| Failure::Unreachable(describe(&e)))?;
-            return Ok(Self { origin: origin(checked).into(), sender, driver, closed: false });
+            return Ok(Self {
+                origin: endpoint.origin.clone(),
+                socket,
+                input: BytesMut::with_capacity(16 << 10),
+                output: Vec::with_capacity(2 << 10),
+                reusable: true,
+            });
         }
         Err(Failure::Unreachable(problems.join("; ")))
     }
 
-    /// Sends a request and waits for the head of the reply.
-    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, Failure> {
-        let response = self.sender.send_request(request);
-        self.drive(response).await?.map_err(|e| classify(&e))
-    }
-
-    /// Awaits `work` (a reply, a part of a body) while driving the
-    /// connection, which is what makes progress on it.
-    async fn drive<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Failure> {
-        let mut work = std::pin::pin!(work);
-        let ended = if self.closed {
-            Failure::Dropped("the agent closed the connection".to_owned())
-        } else {
-            tokio::select! {
-                biased;
-                done = &mut work => return Ok(done),
-                ended = drive_until_closed(&mut self.driver, &mut self.closed) => ended,
+    /// Writes the request and reads the head of its reply.
+    async fn exchange(
+        &mut self,
+        endpoint: &AgentEndpoint,
+        call: &AgentCall<'_>,
+        stream: bool,
+    ) -> Result<ResponseHead, Exchanged> {
+        self.reusable = false;
+        let out = &mut self.output;
+        out.clear();
+        out.extend_from_slice(b"POST ");
+        out.extend_from_slice(endpoint.request_target().as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        wire::field(out, "host", endpoint.authority().as_bytes());
+        wire::field(out, "content-type", b"application/json");
+        let accept: &[u8] = if stream { b"text/event-stream" } else { b"application/json" };
+        wire::field(out, "accept", accept);
+        wire::content_length(out, call.body.len());
+        if let Some(traceparent) = call.traceparent {
+            wire::field(out, "traceparent", traceparent.as_bytes());
+        }
+        if let Some(version) = call.a2a_version {
+            wire::field(out, "a2a-version", version.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&call.body);
+        let unanswered = |failure| Exchanged { replied: false, failure };
+        self.socket.write_all(out).await.map_err(|e| unanswered(Failure::Dropped(e.to_string())))?;
+        loop {
+            match ResponseHead::parse(&mut self.input) {
+                // Interim replies (100 Continue, 103 Early Hints) precede the
+                // real one.
+                Ok(Some(head)) if head.status.is_informational() => continue,
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(error) => return Err(Exchanged { replied: true, failure: malformed(&error) }),
             }
-        };
-        // The step that closed the connection may have delivered the end of
-        // the reply; once closed, nothing more arrives.
-        work.now_or_never().ok_or(ended)
+            let replied = !self.input.is_empty();
+            match wire::read_more(&mut self.socket, &mut self.input).await {
+                Ok(0) => {
+                    let failure = Failure::Dropped("the agent closed the connection".to_owned());
+                    return Err(Exchanged { replied, failure });
+                }
+                Ok(_) => {}
+                Err(error) => return Err(Exchanged { replied, failure: Failure::Dropped(error.to_string()) }),
+            }
+        }
     }
 
-    /// Whether a pooled connection can take a request now. Takes in what the
-    /// agent sent while it sat unused, such as its closing the connection.
+    fn framing(&self, head: &ResponseHead) -> Result<Framing, Failure> {
+        head.framing().map_err(|error| malformed(&error))
+    }
+
+    /// Reads a whole reply body of at most `limit` bytes.
+    async fn read_body(&mut self, head: &ResponseHead, limit: usize) -> Result<Bytes, Failure> {
+        let framing = self.framing(head)?;
+        let body =
+            wire::read_body(&mut self.socket, &mut self.input, framing, limit).await.map_err(|error| match error {
+                WireError::TooLarge { .. } => Failure::TooLarge,
+                WireError::Truncated | WireError::Io(_) => Failure::Dropped(error.to_string()),
+                other => malformed(&other),
+            })?;
+        // Bytes past the reply would be a reply to no request.
+        self.reusable = head.keep_alive() && framing != Framing::UntilClose && self.input.is_empty();
+        Ok(body)
+    }
+
+    /// The next piece of a streamed body; `None` at its end.
+    async fn next_piece(&mut self, body: &mut BodyDecoder) -> Result<Option<Bytes>, Failure> {
+        loop {
+            if let Some(piece) = body.decode(&mut self.input).map_err(|error| malformed(&error))? {
+                return Ok(Some(piece));
+            }
+            if body.is_done() {
+                return Ok(None);
+            }
+            match wire::read_more(&mut self.socket, &mut self.input).await {
+                Ok(0) => {
+                    body.end_of_input().map_err(|error| Failure::Dropped(error.to_string()))?;
+                    return Ok(None);
+                }
+                Ok(_) => {}
+                Err(error) => return Err(Failure::Dropped(error.to_string())),
+            }
+        }
+    }
+
+    /// Whether a pooled connection can take a request now: not if the agent
+    /// closed it (or sent something unasked) while it sat unused.
     fn ready_now(&mut self) -> bool {
-        if self.closed {
+        if !self.reusable {
             return false;
         }
-        let Self { sender, driver, closed, .. } = self;
-        let ready = async {
-            // The connection first: a close waiting in the socket must be
-            // seen before the sender is asked.
-            tokio::select! {
-                biased;
-                _ = drive_until_closed(driver, closed) => false,
-                ready = poll_fn(|cx| sender.poll_ready(cx)) => ready.is_ok(),
-            }
-        };
-        ready.now_or_never().unwrap_or(false)
+        let mut context = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        matches!(Pin::new(&mut self.socket).poll_read(&mut context, &mut probe), Poll::Pending)
     }
 }
 
-/// Drives a connection that has not closed yet until it closes.
-async fn drive_until_closed(
-    driver: &mut http1::Connection<TokioIo<AgentSocket>, Full<Bytes>>,
-    closed: &mut bool,
-) -> Failure {
-    let result = driver.await;
-    *closed = true;
-    match result {
-        Ok(()) => Failure::Dropped("the agent closed the connection".to_owned()),
-        Err(e) => classify(&e),
-    }
-}
-
-/// A failure once the request may have gone out: the agent may have it.
-fn classify(error: &hyper::Error) -> Failure {
-    Failure::Dropped(describe(error))
+/// A reply the gateway cannot read: the request may have been taken in.
+fn malformed(error: &WireError) -> Failure {
+    Failure::Dropped(format!("the agent's reply is not valid HTTP/1.1: {error}"))
 }
 
 /// The byte stream to an agent: TCP, with TLS on top for https URLs.
@@ -512,21 +548,21 @@ impl AgentSocket {
     /// it is [`Failure::Unreachable`] (the next address may do); a TLS
     /// handshake the gateway rejects is [`Failure::Refused`], since trying
     /// again cannot mend a certificate.
-    async fn connect(address: SocketAddr, checked: &CheckedUrl, tls: &AgentTls) -> Result<Self, Failure> {
+    async fn connect(address: SocketAddr, endpoint: &AgentEndpoint, tls: &AgentTls) -> Result<Self, Failure> {
         let stream = TcpStream::connect(address).await.map_err(|e| Failure::Unreachable(e.to_string()))?;
         // Requests are small and answered at once: waiting to coalesce them
         // only adds latency.
         let _ = stream.set_nodelay(true);
-        if checked.url().scheme() != "https" {
+        if endpoint.url.scheme() != "https" {
             return Ok(Self::Plain(stream));
         }
-        let name = server_name(checked)?;
+        let name = server_name(endpoint)?;
         match tls.connector.connect(name, stream).await {
             Ok(stream) => Ok(Self::Tls(Box::new(stream))),
             Err(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
                 Some(rejected) => Err(Failure::Refused(format!(
                     "{}: the TLS handshake with the agent failed: {rejected}",
-                    checked.as_str()
+                    endpoint.url.as_str()
                 ))),
                 None => Err(Failure::Unreachable(format!("TLS handshake: {e}"))),
             },
@@ -536,9 +572,9 @@ impl AgentSocket {
 
 /// The name the agent's certificate must carry: the URL's host name, or its
 /// IP address when the URL names none.
-fn server_name(checked: &CheckedUrl) -> Result<ServerName<'static>, Failure> {
-    let invalid = || Failure::Refused(format!("{}: the host is not a valid TLS server name", checked.as_str()));
-    match checked.url().host() {
+fn server_name(endpoint: &AgentEndpoint) -> Result<ServerName<'static>, Failure> {
+    let invalid = || Failure::Refused(format!("{}: the host is not a valid TLS server name", endpoint.url.as_str()));
+    match endpoint.url.host() {
         Some(url::Host::Domain(name)) => ServerName::try_from(name.to_owned()).map_err(|_| invalid()),
         Some(url::Host::Ipv4(ip)) => Ok(ServerName::IpAddress(IpAddr::V4(ip).into())),
         Some(url::Host::Ipv6(ip)) => Ok(ServerName::IpAddress(IpAddr::V6(ip).into())),
@@ -622,7 +658,7 @@ impl Pool {
     }
 
     fn give_back(&self, connection: AgentConnection) {
-        if connection.closed {
+        if !connection.reusable {
             return;
         }
         let mut idle = self.idle.lock().expect("pool lock");
@@ -810,7 +846,9 @@ mod tests {
         let (_activity, silent) = watch::channel(0);
         let mut idle = IdleClock { timeout: Duration::from_secs(5), activity: silent };
         let body = Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"message/send\"}");
-        client.call(AgentCall { url, body, traceparent: None, a2a_version: None }, &mut idle).await
+        let endpoint = AgentEndpoint::parse(url);
+        let call = AgentCall { url, endpoint: endpoint.as_ref(), body, traceparent: None, a2a_version: None };
+        client.call(call, &mut idle).await
     }
 
     #[tokio::test]

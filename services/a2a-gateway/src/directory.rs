@@ -33,7 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::error::{GatewayError, Result};
+use crate::{
+    agent_client::AgentEndpoint,
+    error::{GatewayError, Result},
+};
 
 /// A workspace as a dispatch needs it.
 #[derive(Debug, Clone)]
@@ -42,6 +45,8 @@ pub struct Target {
     pub status: WorkspaceStatus,
     pub status_reason: String,
     pub url: String,
+    /// `url` parsed, if it parses.
+    pub endpoint: Option<AgentEndpoint>,
     pub agent_card_json: String,
     pub capabilities: pb::Capabilities,
     /// The workspace's own idle timeout, which wins over the gateway's.
@@ -60,6 +65,7 @@ impl Target {
             id,
             status: workspace.status(),
             status_reason: workspace.status_reason,
+            endpoint: AgentEndpoint::parse(&workspace.url),
             url: workspace.url,
             agent_card_json: workspace.agent_card_json,
             capabilities: workspace.capabilities.unwrap_or_default(),

@@ -612,6 +612,7 @@ impl Drainer {
         let a2a_version = Flavor::of_request(&request).a2a_version();
         let call = AgentCall {
             url: &target.url,
+            endpoint: target.endpoint.as_ref(),
             a2a_version,
             body: bytes::Bytes::from(request),
             traceparent: (!item.traceparent.is_empty()).then_some(item.traceparent.as_str()),

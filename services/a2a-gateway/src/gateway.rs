@@ -3,9 +3,7 @@
 //! it durably for later, or refuse with a reason the caller can act on.
 
 use std::{
-    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::{Duration, SystemTime},
 };
 
@@ -183,21 +181,17 @@ impl Gateway {
     pub async fn send(self: &Arc<Self>, inbound: Inbound) -> Result<Dispatched> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
         if let Some(reason) = self.must_wait(&target)? {
-            return self.queue_or_refuse(&target, &inbound, reason, None).await.map(Dispatched::Queued);
+            return Box::pin(self.queue_or_refuse(&target, &inbound, reason, None)).await.map(Dispatched::Queued);
         }
-        let gateway = self.clone();
-        detached(async move {
-            let mut idle = gateway.idle_clock(&target);
-            match gateway.agents.call(agent_call(&target, &inbound), &mut idle).await {
-                Ok(reply) => Ok(Dispatched::Replied(reply)),
-                Err(failure) if failure.is_retryable() => {
-                    let reason = queue_reason(&failure);
-                    gateway.queue_or_refuse(&target, &inbound, reason, Some(&failure)).await.map(Dispatched::Queued)
-                }
-                Err(failure) => Err(gateway.refusal(&target, failure)),
+        let mut idle = self.idle_clock(&target);
+        match self.agents.call(agent_call(&target, &inbound), &mut idle).await {
+            Ok(reply) => Ok(Dispatched::Replied(reply)),
+            Err(failure) if failure.is_retryable() => {
+                let reason = queue_reason(&failure);
+                Box::pin(self.queue_or_refuse(&target, &inbound, reason, Some(&failure))).await.map(Dispatched::Queued)
             }
-        })
-        .await
+            Err(failure) => Err(self.refusal(&target, failure)),
+        }
     }
 
     /// Opens a stream to the agent, or queues the message like [`send`]
@@ -226,7 +220,7 @@ impl Gateway {
     pub async fn subscribe(self: &Arc<Self>, inbound: Inbound) -> Result<Subscribed> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
         let task_id = inbound.envelope.task_id().ok_or_else(|| GatewayError::invalid("params.id", "the task's id"))?;
-        if let Some(item) = self.queued_task(target.id, task_id).await? {
+        if let Some(item) = self.queued_task(target.id, &task_id).await? {
             return Ok(Subscribed::QueueItem(self.follow_queue_item(item)));
         }
         self.relay_stream(&target, &inbound).await.map(Subscribed::Events).map_err(|f| self.refusal(&target, f))
@@ -303,12 +297,8 @@ impl Gateway {
     /// that cannot answer now is UNAVAILABLE.
     pub async fn forward(self: &Arc<Self>, inbound: Inbound) -> Result<Bytes> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
-        let gateway = self.clone();
-        detached(async move {
-            let mut idle = gateway.idle_clock(&target);
-            gateway.agents.call(agent_call(&target, &inbound), &mut idle).await.map_err(|f| gateway.refusal(&target, f))
-        })
-        .await
+        let mut idle = self.idle_clock(&target);
+        self.agents.call(agent_call(&target, &inbound), &mut idle).await.map_err(|f| self.refusal(&target, f))
     }
 
     /// The queue item behind a task id the gateway handed out, if the id is
@@ -386,7 +376,9 @@ impl Gateway {
     }
 
     /// Queues the message, unless the target has its own session queue: then
-    /// the caller is told to retry, and nothing is queued (GW-5).
+    /// the caller is told to retry, and nothing is queued (GW-5). Callers on
+    /// the delivery path box it, so that its store calls do not enlarge the
+    /// future of every delivered message.
     async fn queue_or_refuse(
         &self,
         target: &Target,
@@ -412,7 +404,7 @@ impl Gateway {
         let now = SystemTime::now();
         let item = NewQueueItem {
             workspace_id: target.id,
-            message_id: inbound.envelope.message_id().unwrap_or_default().to_owned(),
+            message_id: inbound.envelope.message_id().unwrap_or_default(),
             caller: inbound.sender.label(),
             priority: inbound.priority,
             reason,
@@ -478,43 +470,10 @@ impl Gateway {
     }
 }
 
-/// Runs `work` to its end even if the caller hangs up: a dispatch in flight
-/// must not be aborted (GW-4), as it queues or records on its own. It runs
-/// on the caller's task while the caller waits, and moves to a task of its
-/// own only if the caller stops waiting, so the common case costs no
-/// hand-off between tasks.
-async fn detached<T: Send + 'static>(work: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-    FinishOnDrop(Some(Box::pin(work))).await
-}
-
-struct FinishOnDrop<F: Future + Send + 'static>(Option<Pin<Box<F>>>);
-
-impl<F: Future + Send + 'static> Future for FinishOnDrop<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let work = self.0.as_mut().expect("polled after completion");
-        let output = std::task::ready!(work.as_mut().poll(cx));
-        self.0 = None;
-        Poll::Ready(output)
-    }
-}
-
-impl<F: Future + Send + 'static> Drop for FinishOnDrop<F> {
-    fn drop(&mut self) {
-        if let Some(work) = self.0.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move {
-                work.await;
-            });
-        }
-    }
-}
-
 fn agent_call<'a>(target: &'a Target, inbound: &'a Inbound) -> AgentCall<'a> {
     AgentCall {
         url: &target.url,
+        endpoint: target.endpoint.as_ref(),
         body: inbound.envelope.body(),
         traceparent: inbound.traceparent.as_deref(),
         a2a_version: inbound.envelope.a2a_version(),

@@ -6,15 +6,9 @@
 use std::{sync::Arc, time::Duration};
 
 use agentmesh_chassis::{auth::Authenticator, telemetry};
-use axum::{
-    Router,
-    body::{Body, Bytes},
-    extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
-    routing::{get, post},
-};
+use bytes::Bytes;
 use futures::StreamExt;
+use http::StatusCode;
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
@@ -22,174 +16,210 @@ use uuid::Uuid;
 
 use crate::{
     error::GatewayError,
+    front::Reply,
     gateway::{Dispatched, Gateway, Inbound, Sender, Streamed, Subscribed, parse_expires_in, parse_priority},
     jsonrpc::{self, Envelope, Method, RpcError},
+    wire::{RequestHead, RequestMethod},
 };
 
 /// The largest request the gateway accepts (GW-2).
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
-#[derive(Clone)]
-struct Front {
+/// The A2A front's requests, routed and answered.
+pub struct Front {
     gateway: Arc<Gateway>,
     authenticator: Authenticator,
 }
 
-pub fn router(gateway: Arc<Gateway>, authenticator: Authenticator) -> Router {
-    Router::new()
-        .route("/a2a/{workspace_id}", post(rpc))
-        .route("/a2a/{workspace_id}/.well-known/agent-card.json", get(card))
-        .route("/a2a/{workspace_id}/.well-known/agent.json", get(card))
-        .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .with_state(Front { gateway, authenticator })
-}
+impl Front {
+    pub fn new(gateway: Arc<Gateway>, authenticator: Authenticator) -> Self {
+        Self { gateway, authenticator }
+    }
 
-async fn rpc(
-    State(front): State<Front>,
-    Path(workspace_id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let span = tracing::info_span!("a2a.rpc", otel.kind = "server", workspace_id = %workspace_id, method = tracing::field::Empty);
-    telemetry::continue_trace(&span, &headers);
-    async move {
-        let body = match body {
-            Ok(body) => body,
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                let error = RpcError::new(
-                    jsonrpc::INVALID_REQUEST,
-                    format!("the request is larger than {MAX_REQUEST_BYTES} bytes"),
-                );
-                return rpc_error(StatusCode::PAYLOAD_TOO_LARGE, &Value::Null, error, None);
+    /// Answers one request: JSON-RPC at `POST /a2a/{workspace_id}`, the
+    /// agent card under `/a2a/{workspace_id}/.well-known/`, and `/healthz`.
+    pub async fn respond(&self, request: &RequestHead, body: Bytes) -> Reply {
+        let readable = matches!(request.method, RequestMethod::Get | RequestMethod::Head);
+        let path = request.path();
+        if path == "/healthz" {
+            return if readable { Reply::text(StatusCode::OK, "ok") } else { method_not_allowed("GET, HEAD") };
+        }
+        let Some(rest) = path.strip_prefix("/a2a/") else { return not_found() };
+        match rest.split_once('/') {
+            None if request.method == RequestMethod::Post => self.rpc(rest, request, body).await,
+            None => method_not_allowed("POST"),
+            Some((workspace_id, ".well-known/agent-card.json" | ".well-known/agent.json")) if readable => {
+                Box::pin(self.card(workspace_id, request)).await
             }
-            Err(rejection) => {
-                return rpc_error(
-                    rejection.status(),
-                    &Value::Null,
-                    RpcError::new(jsonrpc::INVALID_REQUEST, rejection.body_text()),
-                    None,
-                );
-            }
-        };
+            Some((_, ".well-known/agent-card.json" | ".well-known/agent.json")) => method_not_allowed("GET, HEAD"),
+            Some(_) => not_found(),
+        }
+    }
+
+    async fn rpc(&self, workspace_id: &str, request: &RequestHead, body: Bytes) -> Reply {
+        if !telemetry::is_exporting() {
+            // The request's span exists for trace export; without an
+            // exporter it would only cost formatting on every message, and
+            // the gateway's log lines name their workspace themselves.
+            return self.answer(workspace_id, request, body).await;
+        }
+        let method = jsonrpc::method_name(&body).unwrap_or_default();
+        let span = tracing::info_span!("a2a.rpc", otel.kind = "server", workspace_id, method);
+        telemetry::continue_trace_with(&span, |name| request.header(name));
+        Box::pin(self.answer(workspace_id, request, body)).instrument(span).await
+    }
+
+    async fn answer(&self, workspace_id: &str, request: &RequestHead, body: Bytes) -> Reply {
         let envelope = match Envelope::parse(body) {
             Ok(envelope) => envelope,
             Err(error) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, error, None),
         };
-        tracing::Span::current().record("method", envelope.request["method"].as_str().unwrap_or_default());
         let id = envelope.id().clone();
-        match front.handle(&workspace_id, &headers, envelope).await {
-            Ok(response) => response,
+        match self.handle(workspace_id, request, envelope).await {
+            Ok(reply) => reply,
             Err(error) => gateway_error(&id, &error),
         }
     }
-    .instrument(span)
-    .await
-}
 
-impl Front {
     async fn handle(
         &self,
         workspace_id: &str,
-        headers: &HeaderMap,
+        request: &RequestHead,
         envelope: Envelope,
-    ) -> Result<Response, GatewayError> {
+    ) -> Result<Reply, GatewayError> {
         let workspace_id = parse_workspace(workspace_id)?;
-        let sender = self.sender(headers).await?;
-        let id = envelope.id().clone();
-        let flavor = envelope.flavor;
+        let sender = self.sender(request).await?;
         let method = envelope.method;
-        let context_id = envelope.context_id().map(str::to_owned);
         let inbound = Inbound {
             sender,
             workspace_id,
-            traceparent: telemetry::current_traceparent()
-                .or_else(|| header_str(headers, "traceparent").map(str::to_owned)),
-            priority: parse_priority(header_str(headers, "x-agentmesh-priority"))?,
-            expires_in: parse_expires_in(header_str(headers, "x-agentmesh-expires-in"))?,
+            traceparent: telemetry::current_traceparent().or_else(|| request.header("traceparent").map(str::to_owned)),
+            priority: parse_priority(request.header("x-agentmesh-priority"))?,
+            expires_in: parse_expires_in(request.header("x-agentmesh-expires-in"))?,
             envelope,
         };
-        match method {
-            Method::Send => match self.gateway.send(inbound).await? {
-                Dispatched::Replied(reply) => Ok(json_bytes(reply)),
-                Dispatched::Queued(queued) => {
-                    let task = jsonrpc::queued_task(flavor, &queued, context_id.as_deref());
-                    Ok(json_value(&jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task))))
+        if method == Method::Send {
+            return self.send_message(inbound).await;
+        }
+        // Boxed: the other methods' state would otherwise enlarge, and be
+        // copied with, the future of every message sent.
+        Box::pin(self.handle_other(inbound)).await
+    }
+
+    async fn send_message(&self, inbound: Inbound) -> Result<Reply, GatewayError> {
+        let (id, flavor) = (inbound.envelope.id().clone(), inbound.envelope.flavor);
+        // Kept for the reply the gateway writes itself, which names the context.
+        let body = inbound.envelope.body();
+        match self.gateway.send(inbound).await? {
+            Dispatched::Replied(reply) => Ok(Reply::json(StatusCode::OK, reply)),
+            Dispatched::Queued(queued) => {
+                let task = jsonrpc::queued_task(flavor, &queued, jsonrpc::context_id(&body).as_deref());
+                Ok(json_value(&jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task))))
+            }
+        }
+    }
+
+    /// Every method but sending a message (which it hands to
+    /// [`Front::send_message`]).
+    async fn handle_other(&self, inbound: Inbound) -> Result<Reply, GatewayError> {
+        let (id, flavor, workspace_id) = (inbound.envelope.id().clone(), inbound.envelope.flavor, inbound.workspace_id);
+        match inbound.envelope.method {
+            Method::Stream => {
+                let context_id = inbound.envelope.context_id();
+                match self.gateway.stream(inbound).await? {
+                    Streamed::Events(events) => Ok(Reply::events(ReceiverStream::new(events).map(event_frame).boxed())),
+                    Streamed::Queued(queued) => {
+                        let task = jsonrpc::queued_task(flavor, &queued, context_id.as_deref());
+                        let event =
+                            Bytes::from(jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task)).to_string());
+                        Ok(Reply::events(futures::stream::once(async move { event_frame(event) }).boxed()))
+                    }
                 }
-            },
-            Method::Stream => match self.gateway.stream(inbound).await? {
-                Streamed::Events(events) => Ok(sse(Body::from_stream(ReceiverStream::new(events).map(event_frame)))),
-                Streamed::Queued(queued) => {
-                    let task = jsonrpc::queued_task(flavor, &queued, context_id.as_deref());
-                    let event = jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task));
-                    Ok(sse(Body::from(format!("data: {event}\n\n"))))
-                }
-            },
+            }
             Method::Subscribe => {
-                let task_id = inbound.envelope.task_id().unwrap_or_default().to_owned();
+                let task_id = inbound.envelope.task_id().unwrap_or_default();
                 match self.gateway.subscribe(inbound).await? {
                     Subscribed::Events(events) => {
-                        Ok(sse(Body::from_stream(ReceiverStream::new(events).map(event_frame))))
+                        Ok(Reply::events(ReceiverStream::new(events).map(event_frame).boxed()))
                     }
                     Subscribed::QueueItem(updates) => {
                         let events = ReceiverStream::new(updates).map(move |item| {
                             let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
                             Bytes::from(jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task)).to_string())
                         });
-                        Ok(sse(Body::from_stream(kept_alive(events, KEEP_ALIVE))))
+                        Ok(Reply::events(kept_alive(events, KEEP_ALIVE).boxed()))
                     }
                 }
             }
             Method::GetTask => {
-                let task_id = inbound.envelope.task_id().unwrap_or_default().to_owned();
+                let task_id = inbound.envelope.task_id().unwrap_or_default();
                 self.gateway.authorize(&inbound.sender, workspace_id).await?;
                 match self.gateway.queued_task(workspace_id, &task_id).await? {
                     Some(item) => {
                         let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
                         Ok(json_value(&jsonrpc::result_response(&id, task)))
                     }
-                    None => Ok(json_bytes(self.gateway.forward(inbound).await?)),
+                    None => Ok(Reply::json(StatusCode::OK, self.gateway.forward(inbound).await?)),
                 }
             }
             Method::CancelTask => {
-                let task_id = inbound.envelope.task_id().unwrap_or_default().to_owned();
+                let task_id = inbound.envelope.task_id().unwrap_or_default();
                 match self.gateway.cancel_queued(&inbound.sender, workspace_id, &task_id).await? {
                     Some(item) => {
                         let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
                         Ok(json_value(&jsonrpc::result_response(&id, task)))
                     }
-                    None => Ok(json_bytes(self.gateway.forward(inbound).await?)),
+                    None => Ok(Reply::json(StatusCode::OK, self.gateway.forward(inbound).await?)),
                 }
             }
-            Method::Other => Ok(json_bytes(self.gateway.forward(inbound).await?)),
+            Method::Send => self.send_message(inbound).await,
+            Method::Other => Ok(Reply::json(StatusCode::OK, self.gateway.forward(inbound).await?)),
         }
     }
 
-    async fn sender(&self, headers: &HeaderMap) -> Result<Sender, GatewayError> {
-        let caller = self.authenticator.classify_authorization(header_str(headers, "authorization"));
-        self.gateway.identify(caller, header_str(headers, "x-agentmesh-caller")).await
+    async fn sender(&self, request: &RequestHead) -> Result<Sender, GatewayError> {
+        let caller = self.authenticator.classify_authorization(request.header("authorization"));
+        self.gateway.identify(caller, request.header("x-agentmesh-caller")).await
+    }
+
+    async fn card(&self, workspace_id: &str, request: &RequestHead) -> Reply {
+        let result = async {
+            let workspace_id = parse_workspace(workspace_id)?;
+            let sender = self.sender(request).await?;
+            let target = self.gateway.authorize(&sender, workspace_id).await?;
+            let settings = self.gateway.settings();
+            Ok::<_, GatewayError>(rewrite_card(
+                &target.agent_card_json,
+                workspace_id,
+                &settings.public_url,
+                &settings.public_grpc_address,
+            ))
+        }
+        .await;
+        match result {
+            Ok(card) => json_value(&card),
+            Err(error) => gateway_error(&Value::Null, &error),
+        }
     }
 }
 
-async fn card(State(front): State<Front>, Path(workspace_id): Path<String>, headers: HeaderMap) -> Response {
-    let id = Value::Null;
-    let result = async {
-        let workspace_id = parse_workspace(&workspace_id)?;
-        let sender = front.sender(&headers).await?;
-        let target = front.gateway.authorize(&sender, workspace_id).await?;
-        let settings = front.gateway.settings();
-        Ok::<_, GatewayError>(rewrite_card(
-            &target.agent_card_json,
-            workspace_id,
-            &settings.public_url,
-            &settings.public_grpc_address,
-        ))
-    }
-    .await;
-    match result {
-        Ok(card) => json_value(&card),
-        Err(error) => gateway_error(&id, &error),
-    }
+/// The reply to a request whose framing the listener cannot accept.
+pub fn refusal(status: StatusCode, problem: &dyn std::fmt::Display) -> Reply {
+    rpc_error(status, &Value::Null, RpcError::new(jsonrpc::INVALID_REQUEST, problem.to_string()), None)
+}
+
+/// The reply to a request over [`MAX_REQUEST_BYTES`], refused before it is read.
+pub fn request_too_large() -> Reply {
+    let problem = format!("the request is larger than {MAX_REQUEST_BYTES} bytes");
+    rpc_error(StatusCode::PAYLOAD_TOO_LARGE, &Value::Null, RpcError::new(jsonrpc::INVALID_REQUEST, problem), None)
+}
+
+fn not_found() -> Reply {
+    Reply::text(StatusCode::NOT_FOUND, "not found: A2A is served at /a2a/<workspace id>\n")
+}
+
+fn method_not_allowed(allow: &'static str) -> Reply {
+    Reply { allow: Some(allow), ..Reply::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n") }
 }
 
 /// The agent's card with every way to reach it replaced by the gateway's:
@@ -229,16 +259,8 @@ fn parse_workspace(raw: &str) -> Result<Uuid, GatewayError> {
     raw.parse().map_err(|_| GatewayError::invalid("workspace_id", "must be a UUID"))
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn json_bytes(body: bytes::Bytes) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
-}
-
-fn json_value(value: &Value) -> Response {
-    json_bytes(bytes::Bytes::from(value.to_string()))
+fn json_value(value: &Value) -> Reply {
+    Reply::json(StatusCode::OK, Bytes::from(value.to_string()))
 }
 
 /// How long a followed queued message may wait with nothing to report
@@ -248,38 +270,24 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Server-sent events of `events`, with a comment line whenever `period`
 /// passes without one; ends when `events` does.
-fn kept_alive(
-    events: impl futures::Stream<Item = Bytes>,
-    period: Duration,
-) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+fn kept_alive(events: impl futures::Stream<Item = Bytes>, period: Duration) -> impl futures::Stream<Item = Bytes> {
     let ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tokio_stream::StreamExt::timeout_repeating(events, ticks).map(|event| match event {
         Ok(data) => event_frame(data),
-        Err(_silence) => Ok(Bytes::from_static(b": still waiting\n\n")),
+        Err(_silence) => Bytes::from_static(b": still waiting\n\n"),
     })
 }
 
 /// One server-sent event carrying `data`.
-fn event_frame(data: Bytes) -> Result<Bytes, std::convert::Infallible> {
+fn event_frame(data: Bytes) -> Bytes {
     let mut frame = Vec::with_capacity(data.len() + 8);
     frame.extend_from_slice(b"data: ");
     frame.extend_from_slice(&data);
     frame.extend_from_slice(b"\n\n");
-    Ok(Bytes::from(frame))
+    Bytes::from(frame)
 }
 
-fn sse(body: Body) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-fn gateway_error(id: &Value, error: &GatewayError) -> Response {
+fn gateway_error(id: &Value, error: &GatewayError) -> Reply {
     use tonic::Code;
     let status = match error.code() {
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
@@ -293,14 +301,9 @@ fn gateway_error(id: &Value, error: &GatewayError) -> Response {
     rpc_error(status, id, RpcError::from_gateway(error), error.retry_after())
 }
 
-fn rpc_error(status: StatusCode, id: &Value, error: RpcError, retry_after: Option<Duration>) -> Response {
-    let mut response = (status, json_value(&error.into_response(id))).into_response();
-    if let Some(after) = retry_after
-        && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
-    response
+fn rpc_error(status: StatusCode, id: &Value, error: RpcError, retry_after: Option<Duration>) -> Reply {
+    let body = Bytes::from(error.into_response(id).to_string());
+    Reply { retry_after: retry_after.map(|after| after.as_secs().max(1)), ..Reply::json(status, body) }
 }
 
 #[cfg(test)]
@@ -316,7 +319,7 @@ mod tests {
         });
         let started = tokio::time::Instant::now();
         let frames: Vec<(u64, Bytes)> = kept_alive(ReceiverStream::new(receiver), Duration::from_secs(15))
-            .map(|frame| (started.elapsed().as_secs(), frame.unwrap()))
+            .map(|frame| (started.elapsed().as_secs(), frame))
             .collect()
             .await;
         let comment = Bytes::from_static(b": still waiting\n\n");

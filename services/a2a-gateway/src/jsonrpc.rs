@@ -32,12 +32,13 @@ pub enum Method {
     Other,
 }
 
-/// A parsed, normalised request.
+/// A checked, normalised request: what the gateway decides by, and the
+/// bytes that go to the agent.
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    pub request: Map<String, Value>,
     pub method: Method,
     pub flavor: Flavor,
+    id: Value,
     /// The request as it goes to the agent: the caller's own bytes when
     /// nothing had to be filled in, so the common case is not serialised
     /// again.
@@ -105,6 +106,9 @@ impl Envelope {
     /// Parses a request and fills in what callers may leave out (GW-2): the
     /// JSON-RPC id and, for messages, the A2A message id.
     pub fn parse(body: Bytes) -> Result<Self, RpcError> {
+        if let Some((method, flavor, id)) = complete_request(&body) {
+            return Ok(Self { method, flavor, id, body });
+        }
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| RpcError::new(PARSE_ERROR, format!("the body is not JSON: {e}")))?;
         let Value::Object(request) = value else {
@@ -147,7 +151,7 @@ impl Envelope {
                 .ok_or_else(|| RpcError::new(INVALID_PARAMS, "params.message: must be an object"))?;
             match message.get("messageId") {
                 Some(Value::String(id)) if !id.is_empty() => {
-                    if id.len() > 256 {
+                    if id.len() > MAX_MESSAGE_ID {
                         return Err(RpcError::new(INVALID_PARAMS, "params.message.messageId: at most 256 characters"));
                     }
                 }
@@ -162,25 +166,26 @@ impl Envelope {
             Some(body) if !filled => body,
             _ => Bytes::from(serde_json::to_vec(&request).map_err(|e| RpcError::new(INVALID_REQUEST, e.to_string()))?),
         };
-        Ok(Self { request, method, flavor, body })
+        let id = request.remove("id").unwrap_or_default();
+        Ok(Self { method, flavor, id, body })
     }
 
     pub fn id(&self) -> &Value {
-        &self.request["id"]
+        &self.id
     }
 
     /// The A2A message id of a send (always present after parsing).
-    pub fn message_id(&self) -> Option<&str> {
-        self.request.get("params")?.get("message")?.get("messageId")?.as_str()
+    pub fn message_id(&self) -> Option<String> {
+        string_at(&self.body, &["params", "message", "messageId"])
     }
 
-    pub fn context_id(&self) -> Option<&str> {
-        self.request.get("params")?.get("message")?.get("contextId")?.as_str()
+    pub fn context_id(&self) -> Option<String> {
+        context_id(&self.body)
     }
 
     /// The task id of a get, cancel or subscription.
-    pub fn task_id(&self) -> Option<&str> {
-        self.request.get("params")?.get("id")?.as_str()
+    pub fn task_id(&self) -> Option<String> {
+        string_at(&self.body, &["params", "id"])
     }
 
     /// The request as it goes to the agent.
@@ -191,6 +196,79 @@ impl Envelope {
     pub fn a2a_version(&self) -> Option<&'static str> {
         self.flavor.a2a_version()
     }
+}
+
+/// The longest A2A message id accepted.
+const MAX_MESSAGE_ID: usize = 256;
+
+/// The method, flavour and id of a request that needs nothing filled in,
+/// read without building the document; `None` sends the request the long
+/// way, which fills in what is missing or says precisely what is wrong.
+fn complete_request(body: &[u8]) -> Option<(Method, Flavor, Value)> {
+    use std::borrow::Cow;
+
+    use serde_json::value::RawValue;
+
+    #[derive(serde::Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        jsonrpc: Cow<'a, str>,
+        #[serde(borrow)]
+        method: Cow<'a, str>,
+        #[serde(borrow)]
+        id: &'a RawValue,
+        #[serde(borrow)]
+        params: Option<Params<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        message: Option<Message<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow, rename = "messageId")]
+        message_id: Option<Cow<'a, str>>,
+    }
+
+    let request: Request = serde_json::from_slice(body).ok()?;
+    if request.jsonrpc != "2.0" {
+        return None;
+    }
+    let id = match request.id.get().as_bytes().first()? {
+        b'"' | b'-' | b'0'..=b'9' => serde_json::from_str(request.id.get()).ok()?,
+        _ => return None,
+    };
+    let (method, flavor) = Method::named(&request.method);
+    if matches!(method, Method::Send | Method::Stream) {
+        let message_id = request.params?.message?.message_id?;
+        if message_id.is_empty() || message_id.len() > MAX_MESSAGE_ID {
+            return None;
+        }
+    }
+    Some((method, flavor, id))
+}
+
+/// The string at `path` in a JSON document, if there is one.
+fn string_at(body: &[u8], path: &[&str]) -> Option<String> {
+    let mut value = serde_json::from_slice::<Value>(body).ok()?;
+    for key in path {
+        value = value.as_object_mut()?.remove(*key)?;
+    }
+    match value {
+        Value::String(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// The context id of a request's message, if it names one.
+pub fn context_id(body: &[u8]) -> Option<String> {
+    string_at(body, &["params", "message", "contextId"])
+}
+
+/// A request's method name, for its span.
+pub fn method_name(body: &[u8]) -> Option<String> {
+    string_at(body, &["method"])
 }
 
 impl RpcError {
@@ -405,7 +483,10 @@ mod tests {
             br#"{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{"message":{"messageId":"m-1"}}}"#,
         ))
         .unwrap();
-        assert_eq!((envelope.id(), envelope.message_id(), envelope.flavor), (&json!(7), Some("m-1"), Flavor::V10));
+        assert_eq!(
+            (envelope.id(), envelope.message_id().as_deref(), envelope.flavor),
+            (&json!(7), Some("m-1"), Flavor::V10)
+        );
     }
 
     #[test]
@@ -419,6 +500,29 @@ mod tests {
         assert!(body["id"].is_string(), "{body}");
         assert_eq!(Flavor::of_request(r#"{"jsonrpc":"2.0","method":"message/send"}"#), Flavor::V03);
         assert_eq!(Flavor::of_request(r#"{"method":"SendMessage","params":{}}"#), Flavor::V10);
+    }
+
+    #[test]
+    fn the_quick_read_and_the_full_parse_agree_on_complete_requests() {
+        for raw in [
+            r#"{"jsonrpc":"2.0","id":"a\"b","method":"message/send","params":{"message":{"messageId":"m","x":[1,{}]}}}"#,
+            r#"{"method":"SendMessage","id":-3,"jsonrpc":"2.0","params":{"message":{"messageId":"m"},"configuration":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1.5,"method":"tasks/get","params":{"id":"t"}}"#,
+            r#"{"jsonrpc":"2.0","id":"x","method":"GetExtendedAgentCard"}"#,
+        ] {
+            let (method, flavor, id) = complete_request(raw.as_bytes()).unwrap_or_else(|| panic!("{raw}"));
+            let parsed = Envelope::from_request(serde_json::from_str(raw).unwrap()).unwrap();
+            assert_eq!((method, flavor, &id), (parsed.method, parsed.flavor, parsed.id()), "{raw}");
+        }
+        for incomplete in [
+            r#"{"jsonrpc":"2.0","method":"tasks/get","params":{"id":"t"}}"#,
+            r#"{"jsonrpc":"2.0","id":null,"method":"tasks/get"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{"messageId":""}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tasks/get"}"#,
+        ] {
+            assert!(complete_request(incomplete.as_bytes()).is_none(), "{incomplete}");
+        }
     }
 
     #[test]

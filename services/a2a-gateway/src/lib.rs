@@ -1,9 +1,10 @@
 //! The agentmesh A2A gateway (SPEC §5).
 //!
-//! Requests arrive at the A2A front (`http`: JSON-RPC and SSE per workspace;
-//! `a2a_grpc`: the `lf.a2a.v1.A2AService` binding) and go to [`gateway`],
-//! which resolves the target through the registry ([`directory`]), delivers
-//! it over HTTP ([`agent_client`]) or queues it durably ([`store`]).
+//! Requests arrive at the A2A front ([`front`], the listener, and [`http`],
+//! JSON-RPC and SSE per workspace; [`a2a_grpc`], the `lf.a2a.v1.A2AService`
+//! binding) and go to [`gateway`], which resolves the target through the
+//! registry ([`directory`]), delivers it over HTTP ([`agent_client`]) or
+//! queues it durably ([`store`]). Both HTTP legs are framed by [`wire`].
 //! [`drain`] delivers queued messages when the registry reports room,
 //! [`announce`] tells callers following a queued message that it changed,
 //! and [`control`] serves the queue's inspection and repair API.
@@ -15,9 +16,11 @@ pub mod control;
 pub mod directory;
 pub mod drain;
 pub mod error;
+pub mod front;
 pub mod gateway;
 pub mod http;
 pub mod jsonrpc;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod wire;

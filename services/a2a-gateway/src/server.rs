@@ -79,11 +79,9 @@ pub async fn run_with_listeners(
     tokio::spawn(directory.clone().follow(shutdown.clone()));
     let draining = tokio::spawn(drainer.run(signals, shutdown.clone()));
 
-    let front = crate::http::router(gateway.clone(), authenticator.clone());
-    let front_shutdown = shutdown.clone();
-    let front = tokio::spawn(async move {
-        axum::serve(a2a_listener, front).with_graceful_shutdown(front_shutdown.cancelled_owned()).await
-    });
+    let front = Arc::new(crate::http::Front::new(gateway.clone(), authenticator.clone()));
+    let grace = config.server.shutdown_grace();
+    let front = tokio::spawn(crate::front::serve(a2a_listener, front, shutdown.clone(), grace));
     tracing::info!(address = %a2a_address, "A2A front listening");
 
     let routes = Routes::new(GatewayServiceServer::new(ControlApi::new(store.clone(), directory.clone()))).add_service(
@@ -103,7 +101,7 @@ pub async fn run_with_listeners(
         }
     };
     let served = agentmesh_chassis::serve(grpc_listener, routes, options, ready, shutdown).await;
-    front.await??;
+    front.await?;
     // Drains put back what they hold unsent; one that outlasts the grace
     // period leaves its items to lease expiry and redelivery.
     if tokio::time::timeout(grace, draining).await.is_err() {
