@@ -30,45 +30,73 @@ use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
-    sync::{mpsc, watch},
-    time::Instant,
+    sync::mpsc,
+    time::{Instant, Sleep},
 };
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use url::Url;
 
-use crate::wire::{self, BodyDecoder, Framing, ResponseHead, WireError};
+use crate::{
+    directory::Activity,
+    wire::{self, BodyDecoder, Framing, ResponseHead, WireError},
+};
 
 /// The largest reply the gateway passes on (GW-2).
 pub const MAX_REPLY_BYTES: usize = 10 << 20;
 
-/// When a dispatch gives up: after `timeout` without any event from the
-/// target. Each move of `activity` (a registry event, a streamed event)
-/// restarts the clock.
+/// When a dispatch gives up (GW-4): once the target has been silent for
+/// `timeout`, counted from the later of the dispatch's start and the
+/// workspace's last sign of life.
 pub struct IdleClock {
-    pub timeout: Duration,
-    pub activity: watch::Receiver<u64>,
+    timeout: Duration,
+    activity: Arc<Activity>,
+    since: Instant,
 }
 
 impl IdleClock {
+    /// A clock that starts now.
+    pub fn start(timeout: Duration, activity: Arc<Activity>) -> Self {
+        Self { timeout, activity, since: Instant::now() }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// When the target counts as silent, as far as is known now.
+    fn deadline(&self) -> Instant {
+        self.activity.last().map_or(self.since, |last| last.max(self.since)) + self.timeout
+    }
+
     /// Resolves once the target has been silent for the whole timeout.
-    pub async fn silence(&mut self) {
+    /// `timer` is moved, not replaced: moving a timer later costs nothing,
+    /// where a new one per dispatch would go through the runtime's timer
+    /// wheel twice. Signs of life are looked at only when it fires.
+    pub async fn silence(&self, mut timer: Pin<&mut Sleep>) {
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(self.timeout) => return,
-                changed = self.activity.changed() => {
-                    if changed.is_err() {
-                        // No more activity can arrive: only the clock is left.
-                        tokio::time::sleep(self.timeout).await;
-                        return;
-                    }
-                }
+            timer.as_mut().reset(self.deadline());
+            timer.as_mut().await;
+            if self.deadline() <= Instant::now() {
+                return;
             }
         }
     }
 
-    /// Restarts the clock from now.
-    pub fn reset(&mut self) {
-        self.activity.mark_unchanged();
+    /// The target showed a sign of life (an event it streamed): every idle
+    /// clock of its workspace starts again.
+    pub fn observed(&self) {
+        self.activity.touch();
+    }
+}
+
+/// Runs `work` until the target falls silent. The clock is started only if
+/// `work` has to wait.
+async fn until_silent<T>(idle: &IdleClock, work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    let timer = std::pin::pin!(tokio::time::sleep_until(idle.since + idle.timeout));
+    tokio::select! {
+        biased;
+        done = work => done,
+        () = idle.silence(timer) => Err(Failure::IdleTimeout(idle.timeout)),
     }
 }
 
@@ -233,34 +261,28 @@ impl AgentClient {
 
     /// Posts a JSON-RPC request and returns the agent's JSON reply, unless
     /// the target stays silent past the idle clock.
-    pub async fn call(&self, call: AgentCall<'_>, idle: &mut IdleClock) -> Result<Bytes, Failure> {
-        let exchange = async {
-            let (mut connection, head) = self.send(&call, false).await?;
-            let body = connection.read_body(&head, MAX_REPLY_BYTES).await?;
-            self.pool.give_back(connection);
-            Ok(body)
-        };
-        tokio::select! {
-            replied = exchange => replied,
-            () = idle.silence() => Err(Failure::IdleTimeout(idle.timeout)),
-        }
+    pub async fn call(&self, call: AgentCall<'_>, idle: &IdleClock) -> Result<Bytes, Failure> {
+        let (mut connection, head) = self.send(&call, false, idle).await?;
+        let body = connection.read_body(idle, &head, MAX_REPLY_BYTES).await?;
+        self.pool.give_back(connection);
+        Ok(body)
     }
 
     /// Posts a streaming JSON-RPC request and returns the accepted stream,
     /// to be read with [`pump_events`].
-    pub async fn open_stream(&self, call: AgentCall<'_>, idle: &mut IdleClock) -> Result<AgentStream, Failure> {
-        tokio::select! {
-            sent = self.send(&call, true) => {
-                let (connection, head) = sent?;
-                let body = BodyDecoder::new(connection.framing(&head)?);
-                Ok(AgentStream { connection, body })
-            }
-            () = idle.silence() => Err(Failure::IdleTimeout(idle.timeout)),
-        }
+    pub async fn open_stream(&self, call: AgentCall<'_>, idle: &IdleClock) -> Result<AgentStream, Failure> {
+        let (connection, head) = self.send(&call, true, idle).await?;
+        let body = BodyDecoder::new(head.framing().map_err(|error| malformed(&error))?);
+        Ok(AgentStream { connection, body })
     }
 
     /// Sends the request and reads the head of the reply.
-    async fn send(&self, call: &AgentCall<'_>, stream: bool) -> Result<(AgentConnection, ResponseHead), Failure> {
+    async fn send(
+        &self,
+        call: &AgentCall<'_>,
+        stream: bool,
+        idle: &IdleClock,
+    ) -> Result<(AgentConnection, ResponseHead), Failure> {
         let Some(endpoint) = call.endpoint else {
             // Only a URL that does not parse has no endpoint: the guard's
             // own reading names the problem.
@@ -273,10 +295,11 @@ impl AgentClient {
         // GW-3: the record may have been poisoned after registration. The
         // connection goes to the addresses checked here, so no later lookup
         // can swap them (DNS rebinding).
-        let (port, addresses) =
-            self.guard.check_parsed(&endpoint.url).await.map_err(|rejected| Failure::Refused(rejected.to_string()))?;
+        let checked =
+            async { self.guard.check_parsed(&endpoint.url).await.map_err(|e| Failure::Refused(e.to_string())) };
+        let (port, addresses) = until_silent(idle, checked).await?;
         let (connection, head) = match self.pool.take(&endpoint.origin) {
-            Some(mut reused) => match reused.exchange(endpoint, call, stream).await {
+            Some(mut reused) => match reused.exchange(idle, endpoint, call, stream).await {
                 Ok(head) => (reused, head),
                 // The agent closed the unused connection as it was picked up
                 // (its keep-alive ran out): no reply had begun, so the request
@@ -284,11 +307,11 @@ impl AgentClient {
                 // taken it in after all, it recognises the repeat by its
                 // message id, as it does a redelivery from the queue.
                 Err(Exchanged { replied: false, .. }) => {
-                    Box::pin(self.send_on_new_connection(endpoint, port, &addresses, call, stream)).await?
+                    Box::pin(self.send_on_new_connection(endpoint, port, &addresses, call, stream, idle)).await?
                 }
                 Err(Exchanged { failure, .. }) => return Err(failure),
             },
-            None => Box::pin(self.send_on_new_connection(endpoint, port, &addresses, call, stream)).await?,
+            None => Box::pin(self.send_on_new_connection(endpoint, port, &addresses, call, stream, idle)).await?,
         };
         if let Err(failure) = classify_status(&head) {
             if matches!(failure, Failure::Busy { .. }) {
@@ -304,7 +327,7 @@ impl AgentClient {
     /// would otherwise cost a new connection. A body that is long or slow
     /// to come closes the connection instead.
     async fn keep_after_busy(&self, mut connection: AgentConnection, head: &ResponseHead) {
-        let read = tokio::time::timeout(BUSY_BODY_WAIT, connection.read_body(head, BUSY_BODY_LIMIT)).await;
+        let read = tokio::time::timeout(BUSY_BODY_WAIT, connection.io.read_body(head, BUSY_BODY_LIMIT)).await;
         if matches!(read, Ok(Ok(_))) {
             self.pool.give_back(connection);
         }
@@ -320,9 +343,10 @@ impl AgentClient {
         addresses: &[IpAddr],
         call: &AgentCall<'_>,
         stream: bool,
+        idle: &IdleClock,
     ) -> Result<(AgentConnection, ResponseHead), Failure> {
-        let mut connection = AgentConnection::open(endpoint, port, addresses, &self.tls).await?;
-        let head = connection.exchange(endpoint, call, stream).await.map_err(|exchanged| exchanged.failure)?;
+        let mut connection = until_silent(idle, AgentConnection::open(endpoint, port, addresses, &self.tls)).await?;
+        let head = connection.exchange(idle, endpoint, call, stream).await.map_err(|exchanged| exchanged.failure)?;
         Ok((connection, head))
     }
 }
@@ -360,24 +384,14 @@ pub struct AgentStream {
 /// The stream is read to its end even when `events` is closed: a caller that
 /// hangs up does not abort the agent's work (GW-4). Every event restarts the
 /// idle clock.
-pub async fn pump_events(
-    stream: AgentStream,
-    idle: &mut IdleClock,
-    mut on_event: impl FnMut(),
-    events: mpsc::Sender<Bytes>,
-) -> Result<(), Failure> {
+pub async fn pump_events(stream: AgentStream, idle: &IdleClock, events: mpsc::Sender<Bytes>) -> Result<(), Failure> {
     let AgentStream { mut connection, mut body } = stream;
     let mut parser = SseParser::default();
     let mut listening = true;
     loop {
-        let chunk = tokio::select! {
-            chunk = connection.next_piece(&mut body) => chunk?,
-            () = idle.silence() => return Err(Failure::IdleTimeout(idle.timeout)),
-        };
-        let Some(chunk) = chunk else { return Ok(()) };
+        let Some(chunk) = connection.next_piece(idle, &mut body).await? else { return Ok(()) };
         for data in parser.push(&chunk)? {
-            idle.reset();
-            on_event();
+            idle.observed();
             if listening && events.send(data).await.is_err() {
                 listening = false;
             }
@@ -393,9 +407,16 @@ struct Exchanged {
     failure: Failure,
 }
 
-/// One keep-alive HTTP/1.1 connection to an agent, with its buffers.
+/// One keep-alive HTTP/1.1 connection to an agent, with its buffers and
+/// the timer of the idle clocks of the calls made on it.
 struct AgentConnection {
     origin: Arc<str>,
+    io: AgentIo,
+    timer: Pin<Box<Sleep>>,
+}
+
+/// A connection's socket and buffers.
+struct AgentIo {
     socket: AgentSocket,
     input: BytesMut,
     output: Vec<u8>,
@@ -423,15 +444,61 @@ impl AgentConnection {
             };
             return Ok(Self {
                 origin: endpoint.origin.clone(),
-                socket,
-                input: BytesMut::with_capacity(16 << 10),
-                output: Vec::with_capacity(2 << 10),
-                reusable: true,
+                io: AgentIo {
+                    socket,
+                    input: BytesMut::with_capacity(16 << 10),
+                    output: Vec::with_capacity(2 << 10),
+                    reusable: true,
+                },
+                timer: Box::pin(tokio::time::sleep(IDLE_KEEP)),
             });
         }
         Err(Failure::Unreachable(problems.join("; ")))
     }
 
+    /// Writes the request and reads the head of its reply, unless the
+    /// target falls silent first.
+    async fn exchange(
+        &mut self,
+        idle: &IdleClock,
+        endpoint: &AgentEndpoint,
+        call: &AgentCall<'_>,
+        stream: bool,
+    ) -> Result<ResponseHead, Exchanged> {
+        let Self { io, timer, .. } = self;
+        tokio::select! {
+            biased;
+            head = io.exchange(endpoint, call, stream) => head,
+            () = idle.silence(timer.as_mut()) => {
+                Err(Exchanged { replied: true, failure: Failure::IdleTimeout(idle.timeout) })
+            }
+        }
+    }
+
+    /// Reads a whole reply body of at most `limit` bytes, unless the target
+    /// falls silent first.
+    async fn read_body(&mut self, idle: &IdleClock, head: &ResponseHead, limit: usize) -> Result<Bytes, Failure> {
+        let Self { io, timer, .. } = self;
+        tokio::select! {
+            biased;
+            body = io.read_body(head, limit) => body,
+            () = idle.silence(timer.as_mut()) => Err(Failure::IdleTimeout(idle.timeout)),
+        }
+    }
+
+    /// The next piece of a streamed body (`None` at its end), unless the
+    /// target falls silent first.
+    async fn next_piece(&mut self, idle: &IdleClock, body: &mut BodyDecoder) -> Result<Option<Bytes>, Failure> {
+        let Self { io, timer, .. } = self;
+        tokio::select! {
+            biased;
+            piece = io.next_piece(body) => piece,
+            () = idle.silence(timer.as_mut()) => Err(Failure::IdleTimeout(idle.timeout)),
+        }
+    }
+}
+
+impl AgentIo {
     /// Writes the request and reads the head of its reply.
     async fn exchange(
         &mut self,
@@ -481,13 +548,9 @@ impl AgentConnection {
         }
     }
 
-    fn framing(&self, head: &ResponseHead) -> Result<Framing, Failure> {
-        head.framing().map_err(|error| malformed(&error))
-    }
-
     /// Reads a whole reply body of at most `limit` bytes.
     async fn read_body(&mut self, head: &ResponseHead, limit: usize) -> Result<Bytes, Failure> {
-        let framing = self.framing(head)?;
+        let framing = head.framing().map_err(|error| malformed(&error))?;
         let body =
             wire::read_body(&mut self.socket, &mut self.input, framing, limit).await.map_err(|error| match error {
                 WireError::TooLarge { .. } => Failure::TooLarge,
@@ -650,7 +713,7 @@ impl Pool {
         let mut idle = self.idle.lock().expect("pool lock");
         let unused = idle.get_mut(origin)?;
         while let Some(Unused { mut connection, since }) = unused.pop() {
-            if since.elapsed() < IDLE_KEEP && connection.ready_now() {
+            if since.elapsed() < IDLE_KEEP && connection.io.ready_now() {
                 return Some(connection);
             }
         }
@@ -658,7 +721,7 @@ impl Pool {
     }
 
     fn give_back(&self, connection: AgentConnection) {
-        if !connection.reusable {
+        if !connection.io.reusable {
             return;
         }
         let mut idle = self.idle.lock().expect("pool lock");
@@ -843,12 +906,30 @@ mod tests {
     }
 
     async fn call(client: &AgentClient, url: &str) -> Result<Bytes, Failure> {
-        let (_activity, silent) = watch::channel(0);
-        let mut idle = IdleClock { timeout: Duration::from_secs(5), activity: silent };
+        let idle = IdleClock::start(Duration::from_secs(5), Arc::new(Activity::default()));
         let body = Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"message/send\"}");
         let endpoint = AgentEndpoint::parse(url);
         let call = AgentCall { url, endpoint: endpoint.as_ref(), body, traceparent: None, a2a_version: None };
-        client.call(call, &mut idle).await
+        client.call(call, &idle).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_clock_runs_out_a_timeout_after_the_last_sign_of_life() {
+        let activity = Arc::new(Activity::default());
+        let idle = IdleClock::start(Duration::from_secs(10), activity.clone());
+        let started = Instant::now();
+        // A timer set far out, as a pooled connection's may be.
+        let mut timer = Box::pin(tokio::time::sleep(Duration::from_secs(3600)));
+        let silence = idle.silence(timer.as_mut());
+        tokio::pin!(silence);
+        for at in [6, 12] {
+            tokio::select! {
+                () = &mut silence => panic!("silent at {:?}, before the sign at {at} s", started.elapsed()),
+                () = tokio::time::sleep_until(started + Duration::from_secs(at)) => activity.touch(),
+            }
+        }
+        silence.await;
+        assert_eq!(started.elapsed(), Duration::from_secs(22));
     }
 
     #[tokio::test]

@@ -11,9 +11,9 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use agentmesh_chassis::{
@@ -28,7 +28,7 @@ use agentmesh_proto::{
         registry_service_client::RegistryServiceClient,
     },
 };
-use tokio::sync::{mpsc, watch};
+use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use uuid::Uuid;
@@ -51,12 +51,14 @@ pub struct Target {
     pub capabilities: pb::Capabilities,
     /// The workspace's own idle timeout, which wins over the gateway's.
     pub idle_timeout: Option<Duration>,
+    /// When the workspace last showed signs of life.
+    pub activity: Arc<Activity>,
     pub max_concurrent_tasks: u32,
     pub active_tasks: u32,
 }
 
 impl Target {
-    fn from_record(workspace: pb::Workspace) -> Result<Self> {
+    fn from_record(workspace: pb::Workspace, activity: Arc<Activity>) -> Result<Self> {
         let id = workspace
             .id
             .parse()
@@ -70,6 +72,7 @@ impl Target {
             agent_card_json: workspace.agent_card_json,
             capabilities: workspace.capabilities.unwrap_or_default(),
             idle_timeout: workspace.idle_timeout_seconds.filter(|s| *s > 0).map(|s| Duration::from_secs(s.into())),
+            activity,
             max_concurrent_tasks: workspace.max_concurrent_tasks.max(1),
             active_tasks: workspace.active_tasks,
         })
@@ -88,6 +91,39 @@ impl Target {
     /// agent's own busy answer is the final word.
     pub fn free_slots(&self) -> u32 {
         self.max_concurrent_tasks.saturating_sub(self.active_tasks).max(1)
+    }
+}
+
+/// When a workspace last showed signs of life: any registry event of it,
+/// on whichever registry replica it arrived, or an event it streamed. The
+/// idle clock of every dispatch to it runs from here (GW-4); the clocks
+/// read it only when they would otherwise expire, so an event costs one
+/// store and a dispatch nothing.
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    /// Nanoseconds after `origin`; 0 until the first sign.
+    last: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self { origin: Instant::now(), last: AtomicU64::new(0) }
+    }
+}
+
+impl Activity {
+    pub fn touch(&self) {
+        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.last.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// The latest sign of life, if any was seen.
+    pub fn last(&self) -> Option<Instant> {
+        match self.last.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(self.origin + Duration::from_nanos(nanos)),
+        }
     }
 }
 
@@ -110,7 +146,7 @@ pub struct Directory {
     provisioner: Option<ProvisionerServiceClient<ServiceChannel>>,
     targets: RwLock<HashMap<Uuid, Arc<Target>>>,
     following: AtomicBool,
-    activity: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    activity: Mutex<HashMap<Uuid, Arc<Activity>>>,
     credentials: WorkspaceCredentials,
     access: Mutex<HashMap<(Uuid, Uuid), (bool, Instant)>>,
     signals: mpsc::UnboundedSender<DrainSignal>,
@@ -171,7 +207,7 @@ impl Directory {
             _ => from_registry(status),
         })?;
         let record = reply.into_inner().workspace.ok_or_else(|| GatewayError::registry_unavailable("empty reply"))?;
-        let target = Arc::new(Target::from_record(record)?);
+        let target = Arc::new(Target::from_record(record, self.activity(id))?);
         if self.following.load(Ordering::Acquire) {
             self.targets.write().expect("targets lock").insert(id, target.clone());
         }
@@ -220,22 +256,17 @@ impl Directory {
         }
     }
 
-    /// A counter that moves whenever the registry reports an event of the
-    /// workspace: the idle clock of a dispatch restarts on each move (GW-4).
-    pub fn activity(&self, id: Uuid) -> watch::Receiver<u64> {
+    /// The signs of life of workspace `id` (GW-4); cached targets carry it.
+    fn activity(&self, id: Uuid) -> Arc<Activity> {
         let mut activity = self.activity.lock().expect("activity lock");
-        activity.entry(id).or_insert_with(|| watch::channel(0).0).subscribe()
+        activity.entry(id).or_default().clone()
     }
 
-    /// Records activity seen by the gateway itself (e.g. a streamed event).
+    /// Records a sign of life of workspace `id`: a registry event, or an
+    /// event the gateway relayed from it.
     pub fn touch(&self, id: Uuid) {
-        let mut activity = self.activity.lock().expect("activity lock");
-        if let Some(sender) = activity.get(&id) {
-            if sender.receiver_count() == 0 {
-                activity.remove(&id);
-            } else {
-                sender.send_modify(|n| *n = n.wrapping_add(1));
-            }
+        if let Some(activity) = self.activity.lock().expect("activity lock").get(&id) {
+            activity.touch();
         }
     }
 
@@ -264,6 +295,7 @@ impl Directory {
         let status = event.status();
         if status == WorkspaceStatus::Removed {
             self.targets.write().expect("targets lock").remove(&id);
+            self.activity.lock().expect("activity lock").remove(&id);
             self.credentials.forget(id);
             let _ = self.signals.send(DrainSignal::Removed(id));
             return;

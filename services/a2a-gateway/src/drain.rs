@@ -617,11 +617,8 @@ impl Drainer {
             body: bytes::Bytes::from(request),
             traceparent: (!item.traceparent.is_empty()).then_some(item.traceparent.as_str()),
         };
-        let mut idle = IdleClock {
-            timeout: target.idle_timeout.unwrap_or(self.idle_timeout),
-            activity: self.directory.activity(item.workspace_id),
-        };
-        let error = match self.agents.call(call, &mut idle).await {
+        let idle = IdleClock::start(target.idle_timeout.unwrap_or(self.idle_timeout), target.activity.clone());
+        let error = match self.agents.call(call, &idle).await {
             Ok(reply) => match serde_json::from_slice::<AgentReply>(&reply) {
                 Ok(AgentReply { result: Some(result), .. }) => {
                     return Attempt::Replied(Completion { id: item.id, result_json: result.get().to_owned() });

@@ -1,20 +1,21 @@
 //! The A2A listener: accepts connections and runs HTTP/1.1 exchanges on
 //! them, one request at a time per connection (pipelined requests wait
-//! their turn in the buffer), each answered by [`Front::respond`].
+//! their turn in the buffer), each answered by a [`Respond`]er (the
+//! gateway's is `http::Front`).
 //!
 //! A connection's task reads the request, awaits the reply and writes it;
 //! it does not watch the socket while the reply is being made, so a caller
 //! that hangs up never cancels a dispatch in flight (GW-4): the dispatch
 //! finishes, and only writing its reply fails.
 
-use std::{io, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, io, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream::BoxStream};
 use http::StatusCode;
 use tokio::{
-    io::AsyncWriteExt,
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
     time::{Instant, Sleep},
 };
 use tokio_util::{
@@ -22,10 +23,12 @@ use tokio_util::{
     task::TaskTracker,
 };
 
-use crate::{
-    http::Front,
-    wire::{self, Framing, RequestHead, RequestMethod, WireError},
-};
+use crate::wire::{self, Framing, RequestHead, RequestMethod, WireError};
+
+/// What answers the listener's requests.
+pub trait Respond: Send + Sync + 'static {
+    fn respond(&self, request: &RequestHead, body: Bytes) -> impl Future<Output = Reply> + Send;
+}
 
 /// How long a kept-alive connection may sit without a request.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -82,7 +85,7 @@ impl Reply {
 /// Serves `front` on `listener` until `shutdown`; then stops accepting,
 /// closes idle connections, and waits up to `grace` for requests in flight
 /// to be answered.
-pub async fn serve(listener: TcpListener, front: Arc<Front>, shutdown: CancellationToken, grace: Duration) {
+pub async fn serve<R: Respond>(listener: TcpListener, front: Arc<R>, shutdown: CancellationToken, grace: Duration) {
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -91,6 +94,8 @@ pub async fn serve(listener: TcpListener, front: Arc<Front>, shutdown: Cancellat
         };
         match accepted {
             Ok((stream, _)) => {
+                // Replies are small and written whole: coalescing only delays them.
+                let _ = stream.set_nodelay(true);
                 connections.spawn(Connection::new(stream).serve(front.clone(), shutdown.clone()));
             }
             // Out of file descriptors, or a connection reset before it was
@@ -116,20 +121,18 @@ enum Stop {
     Refuse(Reply),
 }
 
-struct Connection {
-    io: TcpStream,
+struct Connection<S> {
+    io: S,
     input: BytesMut,
     output: Vec<u8>,
 }
 
-impl Connection {
-    fn new(io: TcpStream) -> Self {
-        // Replies are small and written whole: coalescing only delays them.
-        let _ = io.set_nodelay(true);
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    fn new(io: S) -> Self {
         Self { io, input: BytesMut::with_capacity(8 << 10), output: Vec::with_capacity(4 << 10) }
     }
 
-    async fn serve(mut self, front: Arc<Front>, shutdown: CancellationToken) {
+    async fn serve<R: Respond>(mut self, front: Arc<R>, shutdown: CancellationToken) {
         let stopped = shutdown.clone().cancelled_owned();
         let timer = tokio::time::sleep(IDLE_TIMEOUT);
         tokio::pin!(stopped, timer);
@@ -142,13 +145,13 @@ impl Connection {
                     return;
                 }
             };
+            let reply = front.respond(&head, body).await;
             let terms = Terms {
                 // Once shutdown began, each connection's next reply is its last.
                 keep_alive: head.keep_alive() && !shutdown.is_cancelled(),
                 head_only: head.method == RequestMethod::Head,
                 http_1_1: head.minor_version >= 1,
             };
-            let reply = front.respond(&head, body).await;
             match self.write(reply, terms).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return,
@@ -349,4 +352,238 @@ fn refuse_head(error: WireError) -> Stop {
 
 fn timed_out() -> Reply {
     Reply::text(StatusCode::REQUEST_TIMEOUT, "the request did not arrive in time\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::{io::AsyncReadExt, net::TcpStream, sync::Notify, task::JoinHandle};
+
+    use super::*;
+
+    /// Answers `/events` with two server-sent events, `/wait` once released
+    /// (saying when it started), anything else with its path and body.
+    #[derive(Default)]
+    struct Echo {
+        waiting: Notify,
+        release: Notify,
+    }
+
+    impl Respond for Echo {
+        async fn respond(&self, request: &RequestHead, body: Bytes) -> Reply {
+            match request.path() {
+                "/events" => {
+                    let events = [Bytes::from_static(b"data: 1\n\n"), Bytes::from_static(b"data: 2\n\n")];
+                    Reply::events(futures::stream::iter(events).boxed())
+                }
+                "/wait" => {
+                    self.waiting.notify_one();
+                    self.release.notified().await;
+                    Reply::text(StatusCode::OK, "released")
+                }
+                path => Reply::json(StatusCode::OK, Bytes::from(format!("{path} {}", String::from_utf8_lossy(&body)))),
+            }
+        }
+    }
+
+    struct Server {
+        address: SocketAddr,
+        echo: Arc<Echo>,
+        shutdown: CancellationToken,
+        served: JoinHandle<()>,
+    }
+
+    async fn server() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let echo = Arc::new(Echo::default());
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(serve(listener, echo.clone(), shutdown.clone(), Duration::from_secs(5)));
+        Server { address, echo, shutdown, served }
+    }
+
+    impl Server {
+        async fn connect(&self) -> TcpStream {
+            TcpStream::connect(self.address).await.unwrap()
+        }
+    }
+
+    /// Reads one whole reply (head and body, whatever its framing) as text.
+    async fn reply(stream: &mut TcpStream, buffer: &mut BytesMut) -> String {
+        let head = loop {
+            if let Some(head) = wire::ResponseHead::parse(buffer).unwrap() {
+                break head;
+            }
+            assert_ne!(wire::read_more(stream, buffer).await.unwrap(), 0, "closed before a reply");
+        };
+        let body = wire::read_body(stream, buffer, head.framing().unwrap(), usize::MAX).await.unwrap();
+        let fields: String = head
+            .fields
+            .iter()
+            .map(|(n, v)| format!("{}: {}\n", String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+            .collect();
+        format!("{}\n{fields}\n{}", head.status.as_u16(), String::from_utf8_lossy(&body))
+    }
+
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.is_ok() && rest.is_empty()
+    }
+
+    #[tokio::test]
+    async fn requests_on_one_connection_are_answered_in_order_even_when_pipelined() {
+        let server = server().await;
+        let mut stream = server.connect().await;
+        let mut buffer = BytesMut::new();
+        stream.write_all(b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\noneGET /b HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(reply(&mut stream, &mut buffer).await.ends_with("\n/a one"));
+        assert!(reply(&mut stream, &mut buffer).await.ends_with("\n/b "));
+        stream.write_all(b"POST /c HTTP/1.1\r\nContent-Length: 5\r\n\r\nthree").await.unwrap();
+        let third = reply(&mut stream, &mut buffer).await;
+        assert!(third.starts_with("200\n") && third.ends_with("\n/c three"), "{third}");
+        assert!(third.contains("content-type: application/json\n") && third.contains("date: "), "{third}");
+    }
+
+    #[tokio::test]
+    async fn a_client_expecting_100_continue_gets_it_before_sending_its_body() {
+        let server = server().await;
+        let mut stream = server.connect().await;
+        stream.write_all(b"POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n").await.unwrap();
+        let mut interim = [0u8; 25];
+        stream.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        stream.write_all(b"hello").await.unwrap();
+        assert!(reply(&mut stream, &mut BytesMut::new()).await.ends_with("\n/a hello"));
+
+        // A body sent along with its head needs no invitation.
+        let mut stream = server.connect().await;
+        stream.write_all(b"POST /b HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi").await.unwrap();
+        let answer = reply(&mut stream, &mut BytesMut::new()).await;
+        assert!(answer.starts_with("200\n") && answer.ends_with("\n/b hi"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn chunked_request_bodies_are_put_together() {
+        let server = server().await;
+        let mut stream = server.connect().await;
+        stream
+            .write_all(b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(reply(&mut stream, &mut BytesMut::new()).await.ends_with("\n/a abcde"));
+    }
+
+    #[tokio::test]
+    async fn connections_close_when_asked_and_http_1_0_ones_unless_kept_alive() {
+        let server = server().await;
+        let mut stream = server.connect().await;
+        stream.write_all(b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n").await.unwrap();
+        assert!(reply(&mut stream, &mut BytesMut::new()).await.contains("connection: close\n"));
+        assert!(closed(&mut stream).await);
+
+        let mut stream = server.connect().await;
+        stream.write_all(b"GET /a HTTP/1.0\r\n\r\n").await.unwrap();
+        assert!(!reply(&mut stream, &mut BytesMut::new()).await.contains("connection:"));
+        assert!(closed(&mut stream).await);
+
+        let mut stream = server.connect().await;
+        let mut buffer = BytesMut::new();
+        stream.write_all(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+        assert!(reply(&mut stream, &mut buffer).await.contains("connection: keep-alive\n"));
+        stream.write_all(b"GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+        assert!(reply(&mut stream, &mut buffer).await.ends_with("\n/b "));
+    }
+
+    #[tokio::test]
+    async fn requests_that_cannot_be_read_safely_are_refused_and_their_connection_closed() {
+        let server = server().await;
+        let too_many_fields = format!("GET /a HTTP/1.1\r\n{}\r\n", "X-A: 1\r\n".repeat(101));
+        for (request, status) in [
+            ("POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", "400"),
+            ("POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+            ("POST /a HTTP/1.1\r\nContent-Length: 2097152\r\n\r\n", "413"),
+            ("POST /a HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", "400"),
+            (too_many_fields.as_str(), "431"),
+            ("GARBAGE\r\n\r\n", "400"),
+        ] {
+            let mut stream = server.connect().await;
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let answer = reply(&mut stream, &mut BytesMut::new()).await;
+            assert!(answer.starts_with(&format!("{status}\n")), "{request:?}: {answer}");
+            assert!(answer.contains("connection: close\n"), "{answer}");
+            assert!(closed(&mut stream).await, "{request:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_request_gets_the_head_alone() {
+        let server = server().await;
+        let mut stream = server.connect().await;
+        let mut buffer = BytesMut::new();
+        stream.write_all(b"HEAD /abc HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\n\r\n").await.unwrap();
+        let head = loop {
+            if let Some(head) = wire::ResponseHead::parse(&mut buffer).unwrap() {
+                break head;
+            }
+            wire::read_more(&mut stream, &mut buffer).await.unwrap();
+        };
+        assert_eq!(head.header("content-length"), Some("5"), "the length a GET would have");
+        // The next reply follows at once: the HEAD reply carried no body.
+        assert!(reply(&mut stream, &mut buffer).await.ends_with("\n/d "));
+    }
+
+    #[tokio::test]
+    async fn streamed_replies_are_chunked_in_http_1_1_and_end_the_connection_in_http_1_0() {
+        let server = server().await;
+        let mut stream = server.connect().await;
+        stream.write_all(b"POST /events HTTP/1.1\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        assert!(raw.contains("content-type: text/event-stream\r\n") && raw.contains("transfer-encoding: chunked\r\n"));
+        assert!(raw.ends_with("\r\n\r\n9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n0\r\n\r\n"), "{raw:?}");
+
+        let mut stream = server.connect().await;
+        stream.write_all(b"POST /events HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        assert!(!raw.contains("transfer-encoding"), "{raw:?}");
+        assert!(raw.ends_with("\r\n\r\ndata: 1\n\ndata: 2\n\n"), "{raw:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_connections_are_closed_and_slow_requests_timed_out() {
+        let server = server().await;
+        let started = Instant::now();
+        let mut idle = server.connect().await;
+        assert!(closed(&mut idle).await);
+        assert!(started.elapsed() >= IDLE_TIMEOUT);
+
+        let started = Instant::now();
+        let mut slow = server.connect().await;
+        slow.write_all(b"POST /a HTTP/1.1\r\n").await.unwrap();
+        let answer = reply(&mut slow, &mut BytesMut::new()).await;
+        assert!(answer.starts_with("408\n"), "{answer}");
+        assert!((REQUEST_TIMEOUT..IDLE_TIMEOUT).contains(&started.elapsed()), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_idle_connections_and_lets_requests_in_flight_finish() {
+        let server = server().await;
+        let mut idle = server.connect().await;
+        idle.write_all(b"GET /a HTTP/1.1\r\n\r\n").await.unwrap();
+        reply(&mut idle, &mut BytesMut::new()).await;
+        let mut busy = server.connect().await;
+        busy.write_all(b"GET /wait HTTP/1.1\r\n\r\n").await.unwrap();
+        server.echo.waiting.notified().await;
+
+        server.shutdown.cancel();
+        assert!(closed(&mut idle).await);
+        server.echo.release.notify_one();
+        let answer = reply(&mut busy, &mut BytesMut::new()).await;
+        assert!(answer.ends_with("\nreleased") && answer.contains("connection: close\n"), "{answer}");
+        assert!(closed(&mut busy).await);
+        server.served.await.unwrap();
+        assert!(TcpStream::connect(server.address).await.is_err(), "still accepting after shutdown");
+    }
 }

@@ -183,8 +183,8 @@ impl Gateway {
         if let Some(reason) = self.must_wait(&target)? {
             return Box::pin(self.queue_or_refuse(&target, &inbound, reason, None)).await.map(Dispatched::Queued);
         }
-        let mut idle = self.idle_clock(&target);
-        match self.agents.call(agent_call(&target, &inbound), &mut idle).await {
+        let idle = self.idle_clock(&target);
+        match self.agents.call(agent_call(&target, &inbound), &idle).await {
             Ok(reply) => Ok(Dispatched::Replied(reply)),
             Err(failure) if failure.is_retryable() => {
                 let reason = queue_reason(&failure);
@@ -274,15 +274,13 @@ impl Gateway {
         target: &Target,
         inbound: &Inbound,
     ) -> std::result::Result<mpsc::Receiver<Bytes>, Failure> {
-        let mut idle = self.idle_clock(target);
-        let response = self.agents.open_stream(agent_call(target, inbound), &mut idle).await?;
+        let idle = self.idle_clock(target);
+        let response = self.agents.open_stream(agent_call(target, inbound), &idle).await?;
         let (events, receiver) = mpsc::channel(64);
-        let directory = self.directory.clone();
         let workspace_id = target.id;
         let request_id = inbound.envelope.id().clone();
         tokio::spawn(async move {
-            let touched = || directory.touch(workspace_id);
-            if let Err(failure) = pump_events(response, &mut idle, touched, events.clone()).await {
+            if let Err(failure) = pump_events(response, &idle, events.clone()).await {
                 tracing::warn!(%workspace_id, error = %failure, "the agent's stream ended early");
                 let error =
                     crate::jsonrpc::RpcError::from_gateway(&GatewayError::AgentUnreachable(failure.to_string()));
@@ -297,8 +295,8 @@ impl Gateway {
     /// that cannot answer now is UNAVAILABLE.
     pub async fn forward(self: &Arc<Self>, inbound: Inbound) -> Result<Bytes> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
-        let mut idle = self.idle_clock(&target);
-        self.agents.call(agent_call(&target, &inbound), &mut idle).await.map_err(|f| self.refusal(&target, f))
+        let idle = self.idle_clock(&target);
+        self.agents.call(agent_call(&target, &inbound), &idle).await.map_err(|f| self.refusal(&target, f))
     }
 
     /// The queue item behind a task id the gateway handed out, if the id is
@@ -445,11 +443,8 @@ impl Gateway {
     }
 
     fn idle_clock(&self, target: &Target) -> IdleClock {
-        IdleClock {
-            // The workspace's declared override wins (GW-4).
-            timeout: target.idle_timeout.unwrap_or(self.idle_timeout),
-            activity: self.directory.activity(target.id),
-        }
+        // The workspace's declared override wins (GW-4).
+        IdleClock::start(target.idle_timeout.unwrap_or(self.idle_timeout), target.activity.clone())
     }
 
     fn refusal(&self, target: &Target, failure: Failure) -> GatewayError {

@@ -3,7 +3,7 @@
 //! card at `/a2a/{workspace_id}/.well-known/agent-card.json`, rewritten so
 //! that an official A2A client that reads it keeps talking to the gateway.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use agentmesh_chassis::{auth::Authenticator, telemetry};
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     error::GatewayError,
-    front::Reply,
+    front::{Reply, Respond},
     gateway::{Dispatched, Gateway, Inbound, Sender, Streamed, Subscribed, parse_expires_in, parse_priority},
     jsonrpc::{self, Envelope, Method, RpcError},
     wire::{RequestHead, RequestMethod},
@@ -38,7 +38,7 @@ impl Front {
 
     /// Answers one request: JSON-RPC at `POST /a2a/{workspace_id}`, the
     /// agent card under `/a2a/{workspace_id}/.well-known/`, and `/healthz`.
-    pub async fn respond(&self, request: &RequestHead, body: Bytes) -> Reply {
+    async fn route(&self, request: &RequestHead, body: Bytes) -> Reply {
         let readable = matches!(request.method, RequestMethod::Get | RequestMethod::Head);
         let path = request.path();
         if path == "/healthz" {
@@ -200,6 +200,12 @@ impl Front {
             Ok(card) => json_value(&card),
             Err(error) => gateway_error(&Value::Null, &error),
         }
+    }
+}
+
+impl Respond for Front {
+    fn respond(&self, request: &RequestHead, body: Bytes) -> impl Future<Output = Reply> + Send {
+        self.route(request, body)
     }
 }
 
