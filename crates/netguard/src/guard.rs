@@ -155,6 +155,7 @@ impl UrlGuard {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlRejected::Credentials);
         }
+        // http and https always have a known default port.
         let port = url.port_or_known_default().ok_or(UrlRejected::MissingHost)?;
         let host_str = url.host_str().unwrap_or_default();
         let addrs = match url.host() {

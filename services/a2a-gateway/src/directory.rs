@@ -262,9 +262,8 @@ impl Directory {
         activity.entry(id).or_default().clone()
     }
 
-    /// Records a sign of life of workspace `id`: a registry event, or an
-    /// event the gateway relayed from it.
-    pub fn touch(&self, id: Uuid) {
+    /// Records a sign of life of workspace `id` (a registry event of it).
+    fn touch(&self, id: Uuid) {
         if let Some(activity) = self.activity.lock().expect("activity lock").get(&id) {
             activity.touch();
         }

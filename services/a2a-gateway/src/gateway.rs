@@ -178,7 +178,7 @@ impl Gateway {
 
     /// Delivers a message now, or queues it when the target cannot take it
     /// now but is expected to (GW-5).
-    pub async fn send(self: &Arc<Self>, inbound: Inbound) -> Result<Dispatched> {
+    pub async fn send(&self, inbound: Inbound) -> Result<Dispatched> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
         if let Some(reason) = self.must_wait(&target)? {
             return Box::pin(self.queue_or_refuse(&target, &inbound, reason, None)).await.map(Dispatched::Queued);
@@ -293,7 +293,7 @@ impl Gateway {
     /// Passes a request that is not a message (task queries, push
     /// configuration…) to the agent; those are never queued, so a target
     /// that cannot answer now is UNAVAILABLE.
-    pub async fn forward(self: &Arc<Self>, inbound: Inbound) -> Result<Bytes> {
+    pub async fn forward(&self, inbound: Inbound) -> Result<Bytes> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
         let idle = self.idle_clock(&target);
         self.agents.call(agent_call(&target, &inbound), &idle).await.map_err(|f| self.refusal(&target, f))

@@ -67,13 +67,14 @@ pub struct Fields {
 }
 
 impl Fields {
-    fn new(bytes: Bytes, base: *const u8, parsed: &[httparse::Header<'_>]) -> Self {
+    /// Where each parsed field's name and value lie in the buffer that
+    /// starts at `base`, which becomes the head's bytes.
+    fn locate(base: *const u8, parsed: &[httparse::Header<'_>]) -> Vec<(Range<usize>, Range<usize>)> {
         let offset = |slice: &[u8]| {
             let start = slice.as_ptr() as usize - base as usize;
             start..start + slice.len()
         };
-        let fields = parsed.iter().map(|h| (offset(h.name.as_bytes()), offset(h.value))).collect();
-        Self { bytes, fields }
+        parsed.iter().map(|h| (offset(h.name.as_bytes()), offset(h.value))).collect()
     }
 
     /// Every field as (name, value), in order.
@@ -142,6 +143,16 @@ impl Fields {
     }
 }
 
+/// The length of a head httparse found complete, `None` while it is not;
+/// either way, a head over [`MAX_HEAD_BYTES`] is refused.
+fn head_length(parsed: httparse::Status<usize>, buffered: usize) -> Result<Option<usize>, WireError> {
+    match parsed {
+        httparse::Status::Complete(length) if length <= MAX_HEAD_BYTES => Ok(Some(length)),
+        httparse::Status::Partial if buffered <= MAX_HEAD_BYTES => Ok(None),
+        _ => Err(WireError::HeadTooLarge),
+    }
+}
+
 /// How a message's body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -177,14 +188,7 @@ impl RequestHead {
     pub fn parse(buffer: &mut BytesMut) -> Result<Option<Self>, WireError> {
         let mut parsed = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut request = httparse::Request::new(&mut parsed);
-        let length = match request.parse(buffer)? {
-            httparse::Status::Complete(length) => length,
-            httparse::Status::Partial if buffer.len() > MAX_HEAD_BYTES => return Err(WireError::HeadTooLarge),
-            httparse::Status::Partial => return Ok(None),
-        };
-        if length > MAX_HEAD_BYTES {
-            return Err(WireError::HeadTooLarge);
-        }
+        let Some(length) = head_length(request.parse(buffer)?, buffer.len())? else { return Ok(None) };
         let base = buffer.as_ptr();
         let method = match request.method.unwrap_or_default() {
             "GET" => RequestMethod::Get,
@@ -196,9 +200,9 @@ impl RequestHead {
         let target_start = path.as_ptr() as usize - base as usize;
         let target = target_start..target_start + path.len();
         let minor_version = request.version.unwrap_or(1);
-        let fields = Fields::new(Bytes::new(), base, request.headers);
+        let fields = Fields::locate(base, request.headers);
         let bytes = buffer.split_to(length).freeze();
-        Ok(Some(Self { method, target, minor_version, fields: Fields { bytes, ..fields } }))
+        Ok(Some(Self { method, target, minor_version, fields: Fields { bytes, fields } }))
     }
 
     /// The request target's path, without its query, as sent.
@@ -250,17 +254,13 @@ impl ResponseHead {
     pub fn parse(buffer: &mut BytesMut) -> Result<Option<Self>, WireError> {
         let mut parsed = [httparse::EMPTY_HEADER; MAX_FIELDS];
         let mut response = httparse::Response::new(&mut parsed);
-        let length = match response.parse(buffer)? {
-            httparse::Status::Complete(length) => length,
-            httparse::Status::Partial if buffer.len() > MAX_HEAD_BYTES => return Err(WireError::HeadTooLarge),
-            httparse::Status::Partial => return Ok(None),
-        };
+        let Some(length) = head_length(response.parse(buffer)?, buffer.len())? else { return Ok(None) };
         let status = StatusCode::from_u16(response.code.unwrap_or_default())
             .map_err(|_| WireError::Malformed("invalid status code"))?;
         let minor_version = response.version.unwrap_or(1);
-        let fields = Fields::new(Bytes::new(), buffer.as_ptr(), response.headers);
+        let fields = Fields::locate(buffer.as_ptr(), response.headers);
         let bytes = buffer.split_to(length).freeze();
-        Ok(Some(Self { status, minor_version, fields: Fields { bytes, ..fields } }))
+        Ok(Some(Self { status, minor_version, fields: Fields { bytes, fields } }))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -597,6 +597,8 @@ mod tests {
             response("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").framing().unwrap(),
             Framing::UntilClose
         );
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
+        assert!(matches!(ResponseHead::parse(&mut BytesMut::from(huge.as_str())), Err(WireError::HeadTooLarge)));
         let head = response("HTTP/1.0 503 Service Unavailable\r\nRetry-After: 3\r\n\r\n");
         assert_eq!((head.status.as_u16(), head.header("retry-after"), head.keep_alive()), (503, Some("3"), false));
     }

@@ -82,3 +82,28 @@ async fn callers_are_authenticated_and_targets_must_accept_messages() {
     assert_eq!(reply.body["error"]["data"]["reason"], "TARGET_NOT_ACCEPTING");
     assert_eq!(reply.body["error"]["data"]["workspaceId"], workspace.id.as_str());
 }
+
+#[tokio::test]
+async fn other_paths_and_methods_get_plain_http_answers() {
+    let registry = RegistryNode::start().await;
+    let (_agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
+    let gateway = GatewayNode::start(&registry, |_| {}).await;
+    let rpc_url = gateway.a2a_url(&workspace.id);
+    let base = rpc_url.split("/a2a/").next().unwrap().to_owned();
+    let client = reqwest::Client::new();
+
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!((health.status().as_u16(), health.text().await.unwrap()), (200, "ok".to_owned()));
+
+    let get_rpc = client.get(&rpc_url).bearer_auth(OPERATOR_TOKEN).send().await.unwrap();
+    assert_eq!(get_rpc.status(), 405);
+    assert_eq!(get_rpc.headers()["allow"], "POST");
+    let post_card = client.post(format!("{rpc_url}/.well-known/agent-card.json")).send().await.unwrap();
+    assert_eq!(post_card.status(), 405);
+    assert_eq!(post_card.headers()["allow"], "GET, HEAD");
+
+    for path in ["/", "/a2a", "/v1/message:send", &format!("/a2a/{}/tasks", workspace.id)] {
+        let missing = client.post(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(missing.status(), 404, "{path}");
+    }
+}
