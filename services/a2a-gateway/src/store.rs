@@ -420,18 +420,13 @@ impl QueueStore {
         Ok(due.into_iter().chain(lease).min().map(from_ms))
     }
 
-    /// QUEUED items of a workspace.
+    /// QUEUED items of a workspace, as the store's triggers keep count of them.
     pub async fn depth(&self, workspace_id: Uuid) -> Result<u64> {
-        // The IN term repeats the claim index's predicate, which lets SQLite
-        // count from that index alone.
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM queue_items \
-             WHERE workspace_id = $1 AND state IN ('queued', 'in_flight') AND state = 'queued'",
-        )
-        .bind(workspace_id.to_string())
-        .fetch_one(self.db.pool())
-        .await?;
-        Ok(u64::try_from(count).unwrap_or_default())
+        let count: Option<i64> = sqlx::query_scalar("SELECT queued FROM queue_depths WHERE workspace_id = $1")
+            .bind(workspace_id.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(count.and_then(|count| u64::try_from(count).ok()).unwrap_or_default())
     }
 
     /// Drops every QUEUED and DEAD_LETTER item of a workspace (e.g. it was

@@ -66,6 +66,7 @@ agentmesh_testkit::on_every_engine!(
     items_convert_to_the_control_api,
     a_store_that_cannot_be_reached_says_so,
     a_large_backlog_drains_quickly,
+    the_depth_follows_every_way_in_and_out_of_the_queue,
 );
 
 /// Seconds after a fixed start.
@@ -889,4 +890,71 @@ async fn a_large_backlog_drains_quickly(backend: &Backend) {
         per_message(claiming),
         per_message(completing),
     );
+}
+
+/// The depth a queued reply reports is a count the store keeps as items
+/// change state; it must agree with the items themselves after every kind
+/// of change, for each workspace on its own.
+async fn the_depth_follows_every_way_in_and_out_of_the_queue(backend: &Backend) {
+    let store = &backend.store;
+    let (ws, ws2) = (Uuid::new_v4(), Uuid::new_v4());
+    let queued_items = |workspace_id| async move {
+        let filter =
+            ListFilter { workspace_id: Some(workspace_id), states: vec![QueueItemState::Queued], ..Default::default() };
+        store.list(&filter, 1000, None).await.unwrap().0.len() as u64
+    };
+    let expect = |depths: [u64; 2], step: &'static str| async move {
+        for (workspace_id, depth) in [ws, ws2].into_iter().zip(depths) {
+            assert_eq!(store.depth(workspace_id).await.unwrap(), depth, "{step}: the kept count");
+            assert_eq!(queued_items(workspace_id).await, depth, "{step}: the items");
+        }
+    };
+    assert_eq!(store.depth(ws).await.unwrap(), 0, "a workspace never queued for");
+
+    for i in 0..5 {
+        enqueue(store, NewQueueItem { expires_at: Some(t(50)), ..message(ws, &format!("a{i}"), 0) }, t(0)).await;
+    }
+    let expiring = enqueue(store, NewQueueItem { expires_at: Some(t(5)), ..message(ws2, "b0", 0) }, t(0)).await;
+    enqueue(store, NewQueueItem { max_attempts: 1, ..message(ws2, "b1", 1) }, t(0)).await;
+    enqueue(store, message(ws2, "b2", 0), t(0)).await;
+    expect([5, 3], "enqueued").await;
+    assert!(store.enqueue(message(ws, "a0", 0), t(1)).await.unwrap().duplicate);
+    expect([5, 3], "a duplicate").await;
+
+    let claimed = store.claim(ws, "r1", LEASE, 3, t(1)).await.unwrap();
+    expect([2, 3], "three claimed").await;
+    assert_eq!(store.release_unconsumed(&[claimed[0].id], "r1", "target busy", t(2)).await.unwrap(), 1);
+    expect([3, 3], "one put back unconsumed").await;
+    assert_eq!(
+        store.fail_attempt(claimed[1].id, "r1", "reset", t(3), t(2)).await.unwrap(),
+        Some(QueueItemState::Queued)
+    );
+    expect([4, 3], "a failed attempt to retry").await;
+    assert!(complete(store, claimed[2].id, "r1", "{}", t(2)).await.unwrap());
+    expect([4, 3], "one delivered").await;
+
+    let dead = store.claim(ws2, "r1", LEASE, 1, t(2)).await.unwrap();
+    assert_eq!(
+        store.fail_attempt(dead[0].id, "r1", "500", t(3), t(2)).await.unwrap(),
+        Some(QueueItemState::DeadLetter)
+    );
+    expect([4, 2], "a dead letter").await;
+    store.requeue_dead_letters(&Requeue { workspace_id: Some(ws2), ..Requeue::default() }, t(3)).await.unwrap();
+    expect([4, 3], "the dead letter requeued").await;
+
+    assert!(store.cancel(expiring.id, "canceled by its caller", t(4)).await.unwrap().is_some());
+    expect([4, 2], "one canceled").await;
+    enqueue(store, NewQueueItem { expires_at: Some(t(5)), ..message(ws2, "b3", 0) }, t(4)).await;
+    assert_eq!(store.expire_due(t(6)).await.unwrap().len(), 1);
+    expect([4, 2], "one expired").await;
+
+    let stale = DropStale { workspace_id: None, expired: true, reason: "stale".into(), ..DropStale::default() };
+    assert_eq!(store.drop_stale(&stale, t(60)).await.unwrap().0, 4, "a0..a4 but the delivered one, across workspaces");
+    expect([0, 2], "stale items dropped").await;
+    assert_eq!(store.drop_workspace(ws2, "removed", t(61)).await.unwrap(), 2);
+    expect([0, 0], "a removed workspace").await;
+    assert!(store.purge_finished(t(100_000)).await.unwrap() > 0);
+    expect([0, 0], "finished items purged").await;
+    enqueue(store, message(ws, "again", 0), t(100_001)).await;
+    expect([1, 0], "queued again").await;
 }
