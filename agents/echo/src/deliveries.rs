@@ -3,7 +3,10 @@
 //! far as the agent can tell: it is answered with the ids of its first
 //! delivery and not recorded again.
 
-use std::collections::{HashMap, VecDeque, hash_map::Entry};
+use std::{
+    collections::{HashMap, VecDeque, hash_map::Entry},
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use serde::Serialize;
 
@@ -26,6 +29,16 @@ pub(crate) struct Stats {
     pub(crate) duplicates: u64,
 }
 
+/// A recorded message: what a test counts at the agent to tell a lost or
+/// doubled message, and when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct Delivery {
+    pub(crate) message_id: Option<String>,
+    pub(crate) text: String,
+    /// Milliseconds since the Unix epoch, by the agent's clock.
+    pub(crate) received_at_ms: u64,
+}
+
 /// The record of deliveries, remembering the ids of the last `capacity`
 /// messages.
 pub(crate) struct Deliveries {
@@ -33,14 +46,23 @@ pub(crate) struct Deliveries {
     answers: HashMap<String, AnswerIds>,
     /// Remembered ids, oldest first, to forget in arrival order.
     order: VecDeque<String>,
-    /// Texts of the recorded messages, in arrival order.
+    /// The recorded messages, in arrival order.
+    recorded: Vec<Delivery>,
+    /// The same texts, kept apart so that `/admin/received` is a slice.
     texts: Vec<String>,
     duplicates: u64,
 }
 
 impl Deliveries {
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { capacity, answers: HashMap::new(), order: VecDeque::new(), texts: Vec::new(), duplicates: 0 }
+        Self {
+            capacity,
+            answers: HashMap::new(),
+            order: VecDeque::new(),
+            recorded: Vec::new(),
+            texts: Vec::new(),
+            duplicates: 0,
+        }
     }
 
     /// Takes in an admitted message and returns the ids of its answer. A
@@ -54,7 +76,7 @@ impl Deliveries {
         fresh: impl FnOnce() -> AnswerIds,
     ) -> AnswerIds {
         let Some(message_id) = message_id.filter(|_| self.capacity > 0) else {
-            self.texts.push(text);
+            self.record(message_id, text);
             return fresh();
         };
         match self.answers.entry(message_id.to_owned()) {
@@ -64,7 +86,7 @@ impl Deliveries {
             }
             Entry::Vacant(slot) => {
                 let ids = slot.insert(fresh()).clone();
-                self.texts.push(text);
+                self.record(Some(message_id), text);
                 self.order.push_back(message_id.to_owned());
                 if self.order.len() > self.capacity
                     && let Some(oldest) = self.order.pop_front()
@@ -74,6 +96,16 @@ impl Deliveries {
                 ids
             }
         }
+    }
+
+    fn record(&mut self, message_id: Option<&str>, text: String) {
+        let received_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64);
+        self.recorded.push(Delivery { message_id: message_id.map(str::to_owned), text: text.clone(), received_at_ms });
+        self.texts.push(text);
+    }
+
+    pub(crate) fn recorded(&self) -> &[Delivery] {
+        &self.recorded
     }
 
     pub(crate) fn texts(&self) -> &[String] {
@@ -102,6 +134,9 @@ mod tests {
         assert_eq!(first.reply_message_id, "r1");
         assert_eq!(deliveries.texts(), ["hello"]);
         assert_eq!(deliveries.stats(), Stats { received: 1, duplicates: 1 });
+        let recorded = deliveries.recorded();
+        assert_eq!((recorded.len(), recorded[0].message_id.as_deref()), (1, Some("m")));
+        assert!(recorded[0].received_at_ms > 1_700_000_000_000, "{recorded:?}");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! | `POST /admin/busy` `{"busy": bool}` | answer every message busy until switched back |
 //! | `POST /admin/exit` `{"code": n}` | answer, then exit with code `n` (0..=255) |
 //! | `GET /admin/received` | the texts of every accepted message, first deliveries only, in arrival order (text parts joined by `\n`) |
+//! | `GET /admin/deliveries` | the same messages as `[{"message_id": "…" or null, "text": "…", "received_at_ms": n}]`, with their A2A message ids and arrival times (ms since the Unix epoch) |
 //! | `GET /admin/stats` | `{"received": n, "duplicates": n}`: messages recorded, and deliveries of a message id already seen |
 //! | `GET /admin/load` | `{"busy_answers": n, "peak_in_flight": n}`: messages answered busy, and the most messages ever processed at once |
 //!
@@ -274,6 +275,7 @@ fn router(state: Arc<AgentState>) -> Router {
         .route("/admin/busy", post(set_busy))
         .route("/admin/exit", post(exit))
         .route("/admin/received", get(received))
+        .route("/admin/deliveries", get(deliveries))
         .route("/admin/stats", get(stats))
         .route("/admin/load", get(load))
         .with_state(state)
@@ -328,6 +330,10 @@ async fn exit(State(state): State<Arc<AgentState>>, Json(request): Json<Exit>) -
 
 async fn received(State(state): State<Arc<AgentState>>) -> Json<Vec<String>> {
     Json(state.deliveries().texts().to_vec())
+}
+
+async fn deliveries(State(state): State<Arc<AgentState>>) -> Json<Vec<deliveries::Delivery>> {
+    Json(state.deliveries().recorded().to_vec())
 }
 
 async fn stats(State(state): State<Arc<AgentState>>) -> Json<deliveries::Stats> {

@@ -304,6 +304,23 @@ async fn received_lists_texts_in_arrival_order() {
 }
 
 #[tokio::test]
+async fn deliveries_list_message_ids_and_arrival_times_of_first_deliveries() {
+    let agent = Agent::start(Config::default()).await;
+    for (text, id) in [("one", "id-1"), ("two", "id-2"), ("one again", "id-1")] {
+        agent.rpc(with_message_id(send_v1_without_id(text, None), id)).await;
+    }
+    agent.rpc(send_v1_without_id("anonymous", None)).await;
+    let deliveries = agent.get("/admin/deliveries").await;
+    let seen: Vec<(Value, Value)> =
+        deliveries.as_array().unwrap().iter().map(|d| (d["message_id"].clone(), d["text"].clone())).collect();
+    assert_eq!(seen, [(json!("id-1"), json!("one")), (json!("id-2"), json!("two")), (Value::Null, json!("anonymous"))]);
+    let times: Vec<u64> =
+        deliveries.as_array().unwrap().iter().map(|d| d["received_at_ms"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
+    agent.stop().await;
+}
+
+#[tokio::test]
 async fn status_reports_declared_capabilities_for_the_shim() {
     let capabilities = Capabilities { native_session: true, native_scheduler: false, native_status_mgmt: true };
     let agent = Agent::start(Config { capabilities, idle_timeout_seconds: Some(42), ..Config::default() }).await;

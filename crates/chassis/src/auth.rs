@@ -7,9 +7,6 @@
 //! and reflection stay open so that probes and `grpcurl list` work.
 
 use std::{
-    fs,
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -26,7 +23,9 @@ pub struct AuthConfig {
     /// Bearer tokens granting operator access. When none is configured, one
     /// is generated at first start into `<data_dir>/operator.token` (mode 0600).
     pub operator_tokens: Vec<String>,
-    /// Bearer tokens that agentmesh services present to each other.
+    /// Bearer tokens that agentmesh services present to each other. When
+    /// none is configured, one is generated at first start into
+    /// `<data_dir>/service.token` (mode 0600).
     pub service_tokens: Vec<String>,
 }
 
@@ -48,48 +47,47 @@ impl AuthConfig {
         Self { operator_tokens: hide(&self.operator_tokens), service_tokens: hide(&self.service_tokens) }
     }
 
-    /// Builds the authenticator, generating the operator token file if no
-    /// operator token is configured. Returns where that file is, if used.
+    /// Builds the authenticator. Where no operator token is configured, one
+    /// is generated at first start into `<data_dir>/operator.token` (mode
+    /// 0600), and where no service token is, one into
+    /// `<data_dir>/service.token`, so that services sharing a data
+    /// directory trust each other with nothing configured. Returns where the
+    /// operator token file is, if used.
     pub fn authenticator(&self, data_dir: &Path) -> std::io::Result<(Authenticator, Option<PathBuf>)> {
         let mut operator = self.operator_tokens.clone();
         let mut token_file = None;
         if operator.is_empty() {
-            let path = data_dir.join("operator.token");
+            let path = data_dir.join(OPERATOR_TOKEN_FILE);
             operator.push(load_or_create_token(&path)?);
             token_file = Some(path);
         }
+        let service = match self.service_tokens.is_empty() {
+            true => vec![load_or_create_token(&data_dir.join(SERVICE_TOKEN_FILE))?],
+            false => self.service_tokens.clone(),
+        };
         let digest = |tokens: &[String]| tokens.iter().map(|t| token_digest(t)).collect();
-        let inner = Inner { operator: digest(&operator), service: digest(&self.service_tokens) };
+        let inner = Inner { operator: digest(&operator), service: digest(&service) };
         Ok((Authenticator(Arc::new(inner)), token_file))
+    }
+
+    /// The service token this service presents to the others when its own
+    /// settings name none: the first configured service token, else the one
+    /// kept in `<data_dir>/service.token` (generated at first start).
+    pub fn service_token(&self, data_dir: &Path) -> std::io::Result<String> {
+        match self.service_tokens.first() {
+            Some(token) => Ok(token.clone()),
+            None => load_or_create_token(&data_dir.join(SERVICE_TOKEN_FILE)),
+        }
     }
 }
 
+/// Where a generated operator token is kept, under the data directory.
+pub const OPERATOR_TOKEN_FILE: &str = "operator.token";
+/// Where a generated service token is kept, under the data directory.
+pub const SERVICE_TOKEN_FILE: &str = "service.token";
+
 fn load_or_create_token(path: &Path) -> std::io::Result<String> {
-    match fs::read_to_string(path) {
-        Ok(token) if token.trim().len() >= MIN_TOKEN_LEN => return Ok(token.trim().to_owned()),
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} holds no usable token", path.display()),
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    let token = generate_token();
-    // create_new: two services sharing a data directory must not overwrite
-    // each other's freshly written token.
-    match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(mut file) => {
-            file.write_all(token.as_bytes())?;
-            Ok(token)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(fs::read_to_string(path)?.trim().to_owned()),
-        Err(e) => Err(e),
-    }
+    crate::installation::load_or_create(path, generate_token, |token| token.len() >= MIN_TOKEN_LEN)
 }
 
 /// A fresh random bearer token: 256 bits, hex encoded.
@@ -196,6 +194,8 @@ impl Caller {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn metadata(value: &str) -> MetadataMap {
@@ -231,6 +231,22 @@ mod tests {
         assert_eq!(auth.classify(&metadata(&format!("Bearer {token}"))), Caller::Operator);
         let (again, _) = AuthConfig::default().authenticator(&dir).unwrap();
         assert_eq!(again.classify(&metadata(&format!("Bearer {token}"))), Caller::Operator);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn services_sharing_a_data_directory_share_a_generated_service_token() {
+        let dir = std::env::temp_dir().join(format!("agentmesh-auth-{}", generate_token()));
+        let (registry, _) = AuthConfig::default().authenticator(&dir).unwrap();
+        let presented = AuthConfig::default().service_token(&dir).unwrap();
+        assert_eq!(presented, fs::read_to_string(dir.join(SERVICE_TOKEN_FILE)).unwrap());
+        assert_eq!(registry.classify(&metadata(&format!("Bearer {presented}"))), Caller::Service);
+
+        // Configured tokens win over the file, on both sides.
+        let configured = AuthConfig { service_tokens: vec!["configured-service-token".into()], ..Default::default() };
+        assert_eq!(configured.service_token(&dir).unwrap(), "configured-service-token");
+        let (strict, _) = configured.authenticator(&dir).unwrap();
+        assert_eq!(strict.classify(&metadata(&format!("Bearer {presented}"))), Caller::Bearer(presented.clone()));
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -37,6 +37,11 @@ pub struct CommonArgs {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Ask the server running with this configuration whether it is SERVING
+    /// (grpc.health.v1 on its listen address) and exit 0 if it is, 1 if not:
+    /// the probe of container health checks.
+    #[arg(long, conflicts_with = "print_config")]
+    pub health_check: bool,
 }
 
 /// TLS for the gRPC listener.
@@ -151,6 +156,11 @@ pub trait ServiceSettings: Default + Serialize + DeserializeOwned + Clone + std:
     fn redacted(&self) -> Self {
         self.clone()
     }
+
+    /// Fills in the token presented to other services where the settings
+    /// name none, with the installation's service token (see
+    /// [`crate::AuthConfig::service_token`]).
+    fn default_service_token(&mut self, _token: &str) {}
 }
 
 /// The effective configuration of one binary.

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod binary;
 pub mod client;
 pub mod config;
+pub mod installation;
 pub mod registry_events;
 pub mod server;
 pub mod status;

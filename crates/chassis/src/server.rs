@@ -12,6 +12,9 @@ use tonic_health::ServingStatus;
 
 use crate::{auth::Authenticator, config::TlsConfig, telemetry};
 
+/// How often a service that is not ready checks again.
+const NOT_READY_RECHECK: Duration = Duration::from_millis(200);
+
 /// What `serve` needs besides the routes.
 pub struct ServeOptions {
     /// Fully qualified gRPC service names reported through health.
@@ -89,25 +92,40 @@ where
         tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopping.cancelled_owned()));
     tracing::info!(%address, "listening");
 
+    let mut server = server;
     let mut serving = false;
-    let mut checks = tokio::time::interval(options.readiness_interval);
-    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_problem: Option<String> = None;
+    let mut next_check = Duration::ZERO;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = checks.tick() => {}
+            // The server ends only after shutdown began; ending before is a
+            // failure that balancers and the supervisor must both see.
+            ended = &mut server => {
+                for name in &names {
+                    health.set_service_status(*name, ServingStatus::NotServing).await;
+                }
+                let why = match ended {
+                    Ok(Ok(())) => "it returned".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                anyhow::bail!("the gRPC server on {address} stopped before shutdown: {why}");
+            }
+            () = tokio::time::sleep(next_check) => {}
         }
-        let ready_now = match tokio::time::timeout(options.readiness_interval, ready()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "not ready");
-                false
-            }
-            Err(_) => {
-                tracing::warn!("readiness check timed out");
-                false
-            }
+        let problem = match tokio::time::timeout(options.readiness_interval, ready()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_) => Some("the readiness check timed out".to_owned()),
         };
+        if problem != last_problem {
+            if let Some(problem) = &problem {
+                tracing::warn!(error = %problem, "not ready");
+            }
+            last_problem.clone_from(&problem);
+        }
+        let ready_now = problem.is_none();
         if ready_now != serving {
             serving = ready_now;
             let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
@@ -120,6 +138,10 @@ where
                 tracing::warn!("not ready: health reports NOT_SERVING");
             }
         }
+        // Until it is ready, a replica checks often, so that it takes traffic
+        // as soon as it can; once ready, at the configured pace.
+        next_check =
+            if serving { options.readiness_interval } else { options.readiness_interval.min(NOT_READY_RECHECK) };
     }
 
     for name in &names {

@@ -41,7 +41,10 @@ pub fn init(service_name: &'static str, config: &ServerConfig) -> anyhow::Result
     let fmt = if config.log_json {
         tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        tracing_subscriber::fmt::layer().boxed()
+        // Colour only for a person at a terminal: log files and container
+        // logs get plain text.
+        let colour = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
+        tracing_subscriber::fmt::layer().with_ansi(colour).boxed()
     };
 
     let (otel, provider) = match &config.otlp_endpoint {

@@ -115,7 +115,16 @@ impl Database {
                     .await?
             }
             Dialect::Postgres => {
-                AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5)).connect(url).await?
+                let options = AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5));
+                match options.clone().connect(url).await {
+                    // A new installation names its databases and lets each
+                    // service create its own, as SQLite files are created.
+                    Err(e) if database_missing(&e) => {
+                        create_postgres_database(url).await?;
+                        options.connect(url).await?
+                    }
+                    connected => connected?,
+                }
             }
         };
         Ok(Self { pool, dialect })
@@ -177,6 +186,35 @@ impl Database {
     }
 }
 
+fn postgres_code(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().map(|pg| pg.code().to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// PostgreSQL's "invalid catalog name": the URL names no database.
+fn database_missing(e: &sqlx::Error) -> bool {
+    postgres_code(e).as_deref() == Some("3D000")
+}
+
+/// Creates the database `url` names. Replicas starting together may race
+/// to it; the losers find it created ("duplicate database", or a unique
+/// violation on the catalog when the race is that close).
+async fn create_postgres_database(url: &str) -> Result<(), DbError> {
+    use sqlx::migrate::MigrateDatabase;
+    match sqlx::Postgres::create_database(url).await {
+        Ok(()) => {
+            tracing::info!("created the store's PostgreSQL database");
+            Ok(())
+        }
+        Err(e) if matches!(postgres_code(&e).as_deref(), Some("42P04" | "23505")) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether an error means "the database is not there right now" rather than
 /// "this statement is wrong": retrying later may succeed.
 pub fn unavailable(e: &sqlx::Error) -> bool {
@@ -222,6 +260,23 @@ impl FromStr for Dialect {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_postgres_database_that_does_not_exist_yet_is_created_once_by_racing_replicas() {
+        let Some(admin) = agentmesh_testkit::postgres::admin_url() else { return };
+        let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap();
+        let name = format!("gateway_test_created_{}", std::process::id());
+        let url = format!("{base}/{name}");
+        let replicas = (0..3).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { Database::connect(&url).await.map(|db| db.dialect()) })
+        });
+        for replica in replicas {
+            assert_eq!(replica.await.unwrap().unwrap(), Dialect::Postgres);
+        }
+        Database::connect(&url).await.unwrap().ping().await.unwrap();
+        agentmesh_testkit::postgres::drop_database(&url).await;
+    }
 
     #[test]
     fn a_lost_connection_is_unavailable_and_a_broken_statement_is_not() {

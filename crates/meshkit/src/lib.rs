@@ -23,6 +23,10 @@ use agentmesh_proto::{
 };
 use agentmesh_registry::settings::RegistrySettings;
 use agentmesh_scheduler::{dispatch::Dispatcher, settings::SchedulerSettings};
+pub use agentmesh_testkit::{
+    a2a::{Caller, Events, RpcReply, reply_text, send_request},
+    eventually,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -427,124 +431,13 @@ impl Drop for SchedulerNode {
     }
 }
 
-/// A JSON-RPC caller of the gateway's A2A front.
-#[derive(Clone)]
-pub struct Caller {
-    http: reqwest::Client,
-    token: String,
+/// The operator's caller of the gateway's A2A front, in meshes started here.
+pub trait OperatorCaller {
+    fn operator() -> Self;
 }
 
-pub struct RpcReply {
-    pub status: u16,
-    pub retry_after: Option<String>,
-    pub body: Value,
-}
-
-impl RpcReply {
-    /// The gateway's queueing report (`metadata.agentmesh.queued`) of a reply
-    /// that must be a queued message: HTTP 200 and a task in state
-    /// `submitted`.
-    pub fn queued(&self) -> &Value {
-        assert_eq!(self.status, 200, "{}", self.body);
-        let result = &self.body["result"];
-        assert_eq!(result["status"]["state"], "submitted", "{result}");
-        &result["metadata"]["agentmesh"]["queued"]
-    }
-}
-
-impl Caller {
-    pub fn new(token: &str) -> Self {
-        Self { http: reqwest::Client::new(), token: token.to_owned() }
-    }
-
-    pub fn operator() -> Self {
-        Self::new(OPERATOR_TOKEN)
-    }
-
-    pub async fn post(&self, url: &str, body: &Value, headers: &[(&str, &str)]) -> RpcReply {
-        let mut request = self.http.post(url).bearer_auth(&self.token).json(body);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let reply = request.send().await.unwrap();
-        let status = reply.status().as_u16();
-        let retry_after = reply.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
-        let body = reply.json().await.unwrap();
-        RpcReply { status, retry_after, body }
-    }
-
-    /// `message/send` of `text` with message id `message_id`.
-    pub async fn send(&self, url: &str, text: &str, message_id: &str) -> RpcReply {
-        self.post(url, &send_request(text, message_id), &[]).await
-    }
-
-    /// Posts a request answered with server-sent events (`message/stream`,
-    /// `tasks/resubscribe`…), to read them as they come.
-    pub async fn events(&self, url: &str, body: &Value) -> Events {
-        let response = self.http.post(url).bearer_auth(&self.token).json(body).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
-        assert_eq!(content_type.as_deref(), Some("text/event-stream"));
-        Events { response, pending: Vec::new(), ready: std::collections::VecDeque::new() }
-    }
-}
-
-/// The server-sent events of a streamed reply.
-pub struct Events {
-    response: reqwest::Response,
-    pending: Vec<u8>,
-    ready: std::collections::VecDeque<Value>,
-}
-
-impl Events {
-    /// The data of the next event, or `None` once the stream has ended.
-    pub async fn next(&mut self) -> Option<Value> {
-        loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Some(event);
-            }
-            let chunk = self.response.chunk().await.unwrap()?;
-            self.pending.extend_from_slice(&chunk);
-            while let Some(end) = self.pending.windows(2).position(|pair| pair == b"\n\n") {
-                let frame: Vec<u8> = self.pending.drain(..end + 2).collect();
-                for line in String::from_utf8(frame).unwrap().lines() {
-                    if let Some(data) = line.strip_prefix("data:") {
-                        self.ready.push_back(serde_json::from_str(data.trim()).unwrap());
-                    }
-                }
-            }
-        }
-    }
-}
-
-pub fn send_request(text: &str, message_id: &str) -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 1, "method": "message/send",
-        "params": { "message": { "kind": "message", "messageId": message_id, "role": "user",
-            "parts": [{ "kind": "text", "text": text }] } }
-    })
-}
-
-/// The text of the first text part of an agent's reply (task or message).
-pub fn reply_text(result: &Value) -> String {
-    let message = if result["kind"] == "task" { &result["status"]["message"] } else { result };
-    let parts = message["parts"].as_array().cloned().unwrap_or_default();
-    parts.iter().find_map(|p| p["text"].as_str()).map(str::to_owned).unwrap_or_else(|| panic!("no text in {result}"))
-}
-
-/// Polls `check` every 20 ms until it returns `Some`, for state that has no
-/// event to await (an agent's received list), failing after `within`.
-pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+impl OperatorCaller for Caller {
+    fn operator() -> Self {
+        Caller::new(OPERATOR_TOKEN)
     }
 }

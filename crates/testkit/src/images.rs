@@ -1,8 +1,8 @@
-//! The echo agent and the agent shim as static binaries and as the local
-//! image `agentmesh/echo-agent:dev`, for tests that run agents as processes
-//! or containers.
+//! The agentmesh binaries, statically linked, and the local images that
+//! carry them: `agentmesh/echo-agent:dev` for tests that run agents as
+//! containers, and every service's image for tests of the Compose stack.
 //!
-//! Both come from `deploy/images/build.sh`, run at most once per test
+//! All come from `deploy/images/build.sh`, run at most once per test
 //! process for each and serialized across test processes by a file lock.
 //! The script is incremental (cargo and the Docker build cache), so where CI
 //! already ran it the helpers only confirm everything is up to date; from a
@@ -23,6 +23,10 @@ pub const ECHO_AGENT_IMAGE: &str = "agentmesh/echo-agent:dev";
 pub struct StaticBinaries {
     pub echo_agent: PathBuf,
     pub shim: PathBuf,
+    pub registry: PathBuf,
+    pub provisioner: PathBuf,
+    pub gateway: PathBuf,
+    pub scheduler: PathBuf,
 }
 
 /// The static binaries, built first if needed.
@@ -30,7 +34,14 @@ pub fn static_binaries() -> &'static StaticBinaries {
     static BINARIES: OnceLock<StaticBinaries> = OnceLock::new();
     BINARIES.get_or_init(|| {
         let dir = PathBuf::from(run_build_script(&["--binaries-only"]));
-        StaticBinaries { echo_agent: dir.join("agentmesh-echo-agent"), shim: dir.join("agentmesh-agent-shim") }
+        StaticBinaries {
+            echo_agent: dir.join("agentmesh-echo-agent"),
+            shim: dir.join("agentmesh-agent-shim"),
+            registry: dir.join("agentmesh-registry"),
+            provisioner: dir.join("agentmesh-provisioner"),
+            gateway: dir.join("agentmesh-a2a-gateway"),
+            scheduler: dir.join("agentmesh-scheduler"),
+        }
     })
 }
 
@@ -38,12 +49,23 @@ pub fn static_binaries() -> &'static StaticBinaries {
 pub fn echo_agent_image() -> &'static str {
     static IMAGE: OnceLock<()> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        run_build_script(&[]);
+        run_build_script(&["--agents-only"]);
     });
     ECHO_AGENT_IMAGE
 }
 
-fn workspace_root() -> PathBuf {
+/// Every image the Compose stack runs: the four services', the agents', and
+/// the stand-ins for PostgreSQL and the balancer where the official images
+/// cannot be had (requires Docker; the stand-ins need debootstrap).
+pub fn mesh_images() {
+    static IMAGES: OnceLock<()> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        run_build_script(&[]);
+    });
+}
+
+/// The repository's root directory.
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 

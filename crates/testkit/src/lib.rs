@@ -1,5 +1,6 @@
 //! Test support shared by the services' integration tests.
 
+pub mod a2a;
 pub mod binary;
 pub mod engines;
 pub mod grpc;
@@ -7,3 +8,22 @@ pub mod images;
 pub mod postgres;
 pub mod python;
 pub mod tls;
+
+use std::time::Duration;
+
+/// Polls `check` every 20 ms until it returns `Some`, for state that has no
+/// event to await (an agent's received list), failing after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -17,9 +17,12 @@ struct Args {
     common: CommonArgs,
 }
 
+fn main() -> std::process::ExitCode {
+    agentmesh_chassis::binary::exit("agentmesh-a2a-gateway", run(Args::parse()))
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn run(args: Args) -> anyhow::Result<()> {
     let started = agentmesh_chassis::binary::start::<GatewaySettings>(
         "agentmesh-a2a-gateway",
         ([127, 0, 0, 1], 50053).into(),

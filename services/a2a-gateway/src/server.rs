@@ -26,10 +26,8 @@ pub async fn run(
     authenticator: Authenticator,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let a2a_listen = config.service.a2a_listen;
-    let a2a_listener = TcpListener::bind(a2a_listen)
-        .await
-        .with_context(|| format!("cannot listen on {a2a_listen} (gateway.a2a_listen)"))?;
+    let a2a_listen = config.service.a2a_listen(config.server.listen);
+    let a2a_listener = agentmesh_chassis::binary::bind(a2a_listen, "gateway.a2a_listen").await?;
     run_with_listeners(config, listener, a2a_listener, authenticator, shutdown).await
 }
 

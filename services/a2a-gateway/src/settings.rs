@@ -8,14 +8,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent_client::{AgentTls, TlsSetupError};
 
+/// The port of the A2A front when `a2a_listen` is unset.
+pub const DEFAULT_A2A_PORT: u16 = 8053;
+
 /// The idle timeout when none is configured (GW-4).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewaySettings {
-    /// Where the A2A front (JSON-RPC over HTTP, one path per workspace) listens.
-    pub a2a_listen: SocketAddr,
+    /// Where the A2A front (JSON-RPC over HTTP, one path per workspace)
+    /// listens; unset means the host of the gRPC `listen` address, port
+    /// [`DEFAULT_A2A_PORT`] (so a gateway serving gRPC on every interface,
+    /// as in a container, serves A2A there too).
+    pub a2a_listen: Option<SocketAddr>,
     /// The base URL callers reach the A2A front under, written into the
     /// agent cards the gateway serves; empty means `http://<a2a_listen>`.
     pub public_url: String,
@@ -63,7 +69,7 @@ pub struct GatewaySettings {
 impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
-            a2a_listen: SocketAddr::from(([127, 0, 0, 1], 8053)),
+            a2a_listen: None,
             public_url: String::new(),
             public_grpc_address: String::new(),
             registry_address: "http://127.0.0.1:50051".to_owned(),
@@ -118,9 +124,19 @@ impl ServiceSettings for GatewaySettings {
         let service_token = if self.service_token.is_empty() { String::new() } else { "<redacted>".to_owned() };
         Self { service_token, ..self.clone() }
     }
+    fn default_service_token(&mut self, token: &str) {
+        if self.service_token.is_empty() {
+            token.clone_into(&mut self.service_token);
+        }
+    }
 }
 
 impl GatewaySettings {
+    /// Where the A2A front listens, for a gateway serving gRPC on `listen`.
+    pub fn a2a_listen(&self, listen: SocketAddr) -> SocketAddr {
+        self.a2a_listen.unwrap_or_else(|| SocketAddr::new(listen.ip(), DEFAULT_A2A_PORT))
+    }
+
     pub fn network(&self) -> NetworkMode {
         self.network_mode.parse().unwrap_or(NetworkMode::Strict)
     }
@@ -204,6 +220,16 @@ mod tests {
             assert_eq!(timeout, DEFAULT_IDLE_TIMEOUT, "{bad}");
             assert!(warning.expect("a warning").contains("not a positive integer"), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_a2a_front_listens_beside_grpc_unless_told_otherwise() {
+        let grpc: SocketAddr = "0.0.0.0:50053".parse().unwrap();
+        assert_eq!(GatewaySettings::default().a2a_listen(grpc), "0.0.0.0:8053".parse().unwrap());
+        let local: SocketAddr = "127.0.0.1:50053".parse().unwrap();
+        assert_eq!(GatewaySettings::default().a2a_listen(local), "127.0.0.1:8053".parse().unwrap());
+        let configured = GatewaySettings { a2a_listen: Some("10.0.0.1:9000".parse().unwrap()), ..Default::default() };
+        assert_eq!(configured.a2a_listen(grpc), "10.0.0.1:9000".parse().unwrap());
     }
 
     #[test]

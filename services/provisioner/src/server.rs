@@ -67,11 +67,14 @@ async fn build_runtime(
 
 /// Runs a provisioner with the configured runtimes until `shutdown`.
 pub async fn run(
-    config: Config<ProvisionerSettings>,
+    mut config: Config<ProvisionerSettings>,
     listener: TcpListener,
     authenticator: Authenticator,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let data_dir = &config.server.data_dir;
+    config.service.settle_mesh_id(data_dir).with_context(|| format!("provisioner.mesh_id: {}", data_dir.display()))?;
+    tracing::info!(mesh_id = %config.service.mesh_id, "workloads are stamped with this installation's mesh id");
     let runtimes = configured_runtimes(&config).await?;
     run_with_runtimes(config, listener, authenticator, runtimes, shutdown).await
 }

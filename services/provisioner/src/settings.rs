@@ -1,6 +1,9 @@
 //! The provisioner's own settings (the `[provisioner]` table).
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use agentmesh_chassis::ServiceSettings;
 use serde::{Deserialize, Serialize};
@@ -11,9 +14,11 @@ use crate::runtime::ResourceLimits;
 #[serde(default, deny_unknown_fields)]
 pub struct ProvisionerSettings {
     /// This mesh installation's id, stamped on every workload and volume.
-    /// The orphan sweeper reaps only workloads carrying it, so two
-    /// installations sharing an engine need different ids; keep it stable
-    /// (a changed id strands the workloads stamped with the old one).
+    /// The orphan sweeper reaps only workloads carrying it, which is what
+    /// keeps installations sharing an engine apart. Empty (the default)
+    /// means the id generated at first start and kept in
+    /// `<data_dir>/mesh-id`; keep it stable (a changed id strands the
+    /// workloads stamped with the old one).
     pub mesh_id: String,
     /// Where the provisioner reaches the registry.
     pub registry_address: String,
@@ -58,7 +63,7 @@ pub struct ProvisionerSettings {
 impl Default for ProvisionerSettings {
     fn default() -> Self {
         Self {
-            mesh_id: "default".to_owned(),
+            mesh_id: String::new(),
             registry_address: "http://127.0.0.1:50051".to_owned(),
             registry_token: String::new(),
             workload_registry_address: String::new(),
@@ -162,6 +167,24 @@ impl TierConfig {
     }
 }
 
+/// Where a generated mesh id is kept, under the data directory.
+pub const MESH_ID_FILE: &str = "mesh-id";
+
+impl ProvisionerSettings {
+    /// Settles the mesh id: as configured, else the one kept in
+    /// `<data_dir>/mesh-id`, generated there at first start. It lives beside
+    /// the store rather than in it, so that a wiped store still knows which
+    /// workloads were its own and the orphan sweeper reaps them.
+    pub fn settle_mesh_id(&mut self, data_dir: &Path) -> std::io::Result<()> {
+        if self.mesh_id.is_empty() {
+            let generate = || uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            self.mesh_id =
+                agentmesh_chassis::installation::load_or_create(&data_dir.join(MESH_ID_FILE), generate, is_mesh_id)?;
+        }
+        Ok(())
+    }
+}
+
 fn is_mesh_id(id: &str) -> bool {
     (1..=40).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -178,7 +201,7 @@ impl ServiceSettings for ProvisionerSettings {
     const SECTION: &'static str = "provisioner";
 
     fn validate(&self, errors: &mut Vec<String>) {
-        if !is_mesh_id(&self.mesh_id) {
+        if !self.mesh_id.is_empty() && !is_mesh_id(&self.mesh_id) {
             errors.push("provisioner.mesh_id: 1-40 characters of [a-z0-9-], not starting or ending with '-'".into());
         }
         for (name, address) in [
@@ -248,6 +271,11 @@ impl ServiceSettings for ProvisionerSettings {
             copy.registry_token = "<redacted>".to_owned();
         }
         copy
+    }
+    fn default_service_token(&mut self, token: &str) {
+        if self.registry_token.is_empty() {
+            token.clone_into(&mut self.registry_token);
+        }
     }
 }
 

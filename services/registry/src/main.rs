@@ -11,9 +11,12 @@ struct Args {
     common: CommonArgs,
 }
 
+fn main() -> std::process::ExitCode {
+    agentmesh_chassis::binary::exit("agentmesh-registry", run(Args::parse()))
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn run(args: Args) -> anyhow::Result<()> {
     let started = agentmesh_chassis::binary::start::<RegistrySettings>(
         "agentmesh-registry",
         ([127, 0, 0, 1], 50051).into(),

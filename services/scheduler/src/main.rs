@@ -11,9 +11,12 @@ struct Args {
     common: CommonArgs,
 }
 
+fn main() -> std::process::ExitCode {
+    agentmesh_chassis::binary::exit("agentmesh-scheduler", run(Args::parse()))
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn run(args: Args) -> anyhow::Result<()> {
     let started = agentmesh_chassis::binary::start::<SchedulerSettings>(
         "agentmesh-scheduler",
         ([127, 0, 0, 1], 50054).into(),

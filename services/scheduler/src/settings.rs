@@ -91,6 +91,11 @@ impl ServiceSettings for SchedulerSettings {
         let service_token = if self.service_token.is_empty() { String::new() } else { "<redacted>".to_owned() };
         Self { service_token, ..self.clone() }
     }
+    fn default_service_token(&mut self, token: &str) {
+        if self.service_token.is_empty() {
+            token.clone_into(&mut self.service_token);
+        }
+    }
 }
 
 impl SchedulerSettings {

@@ -56,7 +56,10 @@ const CLIENT_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerSettings {
     /// The network workloads are attached to (e.g. a user-defined bridge that
-    /// reaches the registry); `None` is the engine's default bridge.
+    /// reaches the registry). `None`: the user-defined network the
+    /// provisioner's own container is on, when it runs in a container of
+    /// this engine (so that workloads reach the registry under the names the
+    /// provisioner uses, as in the Compose stack); else the default bridge.
     pub network: Option<String>,
     /// The grace the engine gives a workload when it stops it on its own
     /// (`docker stop` without a timeout, engine shutdown); the provisioner's
@@ -104,6 +107,8 @@ pub struct DockerRuntime {
     settings: DockerSettings,
     source: ClientSource,
     client: OnceCell<Docker>,
+    /// The network of the provisioner's own container, looked up once.
+    own_network: OnceCell<Option<String>>,
 }
 
 impl DockerRuntime {
@@ -132,7 +137,14 @@ impl DockerRuntime {
     }
 
     fn with_source(source: ClientSource, identity: Identity, settings: DockerSettings) -> Self {
-        Self { instance_label: identity.instance_label(), identity, settings, source, client: OnceCell::new() }
+        Self {
+            instance_label: identity.instance_label(),
+            identity,
+            settings,
+            source,
+            client: OnceCell::new(),
+            own_network: OnceCell::new(),
+        }
     }
 
     /// The client, speaking the engine's API version.
@@ -246,7 +258,16 @@ impl DockerRuntime {
         Ok(name)
     }
 
-    fn container_body(&self, spec: &WorkloadSpec, volume: String) -> ContainerCreateBody {
+    /// The network a workload joins (see [`DockerSettings::network`]).
+    async fn workload_network(&self, docker: &Docker) -> Result<Option<String>, EngineError> {
+        if let Some(network) = &self.settings.network {
+            return Ok(Some(network.clone()));
+        }
+        let own = self.own_network.get_or_try_init(|| own_network(docker, self.timeout())).await?;
+        Ok(own.clone())
+    }
+
+    fn container_body(&self, spec: &WorkloadSpec, volume: String, network: Option<String>) -> ContainerCreateBody {
         let limits = spec.limits;
         let memory = (limits.memory_bytes > 0).then(|| i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX));
         let host_config = HostConfig {
@@ -261,7 +282,7 @@ impl DockerRuntime {
                 typ: Some(MountType::VOLUME),
                 ..Default::default()
             }]),
-            network_mode: self.settings.network.clone(),
+            network_mode: network,
             init: Some(self.settings.init),
             // The provisioner restarts workloads itself, through the policy gate (PRV-10).
             restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
@@ -325,7 +346,8 @@ impl Runtime for DockerRuntime {
         self.ensure_image(docker, &spec.image).await?;
         let volume = self.ensure_volume(docker, &spec.workspace_id).await?;
         let options = CreateContainerOptions { name: Some(name.clone()), ..Default::default() };
-        let body = self.container_body(spec, volume);
+        let network = self.workload_network(docker).await?;
+        let body = self.container_body(spec, volume, network);
         let created = call("create container", self.timeout(), docker.create_container(Some(options), body)).await?;
         if let Err(err) = call("start container", self.timeout(), docker.start_container(&created.id, None)).await {
             // A container that never ran would only hold the name and read as exited.
@@ -595,6 +617,33 @@ async fn call<T>(
         Ok(result) => result.map_err(|err| engine_error(op, err)),
         Err(_) => Err(EngineError::Unreachable(format!("{op}: the docker engine did not answer within {limit:?}"))),
     }
+}
+
+/// The user-defined network of the container this process runs in, if it
+/// runs in a container of the engine behind `docker`: Docker names a
+/// container's host after its id unless told otherwise.
+async fn own_network(docker: &Docker, limit: Duration) -> Result<Option<String>, EngineError> {
+    if !std::path::Path::new("/.dockerenv").exists() {
+        return Ok(None);
+    }
+    let Ok(hostname) = std::fs::read_to_string("/etc/hostname") else { return Ok(None) };
+    let container = match call("inspect own container", limit, docker.inspect_container(hostname.trim(), None)).await {
+        Ok(container) => container,
+        Err(err) if err.is_not_found() => {
+            tracing::info!(
+                hostname = hostname.trim(),
+                "not a container of this engine: workloads join its default bridge"
+            );
+            return Ok(None);
+        }
+        Err(err) => return Err(err),
+    };
+    let networks = container.network_settings.and_then(|settings| settings.networks).unwrap_or_default();
+    let network = networks.into_keys().filter(|name| !["bridge", "host", "none"].contains(&name.as_str())).min();
+    if let Some(network) = &network {
+        tracing::info!(%network, "workloads join the provisioner's own network");
+    }
+    Ok(network)
 }
 
 fn open(endpoint: &str) -> Result<Docker, EngineError> {
