@@ -12,7 +12,7 @@ use std::{
 
 use agentmesh_e2e::{
     agent::{Agent, Delivery},
-    compose::{self, A2A_PORT, GATEWAY, REGISTRY, SCHEDULER, Stack},
+    compose::{self, A2A_PORT, GATEWAY, HostPorts, REGISTRY, SCHEDULER, Stack},
     docker, mesh, report_figure,
 };
 use agentmesh_proto::{
@@ -46,7 +46,7 @@ fn now_ms() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scaled_mesh_delivers_every_message_and_run_once_while_replicas_die() {
-    let Some(stack) = Stack::up(OVERRIDES, &SCALE).await else { return };
+    let Some(stack) = Stack::up(OVERRIDES, &SCALE, HostPorts::Free).await else { return };
 
     // Every replica of every service serves.
     let mut replicas = BTreeMap::new();

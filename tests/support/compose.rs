@@ -39,6 +39,15 @@ pub struct Replica {
     pub ip: String,
 }
 
+/// Where the balancer publishes the services on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPorts {
+    /// Free ports Docker picks, so that stacks never collide.
+    Free,
+    /// The documented ones (50051-50054, 8053), as a user's stack has them.
+    Documented,
+}
+
 /// A Compose project brought up from `deploy/compose/docker-compose.yml`
 /// and a test's override file; brought down (volumes too) when dropped.
 pub struct Stack {
@@ -48,14 +57,16 @@ pub struct Stack {
     program: Vec<String>,
     files: Vec<PathBuf>,
     _overrides: tempfile::NamedTempFile,
+    ports: HostPorts,
     is_down: bool,
 }
 
 impl Stack {
     /// Builds the images (once per test run), then starts the stack with the
-    /// services scaled as given and `overrides` (a Compose file) on top.
+    /// services scaled as given and `overrides` (a Compose file; empty for
+    /// none) on top.
     /// `None` where no Docker engine answers, outside CI.
-    pub async fn up(overrides: &str, scale: &[(&str, usize)]) -> Option<Self> {
+    pub async fn up(overrides: &str, scale: &[(&str, usize)], ports: HostPorts) -> Option<Self> {
         if !docker::engine_available().await {
             return None;
         }
@@ -66,13 +77,17 @@ impl Stack {
         };
         let mut override_file = tempfile::Builder::new().suffix(".yml").tempfile().unwrap();
         std::io::Write::write_all(&mut override_file, overrides.as_bytes()).unwrap();
-        let compose_file = agentmesh_testkit::images::workspace_root().join("deploy/compose/docker-compose.yml");
+        let mut files = vec![agentmesh_testkit::images::workspace_root().join("deploy/compose/docker-compose.yml")];
+        if !overrides.is_empty() {
+            files.push(override_file.path().to_owned());
+        }
         let stack = Self {
             started_at: std::time::Instant::now(),
             project: format!("amtest{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
             program,
-            files: vec![compose_file, override_file.path().to_owned()],
+            files,
             _overrides: override_file,
+            ports,
             is_down: false,
         };
         let mut args = vec!["up".to_owned(), "-d".to_owned()];
@@ -95,9 +110,10 @@ impl Stack {
         for file in &self.files {
             command.arg("--file").arg(file);
         }
-        // Empty ports: Docker picks free host ports, so stacks never collide.
-        for port in ["REGISTRY", "PROVISIONER", "GATEWAY", "SCHEDULER", "A2A"] {
-            command.env(format!("AGENTMESH_{port}_PORT"), "");
+        if self.ports == HostPorts::Free {
+            for port in ["REGISTRY", "PROVISIONER", "GATEWAY", "SCHEDULER", "A2A"] {
+                command.env(format!("AGENTMESH_{port}_PORT"), "");
+            }
         }
         command.args(args);
         command
