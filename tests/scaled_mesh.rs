@@ -38,6 +38,9 @@ services:
       AGENTMESH_SCHEDULER__LEASE_SECS: "4"
 "#;
 
+/// Callers sending at once, each one message at a time.
+const FLOWS: usize = 4;
+
 const SCALE: [(&str, usize); 3] = [(REGISTRY, 2), (GATEWAY, 2), (SCHEDULER, 3)];
 
 fn now_ms() -> u64 {
@@ -60,6 +63,7 @@ async fn a_scaled_mesh_delivers_every_message_and_run_once_while_replicas_die() 
         }
         replicas.insert(service, found);
     }
+    report_figure("compose up (PostgreSQL initialised and healthy, containers started)", stack.up_took);
     report_figure("compose cold start to every replica SERVING", stack.started_at.elapsed());
 
     let operator = mesh::Operator { token: stack.read_data_file("operator.token").await };
@@ -76,7 +80,11 @@ async fn a_scaled_mesh_delivers_every_message_and_run_once_while_replicas_die() 
         runtime_kind: rpb::RuntimeKind::Docker as i32,
         image: agentmesh_testkit::images::ECHO_AGENT_IMAGE.into(),
         max_concurrent_tasks: 8,
-        env: [("AGENTMESH_HEARTBEAT_INTERVAL_MS".to_owned(), "1000".to_owned())].into(),
+        // A little work per message, so that messages are in flight when a
+        // replica dies and are sent again, for the agent to recognise.
+        env: [("AGENTMESH_HEARTBEAT_INTERVAL_MS", "1000"), ("AGENTMESH_ECHO_DELAY_MS", "50")]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .into(),
         ..Default::default()
     };
     let created = operator
@@ -156,8 +164,10 @@ async fn a_scaled_mesh_delivers_every_message_and_run_once_while_replicas_die() 
     // Traffic flows while one replica of each scaled service is killed.
     let stop = CancellationToken::new();
     let accepted = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
-    let traffic = tokio::spawn(sender.clone().flow(targets.clone(), accepted.clone(), stop.clone()));
-    more_accepted(&accepted, 50).await;
+    let flows: Vec<_> = (0..FLOWS)
+        .map(|flow| tokio::spawn(sender.clone().flow(flow, targets.clone(), accepted.clone(), stop.clone())))
+        .collect();
+    more_accepted(&accepted, 200).await;
 
     let victim = &replicas[GATEWAY][1];
     let killed_at = now_ms();
@@ -171,14 +181,14 @@ async fn a_scaled_mesh_delivers_every_message_and_run_once_while_replicas_die() 
         "gateway replica SIGKILL to the next message answered",
         Duration::from_millis(first_accepted_after - killed_at),
     );
-    more_accepted(&accepted, 50).await;
+    more_accepted(&accepted, 200).await;
 
     let victim = &replicas[REGISTRY][0];
     let killed = Instant::now();
     stack.kill(victim).await;
     eventually(Duration::from_secs(30), || async { operator.workspace(&registry, &workspace_id).await.ok() }).await;
     report_figure("registry replica SIGKILL to the next call answered", killed.elapsed());
-    more_accepted(&accepted, 50).await;
+    more_accepted(&accepted, 200).await;
 
     let victim = &replicas[SCHEDULER][0];
     let killed_at = now_ms();
@@ -204,8 +214,11 @@ async fn a_scaled_mesh_delivers_every_message_and_run_once_while_replicas_die() 
     .await;
 
     stop.cancel();
-    let sent = traffic.await.unwrap();
-    assert!(sent.len() > 50, "too little traffic to mean anything: {}", sent.len());
+    let mut sent = BTreeMap::new();
+    for flow in flows {
+        sent.extend(flow.await.unwrap());
+    }
+    assert!(sent.len() > 200, "too little traffic to mean anything: {}", sent.len());
     operator
         .scheduler(&scheduler)
         .pause_schedule(spb::PauseScheduleRequest { schedule_id: schedule.id.clone(), ..Default::default() })
@@ -335,6 +348,7 @@ impl Sender {
     /// records when each was accepted. Returns the sent texts by message id.
     async fn flow(
         self,
+        flow: usize,
         targets: Vec<String>,
         accepted: Arc<Mutex<Vec<(String, u64)>>>,
         stop: CancellationToken,
@@ -344,8 +358,8 @@ impl Sender {
             if stop.is_cancelled() {
                 break;
             }
-            let (id, text) = (format!("traffic-{n}"), format!("traffic {n}"));
-            let mut url = &targets[n % targets.len()];
+            let (id, text) = (format!("traffic-{flow}-{n}"), format!("traffic {flow} {n}"));
+            let mut url = &targets[(flow + n) % targets.len()];
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 match self.send(url, &text, &id).await {
@@ -359,7 +373,6 @@ impl Sender {
             }
             accepted.lock().unwrap().push((id.clone(), now_ms()));
             sent.insert(id, text);
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sent
     }

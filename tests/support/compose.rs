@@ -53,6 +53,9 @@ pub enum HostPorts {
 pub struct Stack {
     /// When `up` was asked to start the containers (the images were built).
     pub started_at: std::time::Instant,
+    /// How long `up` took: PostgreSQL initialised and healthy (the services
+    /// wait for it), then every container created and started.
+    pub up_took: std::time::Duration,
     project: String,
     program: Vec<String>,
     files: Vec<PathBuf>,
@@ -81,8 +84,9 @@ impl Stack {
         if !overrides.is_empty() {
             files.push(override_file.path().to_owned());
         }
-        let stack = Self {
+        let mut stack = Self {
             started_at: std::time::Instant::now(),
+            up_took: std::time::Duration::ZERO,
             project: format!("amtest{}", &uuid::Uuid::new_v4().simple().to_string()[..10]),
             program,
             files,
@@ -96,6 +100,7 @@ impl Stack {
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         stack.compose(&args).await;
+        stack.up_took = stack.started_at.elapsed();
         Some(stack)
     }
 
