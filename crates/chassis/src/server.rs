@@ -12,6 +12,10 @@ use tonic_health::ServingStatus;
 
 use crate::{auth::Authenticator, config::TlsConfig, telemetry};
 
+/// The health service name that is SERVING whenever the process serves
+/// gRPC at all, ready or not: what a liveness probe asks for.
+pub const LIVENESS: &str = "liveness";
+
 /// How often a service that is not ready checks again.
 const NOT_READY_RECHECK: Duration = Duration::from_millis(200);
 
@@ -67,6 +71,9 @@ where
     for name in &names {
         health.set_service_status(*name, ServingStatus::NotServing).await;
     }
+    // Liveness is not readiness: a replica whose store is down stops taking
+    // traffic but must not be restarted for it.
+    health.set_service_status(LIVENESS, ServingStatus::Serving).await;
 
     let reflection_v1 = reflection(&options.health_services).build_v1()?;
     // grpcurl and many other tools still speak only v1alpha.
@@ -98,6 +105,9 @@ where
     let mut next_check = Duration::ZERO;
     loop {
         tokio::select! {
+            // First: the server ends because shutdown began, and then both
+            // are ready.
+            biased;
             () = shutdown.cancelled() => break,
             // The server ends only after shutdown began; ending before is a
             // failure that balancers and the supervisor must both see.
@@ -144,7 +154,7 @@ where
             if serving { options.readiness_interval } else { options.readiness_interval.min(NOT_READY_RECHECK) };
     }
 
-    for name in &names {
+    for name in names.iter().chain([&LIVENESS]) {
         health.set_service_status(*name, ServingStatus::NotServing).await;
         // Ends open health watches after they have seen NOT_SERVING, so
         // they do not hold the drain until the grace period runs out.

@@ -44,6 +44,9 @@ async fn health_waits_for_readiness_and_both_reflection_versions_answer() {
     let mut watch = health.watch(request.clone()).await.unwrap().into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::NotServing, "not ready yet");
+    let liveness = HealthCheckRequest { service: agentmesh_chassis::server::LIVENESS.into() };
+    let alive = health.check(liveness).await.unwrap().into_inner();
+    assert_eq!(alive.status(), ServingStatus::Serving, "alive while not ready: nothing to restart");
     dependency_up.store(true, Ordering::SeqCst);
     let next = watch.message().await.unwrap().unwrap();
     assert_eq!(next.status(), ServingStatus::Serving);

@@ -5,6 +5,7 @@ pub mod binary;
 pub mod engines;
 pub mod grpc;
 pub mod images;
+pub mod kube;
 pub mod postgres;
 pub mod python;
 pub mod tls;

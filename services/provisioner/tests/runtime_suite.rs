@@ -1,11 +1,10 @@
 //! One suite, every runtime (ARCH-4): the same behaviours checked against
 //! Docker (the real engine, the echo agent image), processes (the echo agent
-//! binary under the shim), Kubernetes (kube's client over the stateful fake
-//! API) and the external stand-in, which must refuse what it cannot do.
+//! binary under the shim), Kubernetes (a real API server, with the test
+//! playing the kubelet) and the external stand-in, which must refuse what it
+//! cannot do.
 
 mod common;
-#[path = "support/fake_kube.rs"]
-mod fake_kube;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -71,7 +70,7 @@ fn identity(instance: &str) -> Identity {
     Identity { mesh_id: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]), instance: instance.into() }
 }
 
-async fn docker() -> Subject {
+async fn docker() -> Option<Subject> {
     common::docker::echo_image().await;
     let network = common::docker::TestNetwork::create();
     let runtime = Arc::new(network.docker_runtime("docker:suite"));
@@ -80,10 +79,10 @@ async fn docker() -> Subject {
         command: String::new(),
         args: behaviour.to_vec(),
     };
-    Subject { runtime, workload, _keep: Box::new(network) }
+    Some(Subject { runtime, workload, _keep: Box::new(network) })
 }
 
-async fn process() -> Subject {
+async fn process() -> Option<Subject> {
     tokio::task::spawn_blocking(agentmesh_testkit::images::static_binaries).await.unwrap();
     let state = tempfile::tempdir().unwrap();
     let runtime = Arc::new(ProcessRuntime::new(identity("process:suite"), state.path().to_owned()));
@@ -93,20 +92,24 @@ async fn process() -> Subject {
         args.extend_from_slice(behaviour);
         Program { image: String::new(), command: binaries.shim.display().to_string(), args }
     };
-    Subject { runtime, workload, _keep: Box::new(state) }
+    Some(Subject { runtime, workload, _keep: Box::new(state) })
 }
 
-async fn kubernetes() -> Subject {
-    let identity = identity("kubernetes:suite");
-    let fake = fake_kube::FakeKube::new("agents", &identity);
-    let runtime =
-        Arc::new(KubernetesRuntime::new(fake.client(), "agents".into(), identity, KubernetesSettings::default()));
+/// The Kubernetes runtime on a real API server, in a namespace of its own,
+/// with a kubelet played by the test; `None` where there is no server.
+async fn kubernetes() -> Option<Subject> {
+    let server = agentmesh_testkit::kube::ApiServer::shared()?;
+    let namespace = server.namespace("suite").await;
+    let admin = server.admin().await;
+    let kubelet = agentmesh_testkit::kube::Kubelet::new(admin.clone(), &namespace).run_echo_agents();
+    let settings = KubernetesSettings { deletion_timeout: Duration::from_secs(5), ..KubernetesSettings::default() };
+    let runtime = Arc::new(KubernetesRuntime::new(admin, namespace, identity("kubernetes:suite"), settings));
     let workload: Describe = |behaviour| Program {
         image: "agentmesh/echo-agent:dev".into(),
         command: String::new(),
         args: behaviour.to_vec(),
     };
-    Subject { runtime, workload, _keep: Box::new(fake) }
+    Some(Subject { runtime, workload, _keep: Box::new(kubelet) })
 }
 
 async fn runs_then_stops_and_a_second_stop_finds_nothing(subject: Subject) {
@@ -163,15 +166,18 @@ macro_rules! suite {
         $(mod $runtime {
             #[tokio::test(flavor = "multi_thread")]
             async fn runs_then_stops_and_a_second_stop_finds_nothing() {
-                super::runs_then_stops_and_a_second_stop_finds_nothing(super::$runtime().await).await;
+                let Some(subject) = super::$runtime().await else { return };
+                super::runs_then_stops_and_a_second_stop_finds_nothing(subject).await;
             }
             #[tokio::test(flavor = "multi_thread")]
             async fn an_exit_is_reported_as_an_event_and_probed_with_its_code() {
-                super::an_exit_is_reported_as_an_event_and_probed_with_its_code(super::$runtime().await).await;
+                let Some(subject) = super::$runtime().await else { return };
+                super::an_exit_is_reported_as_an_event_and_probed_with_its_code(subject).await;
             }
             #[tokio::test(flavor = "multi_thread")]
             async fn an_unknown_workspace_is_absent() {
-                super::an_unknown_workspace_is_absent(super::$runtime().await).await;
+                let Some(subject) = super::$runtime().await else { return };
+                super::an_unknown_workspace_is_absent(subject).await;
             }
         })*
     };

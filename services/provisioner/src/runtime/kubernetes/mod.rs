@@ -396,12 +396,23 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn watch(&self) -> Result<BoxStream<'static, WorkloadEvent>, RuntimeError> {
+        // List, then watch from the list's version: the caller hears about
+        // every pod there is, then every change, and a caller that watches
+        // again after a break (or a 410 Gone for a version too old) lists
+        // again. A watch from version "0" would ask the server for its
+        // initial state instead, which servers on an etcd without progress
+        // notifications refuse.
+        let listed = self.call(self.pods.list(&ListParams::default().labels(&self.selector))).await?;
+        let version = listed.metadata.resource_version.clone().unwrap_or_else(|| "0".to_owned());
         let params = WatchParams::default().labels(&self.selector).timeout(WATCH_SECONDS);
-        // Version "0" starts with an ADDED event per existing pod, so a
-        // caller that re-watches after a break hears about everything again.
-        let events = self.call(self.pods.watch(&params, "0")).await?;
+        let events = self.call(self.pods.watch(&params, &version)).await?;
         let ours = self.ours.clone();
-        Ok(events
+        let existing: Vec<WorkloadEvent> = listed
+            .items
+            .iter()
+            .filter_map(|pod| ours.workspace_of(pod).map(|workspace_id| WorkloadEvent { workspace_id }))
+            .collect();
+        let changes = events
             .take_while(|event| ready(matches!(event, Ok(event) if !matches!(event, WatchEvent::Error(_)))))
             .filter_map(move |event| {
                 ready(match event {
@@ -410,8 +421,8 @@ impl Runtime for KubernetesRuntime {
                     }
                     _ => None,
                 })
-            })
-            .boxed())
+            });
+        Ok(futures::stream::iter(existing).chain(changes).boxed())
     }
 
     async fn logs(
