@@ -249,3 +249,64 @@ async fn a_second_provisioner_on_another_namespace_never_changes_the_first_ones_
     assert_eq!(registry.get(&created.id).await.runtime_instance, first.instance);
     drop(other);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_start_restart_hibernate_and_wake_act_on_the_pod() {
+    let Some(cluster) = Cluster::new().await else { return };
+    let registry = RegistryNode::start([127, 0, 0, 1].into()).await;
+    let provisioner = cluster.provisioner(&registry).await;
+    let created = provisioner.create(spec("lifecycle", ppb::RestartPolicy::Never)).await.unwrap().workspace.unwrap();
+    let (id, pod_name) = (created.id.clone(), cluster.pod_name(&created.id));
+    let pods = cluster.pods().await;
+    let uid = || async { pods.get_opt(&pod_name).await.unwrap().and_then(|pod| pod.metadata.uid) };
+    let mut client = provisioner.client.clone();
+    let mut watch = registry.watch(&id).await;
+
+    client.stop_workspace(ppb::StopWorkspaceRequest { workspace_id: id.clone(), ..Default::default() }).await.unwrap();
+    watch.until(WorkspaceStatus::Stopped, REACT).await;
+    assert_eq!(uid().await, None, "a stopped workspace has no pod");
+
+    client
+        .start_workspace(ppb::StartWorkspaceRequest { workspace_id: id.clone(), ..Default::default() })
+        .await
+        .unwrap();
+    watch.until(WorkspaceStatus::Provisioning, REACT).await;
+    let started = uid().await.expect("a started workspace has a pod");
+
+    let request = ppb::RestartWorkspaceRequest { workspace_id: id.clone(), ..Default::default() };
+    client.restart_workspace(request).await.unwrap();
+    let restarted = uid().await.expect("a restarted workspace has a pod");
+    assert_ne!(restarted, started, "a restart replaces the pod");
+
+    // Only an online workspace hibernates: its agent registers and
+    // heartbeats, as the shim in the pod would, with the token it was given.
+    agent_comes_online(&registry, &pods, &pod_name, &id).await;
+    watch.until(WorkspaceStatus::Online, REACT).await;
+    let request = ppb::HibernateWorkspaceRequest { workspace_id: id.clone(), ..Default::default() };
+    client.hibernate_workspace(request).await.unwrap();
+    watch.until(WorkspaceStatus::Hibernated, REACT).await;
+    assert_eq!(uid().await, None, "a hibernated workspace has no pod");
+
+    client.wake_workspace(ppb::WakeWorkspaceRequest { workspace_id: id.clone(), ..Default::default() }).await.unwrap();
+    assert!(uid().await.is_some(), "waking starts a pod again");
+}
+
+/// Registers and heartbeats for the agent of `pod`, with the token the
+/// provisioner put in its environment.
+async fn agent_comes_online(registry: &RegistryNode, pods: &Api<Pod>, pod: &str, workspace_id: &str) {
+    let spec = pods.get(pod).await.unwrap().spec.unwrap();
+    let env = spec.containers[0].env.clone().unwrap_or_default();
+    let token = env.into_iter().find(|e| e.name == "AGENTMESH_TOKEN").and_then(|e| e.value).expect("a token");
+    let channel = tonic::transport::Channel::from_shared(registry.url()).unwrap().connect().await.unwrap();
+    let mut agent = rpb::registry_service_client::RegistryServiceClient::new(channel);
+    fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+    let url = "http://10.0.0.9:8080/".to_owned();
+    let register = rpb::RegisterRequest { workspace_id: workspace_id.into(), url, ..Default::default() };
+    agent.register(with_token(register, &token)).await.unwrap();
+    let heartbeat = rpb::HeartbeatRequest { workspace_id: workspace_id.into(), ..Default::default() };
+    agent.heartbeat(with_token(heartbeat, &token)).await.unwrap();
+}
