@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds every agentmesh binary statically, in one cargo build, then the local
+# Builds every agentmesh binary statically (the services, the agents and the
+# agentmesh command line), in one cargo build, then the local
 # images that carry them (no image registry needed):
 #   agentmesh/registry:dev, agentmesh/provisioner:dev,
 #   agentmesh/scheduler:dev, agentmesh/a2a-gateway:dev   FROM scratch: one service each (service.Dockerfile)
@@ -46,7 +47,8 @@ for variable in $(compgen -e); do
       unset "$variable" ;;
   esac
 done
-packages=()
+# The command line (agentmesh) is built with them, for deploy/local/up.sh.
+packages=(-p agentmesh-cli)
 for binary in "${binaries[@]}"; do packages+=(-p "$binary"); done
 RUSTFLAGS='-C target-feature=+crt-static' \
   "${CARGO:-cargo}" build --release --locked --target "$target" "${packages[@]}" >&2

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the whole mesh on this machine until Ctrl-C: the four services as
-# local processes, sharing one data directory (./data, or AGENTMESH_DATA_DIR)
-# that holds their embedded SQLite stores, the generated operator and service
-# tokens and the installation's mesh id. Agent URLs on loopback and private
-# networks are accepted (dev network mode). With a Docker engine, the agent
-# images are built too, so a Docker workspace can be created at once.
+# Runs the whole mesh on this machine until Ctrl-C: `agentmesh dev`, the four
+# services in one process, each with its embedded SQLite store in one data
+# directory (./data, or AGENTMESH_DATA_DIR) that also holds the generated
+# operator and service tokens and the installation's mesh id. Agent URLs on
+# loopback and private networks are accepted (dev network mode). With a
+# Docker engine, the agent images are built too, so a Docker workspace can be
+# created at once. It writes the command line's context `dev` and makes it
+# current.
 #
 # The binaries come from deploy/images/build.sh, the same static build the
 # images use, so a first start compiles the dependency tree once; it honours
@@ -34,47 +36,12 @@ for setting in AGENTMESH_REGISTRY_PORT:$registry_port AGENTMESH_PROVISIONER_PORT
   fi
 done
 
-# Containers reach the registry through the Docker bridge's gateway, so it
-# listens on every interface; without Docker, loopback is enough.
-registry_host=127.0.0.1
-listen_host=127.0.0.1
 if docker info >/dev/null 2>&1; then
   deploy/images/build.sh --agents-only >/dev/null
-  # Some engines leave the default bridge's gateway out of its IPAM config;
-  # the host's docker0 address is the same thing.
-  registry_host=$(docker network inspect bridge --format '{{range .IPAM.Config}}{{.Gateway}}{{end}}')
-  [ -n "$registry_host" ] || registry_host=$(ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1)
-  listen_host=0.0.0.0
 fi
 bin="$(deploy/images/build.sh --binaries-only)"
-mkdir -p "$data"
-
-pids=()
-trap 'kill -TERM "${pids[@]}" 2>/dev/null; wait' INT TERM EXIT
-start() { # <binary> <port> <listen host> [VARIABLE=value...]
-  local binary="$1" port="$2" host="$3"
-  shift 3
-  env "$@" "$bin/agentmesh-$binary" --listen "$host:$port" --data-dir "$data" &
-  pids+=($!)
-}
-start registry "$registry_port" "$listen_host" AGENTMESH_REGISTRY__NETWORK_MODE=dev
-start provisioner "$provisioner_port" 127.0.0.1 \
-  AGENTMESH_PROVISIONER__REGISTRY_ADDRESS="http://127.0.0.1:$registry_port" \
-  AGENTMESH_PROVISIONER__WORKLOAD_REGISTRY_ADDRESS="http://$registry_host:$registry_port"
-start a2a-gateway "$gateway_port" 127.0.0.1 \
-  AGENTMESH_GATEWAY__A2A_LISTEN="127.0.0.1:$a2a_port" \
-  AGENTMESH_GATEWAY__REGISTRY_ADDRESS="http://127.0.0.1:$registry_port" \
-  AGENTMESH_GATEWAY__PROVISIONER_ADDRESS="http://127.0.0.1:$provisioner_port" \
-  AGENTMESH_GATEWAY__NETWORK_MODE=dev
-start scheduler "$scheduler_port" 127.0.0.1 \
-  AGENTMESH_SCHEDULER__REGISTRY_ADDRESS="http://127.0.0.1:$registry_port" \
-  AGENTMESH_SCHEDULER__GATEWAY_ADDRESS="http://127.0.0.1:$gateway_port"
-
-cat <<EOF
-registry     127.0.0.1:$registry_port (gRPC)
-provisioner  127.0.0.1:$provisioner_port (gRPC)
-gateway      127.0.0.1:$gateway_port (gRPC), http://127.0.0.1:$a2a_port/a2a/<workspace id> (A2A)
-scheduler    127.0.0.1:$scheduler_port (gRPC)
-operator token (authorization: Bearer …): $data/operator.token
-EOF
-wait -n
+echo "the agentmesh command line is $bin/agentmesh; put it on your PATH:"
+echo "  export PATH=\"$bin:\$PATH\""
+exec "$bin/agentmesh" dev --data-dir "$data" \
+  --registry-port "$registry_port" --provisioner-port "$provisioner_port" \
+  --gateway-port "$gateway_port" --scheduler-port "$scheduler_port" --a2a-port "$a2a_port"

@@ -73,16 +73,19 @@ impl Operator {
 }
 
 /// Waits until the gRPC server at `address` reports SERVING on its health
-/// stream, connecting again while it is not up yet; fails after `within`.
+/// stream, trying again while it is not up yet; fails after `within`.
 pub async fn until_serving(address: &str, within: Duration) {
     let url = format!("http://{address}");
     let wait = async {
         loop {
-            match tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await {
-                Ok(channel) => return agentmesh_testkit::grpc::wait_until_serving(channel).await,
-                // Not listening yet: there is nothing to await but the next try.
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            if let Ok(channel) = tonic::transport::Channel::from_shared(url.clone()).unwrap().connect().await
+                && let Ok(true) = agentmesh_testkit::grpc::watch_until_serving(channel).await
+            {
+                return;
             }
+            // Not listening yet, or (behind the balancer) no replica up yet:
+            // there is nothing to await but the next try.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     tokio::time::timeout(within, wait).await.unwrap_or_else(|_| panic!("{address} not SERVING within {within:?}"));

@@ -2,9 +2,16 @@
 //! view of workspaces (gateway, scheduler) learn of changes from it instead
 //! of asking the registry per request.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use agentmesh_proto::registry::v1::{Event, WatchEventsRequest, registry_service_client::RegistryServiceClient};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
@@ -19,6 +26,33 @@ pub enum StreamChange {
     Event(Event),
     /// The stream broke: events may be missed until the next `Connected`.
     Disconnected,
+}
+
+/// Whether a follower's stream is up, with a signal each time that changes:
+/// a service whose readiness depends on the stream is checked again at
+/// once (see `ServeOptions::recheck`) rather than on its next tick.
+#[derive(Debug, Default)]
+pub struct StreamState {
+    up: AtomicBool,
+    changes: Arc<Notify>,
+}
+
+impl StreamState {
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn set(&self, up: bool) {
+        if self.up.swap(up, Ordering::AcqRel) != up {
+            // A permit is kept when nobody waits yet, so no change is missed.
+            self.changes.notify_one();
+        }
+    }
+
+    /// Notified after each change.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.changes.clone()
+    }
 }
 
 /// Follows the registry's events until `shutdown`, handing every change to

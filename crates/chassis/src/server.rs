@@ -1,16 +1,22 @@
 //! Serving a service: health, reflection, auth, tracing and shutdown.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use tokio::net::TcpListener;
+use http::HeaderValue;
+use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::sync::CancellationToken;
 use tonic::{
     service::{InterceptorLayer, Routes},
     transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::ServingStatus;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::{auth::Authenticator, config::TlsConfig, telemetry};
+
+/// The response header every call's answer carries: the version of the
+/// agentmesh serving it, so that a client can tell what it talks to.
+pub const VERSION_HEADER: http::HeaderName = http::HeaderName::from_static("agentmesh-version");
 
 /// The health service name that is SERVING whenever the process serves
 /// gRPC at all, ready or not: what a liveness probe asks for.
@@ -29,6 +35,8 @@ pub struct ServeOptions {
     pub tls: Option<TlsConfig>,
     /// How often readiness is checked again once serving.
     pub readiness_interval: Duration,
+    /// Notified when readiness may have changed, to check it again at once.
+    pub recheck: Option<Arc<Notify>>,
 }
 
 impl ServeOptions {
@@ -44,7 +52,16 @@ impl ServeOptions {
             grace: config.shutdown_grace(),
             tls: config.tls.clone(),
             readiness_interval: config.readiness_interval(),
+            recheck: None,
         }
+    }
+}
+
+/// Resolves when `signal` is notified; never without one.
+async fn recheck(signal: Option<&Notify>) {
+    match signal {
+        Some(signal) => signal.notified().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -87,6 +104,7 @@ where
     }
     let router = builder
         .trace_fn(telemetry::request_span)
+        .layer(SetResponseHeaderLayer::overriding(VERSION_HEADER, HeaderValue::from_static(env!("CARGO_PKG_VERSION"))))
         .layer(InterceptorLayer::new(options.authenticator.interceptor()))
         .add_routes(routes)
         .add_service(health_service)
@@ -95,8 +113,11 @@ where
 
     let address = listener.local_addr()?;
     let stopping = shutdown.clone();
-    let server =
-        tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopping.cancelled_owned()));
+    // Without TCP_NODELAY, a small answer waits on the client's delayed ACK
+    // (40 ms on Linux): `agentmesh status`, four health checks, took 50 to
+    // 180 ms in steps of 44.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopping.cancelled_owned()));
     tracing::info!(%address, "listening");
 
     let mut server = server;
@@ -123,6 +144,7 @@ where
                 anyhow::bail!("the gRPC server on {address} stopped before shutdown: {why}");
             }
             () = tokio::time::sleep(next_check) => {}
+            () = recheck(options.recheck.as_deref()) => {}
         }
         let problem = match tokio::time::timeout(options.readiness_interval, ready()).await {
             Ok(Ok(())) => None,

@@ -22,12 +22,16 @@ async fn health_waits_for_readiness_and_both_reflection_versions_answer() {
     let address = listener.local_addr().unwrap();
     let config = AuthConfig { operator_tokens: vec!["operator-token-0123456789".into()], service_tokens: vec![] };
     let (authenticator, _) = config.authenticator(&std::env::temp_dir()).unwrap();
+    let recheck = Arc::new(tokio::sync::Notify::new());
     let options = ServeOptions {
         health_services: vec!["agentmesh.registry.v1.RegistryService"],
         authenticator,
         grace: Duration::from_secs(5),
         tls: None,
-        readiness_interval: Duration::from_millis(100),
+        // Once serving, readiness is checked again only when told: the
+        // changes below are seen at once, or the test hangs.
+        readiness_interval: Duration::from_secs(3600),
+        recheck: Some(recheck.clone()),
     };
     let dependency_up = Arc::new(AtomicBool::new(false));
     let up = dependency_up.clone();
@@ -45,15 +49,21 @@ async fn health_waits_for_readiness_and_both_reflection_versions_answer() {
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::NotServing, "not ready yet");
     let liveness = HealthCheckRequest { service: agentmesh_chassis::server::LIVENESS.into() };
-    let alive = health.check(liveness).await.unwrap().into_inner();
+    let alive = health.check(liveness).await.unwrap();
+    let version = alive.metadata().get(agentmesh_chassis::server::VERSION_HEADER.as_str()).unwrap();
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "every answer names the version that gave it");
+    let alive = alive.into_inner();
     assert_eq!(alive.status(), ServingStatus::Serving, "alive while not ready: nothing to restart");
     dependency_up.store(true, Ordering::SeqCst);
+    recheck.notify_one();
     let next = watch.message().await.unwrap().unwrap();
     assert_eq!(next.status(), ServingStatus::Serving);
     dependency_up.store(false, Ordering::SeqCst);
+    recheck.notify_one();
     let next = watch.message().await.unwrap().unwrap();
     assert_eq!(next.status(), ServingStatus::NotServing, "a dependency going away turns health off");
     dependency_up.store(true, Ordering::SeqCst);
+    recheck.notify_one();
     let next = watch.message().await.unwrap().unwrap();
     assert_eq!(next.status(), ServingStatus::Serving, "and its return turns it on again");
 

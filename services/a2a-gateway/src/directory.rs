@@ -11,14 +11,14 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use agentmesh_chassis::{
     client::{ServiceChannel, service_channel},
-    registry_events::{self, StreamChange},
+    registry_events::{self, StreamChange, StreamState},
     workspace_credentials::{CredentialError, WorkspaceCredentials},
 };
 use agentmesh_proto::{
@@ -145,7 +145,7 @@ pub struct Directory {
     watcher: RegistryServiceClient<ServiceChannel>,
     provisioner: Option<ProvisionerServiceClient<ServiceChannel>>,
     targets: RwLock<HashMap<Uuid, Arc<Target>>>,
-    following: AtomicBool,
+    following: StreamState,
     activity: Mutex<HashMap<Uuid, Arc<Activity>>>,
     credentials: WorkspaceCredentials,
     access: Mutex<HashMap<(Uuid, Uuid), (bool, Instant)>>,
@@ -180,7 +180,7 @@ impl Directory {
             watcher,
             provisioner,
             targets: RwLock::default(),
-            following: AtomicBool::new(false),
+            following: StreamState::default(),
             activity: Mutex::default(),
             access: Mutex::default(),
             signals,
@@ -191,7 +191,7 @@ impl Directory {
     /// The workspace `id`, from the cache while the event stream keeps it
     /// fresh, else from the registry.
     pub async fn target(&self, id: Uuid) -> Result<Arc<Target>> {
-        if self.following.load(Ordering::Acquire)
+        if self.following.is_up()
             && let Some(target) = self.targets.read().expect("targets lock").get(&id)
         {
             return Ok(target.clone());
@@ -208,7 +208,7 @@ impl Directory {
         })?;
         let record = reply.into_inner().workspace.ok_or_else(|| GatewayError::registry_unavailable("empty reply"))?;
         let target = Arc::new(Target::from_record(record, self.activity(id))?);
-        if self.following.load(Ordering::Acquire) {
+        if self.following.is_up() {
             self.targets.write().expect("targets lock").insert(id, target.clone());
         }
         Ok(target)
@@ -271,17 +271,22 @@ impl Directory {
 
     /// Whether the registry's event stream is up.
     pub fn is_following(&self) -> bool {
-        self.following.load(Ordering::Acquire)
+        self.following.is_up()
+    }
+
+    /// Notified when the event stream goes up or down: readiness follows it.
+    pub fn following_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.following.changes()
     }
 
     /// Follows the registry's events until `shutdown`; while the stream is
     /// down the cache is dropped and every lookup asks the registry.
     pub async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
         registry_events::follow(self.watcher.clone(), shutdown, |change| match change {
-            StreamChange::Connected => self.following.store(true, Ordering::Release),
+            StreamChange::Connected => self.following.set(true),
             StreamChange::Event(event) => self.apply(event),
             StreamChange::Disconnected => {
-                self.following.store(false, Ordering::Release);
+                self.following.set(false);
                 self.targets.write().expect("targets lock").clear();
             }
         })

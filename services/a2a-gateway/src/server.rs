@@ -87,7 +87,8 @@ pub async fn run_with_listeners(
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(crate::agent_client::MAX_REPLY_BYTES),
     );
-    let options = ServeOptions::from_config(&config.server, vec![CONTROL_SERVICE, A2A_SERVICE], authenticator);
+    let mut options = ServeOptions::from_config(&config.server, vec![CONTROL_SERVICE, A2A_SERVICE], authenticator);
+    options.recheck = Some(directory.following_changes());
     let grace = options.grace;
     let ready = move || {
         let store = store.clone();

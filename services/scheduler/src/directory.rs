@@ -6,16 +6,13 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, RwLock},
     time::Duration,
 };
 
 use agentmesh_chassis::{
     client::{ServiceChannel, service_channel},
-    registry_events::{self, StreamChange},
+    registry_events::{self, StreamChange, StreamState},
     workspace_credentials::{CredentialError, WorkspaceCredentials},
 };
 use agentmesh_proto::registry::v1::{
@@ -51,7 +48,7 @@ pub struct Workspaces {
     registry: RegistryServiceClient<ServiceChannel>,
     watcher: RegistryServiceClient<ServiceChannel>,
     cache: RwLock<HashMap<Uuid, Arc<WorkspaceView>>>,
-    following: AtomicBool,
+    following: StreamState,
     credentials: WorkspaceCredentials,
     removed: mpsc::UnboundedSender<Uuid>,
 }
@@ -72,7 +69,7 @@ impl Workspaces {
             registry,
             watcher,
             cache: RwLock::default(),
-            following: AtomicBool::new(false),
+            following: StreamState::default(),
             removed,
         };
         Ok((Arc::new(workspaces), receiver))
@@ -118,16 +115,21 @@ impl Workspaces {
 
     /// Whether the registry's event stream is up.
     pub fn is_following(&self) -> bool {
-        self.following.load(Ordering::Acquire)
+        self.following.is_up()
+    }
+
+    /// Notified when the event stream goes up or down: readiness follows it.
+    pub fn following_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.following.changes()
     }
 
     /// Follows the registry's events until `shutdown`.
     pub async fn follow(self: Arc<Self>, shutdown: CancellationToken) {
         registry_events::follow(self.watcher.clone(), shutdown, |change| match change {
-            StreamChange::Connected => self.following.store(true, Ordering::Release),
+            StreamChange::Connected => self.following.set(true),
             StreamChange::Event(event) => self.apply(event),
             StreamChange::Disconnected => {
-                self.following.store(false, Ordering::Release);
+                self.following.set(false);
                 self.cache.write().expect("cache lock").clear();
             }
         })

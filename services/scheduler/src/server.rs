@@ -52,7 +52,8 @@ pub async fn run_with_dispatcher(
 
     let api = SchedulerApi::new(store.clone(), workspaces.clone(), engine, settings);
     let routes = Routes::new(SchedulerServiceServer::new(api));
-    let options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator);
+    let mut options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator);
+    options.recheck = Some(workspaces.following_changes());
     let ready = move || {
         let store = store.clone();
         let workspaces = workspaces.clone();

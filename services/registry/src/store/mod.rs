@@ -59,6 +59,20 @@ pub enum LabelTerm {
     Absent(String),
 }
 
+impl LabelTerm {
+    /// Whether a workspace with `labels` satisfies the term, as the stores'
+    /// queries decide it: for clients that filter a stream of changes the
+    /// way a listing filters.
+    pub fn admits<'a>(&self, mut label: impl FnMut(&str) -> Option<&'a str>) -> bool {
+        match self {
+            LabelTerm::Equals(key, value) => label(key) == Some(value.as_str()),
+            LabelTerm::NotEquals(key, value) => label(key) != Some(value.as_str()),
+            LabelTerm::Exists(key) => label(key).is_some(),
+            LabelTerm::Absent(key) => label(key).is_none(),
+        }
+    }
+}
+
 /// Where a page of a listing starts: after this (created_at, id).
 pub type PageCursor = (i64, Uuid);
 
@@ -115,4 +129,25 @@ pub trait RegistryStore: Send + Sync + 'static {
 
     /// Whether the store answers.
     async fn ping(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LabelTerm;
+    use crate::validate::label_selector;
+
+    #[test]
+    fn selector_terms_admit_labels_as_a_listing_selects_them() {
+        let labels = [("team", "lab"), ("tier", "gpu")];
+        let admitted = |selector: &str| {
+            let label = |key: &str| labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+            label_selector(selector).unwrap().iter().all(|term: &LabelTerm| term.admits(label))
+        };
+        assert!(admitted("team=lab,tier"));
+        assert!(admitted("team!=ops,!owner"));
+        assert!(!admitted("team=ops"));
+        assert!(!admitted("team!=lab"));
+        assert!(!admitted("owner"));
+        assert!(!admitted("!tier"));
+    }
 }
