@@ -13,12 +13,10 @@
 
 use std::{
     collections::HashMap,
-    io,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     path::Path,
     pin::Pin,
     sync::{Arc, Mutex, Weak},
-    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -26,20 +24,23 @@ use agentmesh_netguard::UrlGuard;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
-    net::TcpStream,
     sync::mpsc,
     time::{Instant, Sleep},
 };
-use tokio_rustls::{TlsConnector, client::TlsStream};
+use tokio_rustls::TlsConnector;
 use url::Url;
 
 use crate::{
     directory::Activity,
-    wire::{self, BodyDecoder, Framing, ResponseHead, WireError},
+    wire::{BodyDecoder, ResponseHead},
 };
+
+mod connection;
+mod socket;
+
+use connection::{AgentConnection, Exchanged, malformed};
 
 /// The largest reply the gateway passes on (GW-2).
 pub const MAX_REPLY_BYTES: usize = 10 << 20;
@@ -399,302 +400,6 @@ pub async fn pump_events(stream: AgentStream, idle: &IdleClock, events: mpsc::Se
     }
 }
 
-/// How an exchange on a connection failed, and whether any of the reply
-/// had come back (if not, and the connection was a reused one, the agent
-/// most likely closed it unused and never saw the request).
-struct Exchanged {
-    replied: bool,
-    failure: Failure,
-}
-
-/// One keep-alive HTTP/1.1 connection to an agent, with its buffers and
-/// the timer of the idle clocks of the calls made on it.
-struct AgentConnection {
-    origin: Arc<str>,
-    io: AgentIo,
-    timer: Pin<Box<Sleep>>,
-}
-
-/// A connection's socket and buffers.
-struct AgentIo {
-    socket: AgentSocket,
-    input: BytesMut,
-    output: Vec<u8>,
-    /// Whether another request may follow on it: the last reply was read
-    /// whole and the agent did not say it closes.
-    reusable: bool,
-}
-
-impl AgentConnection {
-    async fn open(endpoint: &AgentEndpoint, port: u16, addresses: &[IpAddr], tls: &AgentTls) -> Result<Self, Failure> {
-        let mut problems = Vec::new();
-        for address in addresses.iter().map(|ip| SocketAddr::new(*ip, port)) {
-            let connecting = AgentSocket::connect(address, endpoint, tls);
-            let socket = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
-                Ok(Ok(socket)) => socket,
-                Ok(Err(Failure::Unreachable(problem))) => {
-                    problems.push(format!("{address}: {problem}"));
-                    continue;
-                }
-                Ok(Err(refused)) => return Err(refused),
-                Err(_) => {
-                    problems.push(format!("{address}: no connection within {CONNECT_TIMEOUT:?}"));
-                    continue;
-                }
-            };
-            return Ok(Self {
-                origin: endpoint.origin.clone(),
-                io: AgentIo {
-                    socket,
-                    input: BytesMut::with_capacity(16 << 10),
-                    output: Vec::with_capacity(2 << 10),
-                    reusable: true,
-                },
-                timer: Box::pin(tokio::time::sleep(IDLE_KEEP)),
-            });
-        }
-        Err(Failure::Unreachable(problems.join("; ")))
-    }
-
-    /// Writes the request and reads the head of its reply, unless the
-    /// target falls silent first.
-    async fn exchange(
-        &mut self,
-        idle: &IdleClock,
-        endpoint: &AgentEndpoint,
-        call: &AgentCall<'_>,
-        stream: bool,
-    ) -> Result<ResponseHead, Exchanged> {
-        let Self { io, timer, .. } = self;
-        tokio::select! {
-            biased;
-            head = io.exchange(endpoint, call, stream) => head,
-            () = idle.silence(timer.as_mut()) => {
-                Err(Exchanged { replied: true, failure: Failure::IdleTimeout(idle.timeout) })
-            }
-        }
-    }
-
-    /// Reads a whole reply body of at most `limit` bytes, unless the target
-    /// falls silent first.
-    async fn read_body(&mut self, idle: &IdleClock, head: &ResponseHead, limit: usize) -> Result<Bytes, Failure> {
-        let Self { io, timer, .. } = self;
-        tokio::select! {
-            biased;
-            body = io.read_body(head, limit) => body,
-            () = idle.silence(timer.as_mut()) => Err(Failure::IdleTimeout(idle.timeout)),
-        }
-    }
-
-    /// The next piece of a streamed body (`None` at its end), unless the
-    /// target falls silent first.
-    async fn next_piece(&mut self, idle: &IdleClock, body: &mut BodyDecoder) -> Result<Option<Bytes>, Failure> {
-        let Self { io, timer, .. } = self;
-        tokio::select! {
-            biased;
-            piece = io.next_piece(body) => piece,
-            () = idle.silence(timer.as_mut()) => Err(Failure::IdleTimeout(idle.timeout)),
-        }
-    }
-}
-
-impl AgentIo {
-    /// Writes the request and reads the head of its reply.
-    async fn exchange(
-        &mut self,
-        endpoint: &AgentEndpoint,
-        call: &AgentCall<'_>,
-        stream: bool,
-    ) -> Result<ResponseHead, Exchanged> {
-        self.reusable = false;
-        let out = &mut self.output;
-        out.clear();
-        out.extend_from_slice(b"POST ");
-        out.extend_from_slice(endpoint.request_target().as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        wire::field(out, "host", endpoint.authority().as_bytes());
-        wire::field(out, "content-type", b"application/json");
-        let accept: &[u8] = if stream { b"text/event-stream" } else { b"application/json" };
-        wire::field(out, "accept", accept);
-        wire::content_length(out, call.body.len());
-        if let Some(traceparent) = call.traceparent {
-            wire::field(out, "traceparent", traceparent.as_bytes());
-        }
-        if let Some(version) = call.a2a_version {
-            wire::field(out, "a2a-version", version.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&call.body);
-        let unanswered = |failure| Exchanged { replied: false, failure };
-        self.socket.write_all(out).await.map_err(|e| unanswered(Failure::Dropped(e.to_string())))?;
-        loop {
-            match ResponseHead::parse(&mut self.input) {
-                // Interim replies (100 Continue, 103 Early Hints) precede the
-                // real one.
-                Ok(Some(head)) if head.status.is_informational() => continue,
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) => {}
-                Err(error) => return Err(Exchanged { replied: true, failure: malformed(&error) }),
-            }
-            let replied = !self.input.is_empty();
-            match wire::read_more(&mut self.socket, &mut self.input).await {
-                Ok(0) => {
-                    let failure = Failure::Dropped("the agent closed the connection".to_owned());
-                    return Err(Exchanged { replied, failure });
-                }
-                Ok(_) => {}
-                Err(error) => return Err(Exchanged { replied, failure: Failure::Dropped(error.to_string()) }),
-            }
-        }
-    }
-
-    /// Reads a whole reply body of at most `limit` bytes.
-    async fn read_body(&mut self, head: &ResponseHead, limit: usize) -> Result<Bytes, Failure> {
-        let framing = head.framing().map_err(|error| malformed(&error))?;
-        let body =
-            wire::read_body(&mut self.socket, &mut self.input, framing, limit).await.map_err(|error| match error {
-                WireError::TooLarge { .. } => Failure::TooLarge,
-                WireError::Truncated | WireError::Io(_) => Failure::Dropped(error.to_string()),
-                other => malformed(&other),
-            })?;
-        // Bytes past the reply would be a reply to no request.
-        self.reusable = head.keep_alive() && framing != Framing::UntilClose && self.input.is_empty();
-        Ok(body)
-    }
-
-    /// The next piece of a streamed body; `None` at its end.
-    async fn next_piece(&mut self, body: &mut BodyDecoder) -> Result<Option<Bytes>, Failure> {
-        loop {
-            if let Some(piece) = body.decode(&mut self.input).map_err(|error| malformed(&error))? {
-                return Ok(Some(piece));
-            }
-            if body.is_done() {
-                return Ok(None);
-            }
-            match wire::read_more(&mut self.socket, &mut self.input).await {
-                Ok(0) => {
-                    body.end_of_input().map_err(|error| Failure::Dropped(error.to_string()))?;
-                    return Ok(None);
-                }
-                Ok(_) => {}
-                Err(error) => return Err(Failure::Dropped(error.to_string())),
-            }
-        }
-    }
-
-    /// Whether a pooled connection can take a request now: not if the agent
-    /// closed it (or sent something unasked) while it sat unused.
-    fn ready_now(&mut self) -> bool {
-        if !self.reusable {
-            return false;
-        }
-        let mut context = Context::from_waker(Waker::noop());
-        let mut probe = [0u8; 1];
-        let mut probe = ReadBuf::new(&mut probe);
-        matches!(Pin::new(&mut self.socket).poll_read(&mut context, &mut probe), Poll::Pending)
-    }
-}
-
-/// A reply the gateway cannot read: the request may have been taken in.
-fn malformed(error: &WireError) -> Failure {
-    Failure::Dropped(format!("the agent's reply is not valid HTTP/1.1: {error}"))
-}
-
-/// The byte stream to an agent: TCP, with TLS on top for https URLs.
-enum AgentSocket {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AgentSocket {
-    /// Connects to one checked address of the URL's host. A failure to reach
-    /// it is [`Failure::Unreachable`] (the next address may do); a TLS
-    /// handshake the gateway rejects is [`Failure::Refused`], since trying
-    /// again cannot mend a certificate.
-    async fn connect(address: SocketAddr, endpoint: &AgentEndpoint, tls: &AgentTls) -> Result<Self, Failure> {
-        let stream = TcpStream::connect(address).await.map_err(|e| Failure::Unreachable(e.to_string()))?;
-        // Requests are small and answered at once: waiting to coalesce them
-        // only adds latency.
-        let _ = stream.set_nodelay(true);
-        if endpoint.url.scheme() != "https" {
-            return Ok(Self::Plain(stream));
-        }
-        let name = server_name(endpoint)?;
-        match tls.connector.connect(name, stream).await {
-            Ok(stream) => Ok(Self::Tls(Box::new(stream))),
-            Err(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                Some(rejected) => Err(Failure::Refused(format!(
-                    "{}: the TLS handshake with the agent failed: {rejected}",
-                    endpoint.url.as_str()
-                ))),
-                None => Err(Failure::Unreachable(format!("TLS handshake: {e}"))),
-            },
-        }
-    }
-}
-
-/// The name the agent's certificate must carry: the URL's host name, or its
-/// IP address when the URL names none.
-fn server_name(endpoint: &AgentEndpoint) -> Result<ServerName<'static>, Failure> {
-    let invalid = || Failure::Refused(format!("{}: the host is not a valid TLS server name", endpoint.url.as_str()));
-    match endpoint.url.host() {
-        Some(url::Host::Domain(name)) => ServerName::try_from(name.to_owned()).map_err(|_| invalid()),
-        Some(url::Host::Ipv4(ip)) => Ok(ServerName::IpAddress(IpAddr::V4(ip).into())),
-        Some(url::Host::Ipv6(ip)) => Ok(ServerName::IpAddress(IpAddr::V6(ip).into())),
-        None => Err(invalid()),
-    }
-}
-
-impl AsyncRead for AgentSocket {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Self::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for AgentSocket {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Self::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Self::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(stream) => stream.is_write_vectored(),
-            Self::Tls(stream) => stream.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Self::Tls(stream) => Pin::new(stream).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Self::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
-        }
-    }
-}
-
 /// Unused connections per agent origin, most recently used last.
 #[derive(Default)]
 struct Pool {
@@ -789,7 +494,7 @@ mod tests {
     use agentmesh_echo_agent::TlsIdentity;
     use agentmesh_netguard::NetworkMode;
     use agentmesh_testkit::tls::TestCa;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio_rustls::TlsAcceptor;
 
     use super::*;

@@ -18,19 +18,22 @@ use std::{
 };
 
 use futures::{StreamExt, stream::FuturesUnordered};
-use serde_json::value::RawValue;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use crate::{
-    agent_client::{AgentCall, AgentClient, Failure, IdleClock},
+    agent_client::AgentClient,
     announce::{ItemChanges, ItemWatch},
-    directory::{Directory, DrainSignal, Target},
-    jsonrpc::Flavor,
+    directory::{Directory, DrainSignal},
     settings::GatewaySettings,
     store::{Completion, QueueItem, QueueStore},
 };
+
+mod delivery;
+mod recorder;
+
+use delivery::Attempt;
 
 /// How many items a drain claims at once (one statement) and holds, in
 /// order, to send as the agent takes them. Claiming per message cost the
@@ -43,32 +46,9 @@ const PREFETCH: usize = 64;
 /// The next claim starts when fewer items than this are held, so that it is
 /// back before the last of them is sent.
 const REFILL_BELOW: usize = PREFETCH / 2;
-/// Replies waiting to be recorded before the drain waits for the recorder:
-/// memory stays bounded if the store falls behind the agent.
-const RECORD_BACKLOG: usize = 2 * PREFETCH;
-/// The most replies the recorder writes in one statement.
-const RECORD_BATCH: usize = PREFETCH;
-/// The least time between the starts of two writes of the recorder. A reply
-/// that finds no write in that time is written at once; replies that come
-/// faster are written together, at a fraction of the store's cost per
-/// write (a commit, thread hand-offs) each. Replies lost in a crash are
-/// delivered again, which the agent recognises by the message id, so this
-/// is kept short.
-const RECORD_INTERVAL: Duration = Duration::from_millis(1);
 /// The longest an agent's Retry-After holds its queue back: a mistaken
 /// value must not stall a queue for days.
 const MAX_REST: Duration = Duration::from_secs(600);
-
-/// How a delivery attempt ended.
-enum Attempt {
-    /// The agent answered: its result is to be recorded with the item.
-    Replied(Completion),
-    /// The agent had no room: the item is to go back unconsumed, and the
-    /// queue to rest as long as the agent asked, if it did.
-    Busy { id: Uuid, retry_after: Option<Duration> },
-    /// The attempt failed and counts; the target may be down.
-    Failed { id: Uuid, attempts: u32, error: String, target_down: bool },
-}
 
 /// Why a drain stops sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,16 +71,6 @@ impl Stop {
             Stop::Failed => "not sent: the drain failed",
         }
     }
-}
-
-/// The parts of an agent's JSON-RPC response the drain needs, borrowed
-/// from the reply rather than rebuilt.
-#[derive(serde::Deserialize)]
-struct AgentReply<'a> {
-    #[serde(borrow)]
-    result: Option<&'a RawValue>,
-    #[serde(borrow)]
-    error: Option<&'a RawValue>,
 }
 
 pub struct Drainer {
@@ -553,117 +523,11 @@ impl Drainer {
         }
     }
 
-    /// Starts the task that records replies as they come, each time with
-    /// everything that arrived since it wrote the last ones: the store's
-    /// pace then never sets the agent's.
-    fn start_recorder(self: &Arc<Self>, workspace_id: Uuid) -> (mpsc::Sender<Completion>, JoinHandle<()>) {
-        let (sender, mut receiver) = mpsc::channel(RECORD_BACKLOG);
-        let drainer = self.clone();
-        let recorder = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(RECORD_BATCH);
-            let mut next_write = tokio::time::Instant::now();
-            while receiver.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-                if batch.len() < RECORD_BATCH && tokio::time::Instant::now() < next_write {
-                    tokio::time::sleep_until(next_write).await;
-                    while batch.len() < RECORD_BATCH
-                        && let Ok(reply) = receiver.try_recv()
-                    {
-                        batch.push(reply);
-                    }
-                }
-                next_write = tokio::time::Instant::now() + RECORD_INTERVAL;
-                drainer.record(workspace_id, &batch).await;
-                batch.clear();
-            }
-        });
-        (sender, recorder)
-    }
-
-    /// Stores the agent's results with their items (GW-7).
-    async fn record(&self, workspace_id: Uuid, replies: &[Completion]) {
-        match self.store.complete(&self.owner, replies, SystemTime::now()).await {
-            Ok(recorded) if recorded.len() == replies.len() => {
-                self.changes.announce(recorded);
-                tracing::debug!(%workspace_id, count = replies.len(), "queued messages delivered");
-            }
-            Ok(recorded) => {
-                self.changes.announce(recorded.iter().copied());
-                let recorded: HashSet<Uuid> = recorded.into_iter().collect();
-                for reply in replies.iter().filter(|reply| !recorded.contains(&reply.id)) {
-                    tracing::warn!(queue_id = %reply.id, "delivered, but another replica had taken the item over");
-                }
-            }
-            // The leases run out and the items are delivered again, with the
-            // same message ids.
-            Err(e) => tracing::warn!(%workspace_id, count = replies.len(), error = %e, "cannot record deliveries"),
-        }
-    }
-
     /// Clears the backlog mark once the store confirms the queue is empty
     /// (another replica may have queued meanwhile).
     async fn settle(&self, workspace_id: Uuid) {
         if let Ok(0) = self.store.depth(workspace_id).await {
             self.backlog.lock().expect("backlog lock").remove(&workspace_id);
-        }
-    }
-
-    async fn deliver(&self, target: Arc<Target>, mut item: QueueItem) -> Attempt {
-        let request = item.request_json.take().unwrap_or_default();
-        let a2a_version = Flavor::of_request(&request).a2a_version();
-        let call = AgentCall {
-            url: &target.url,
-            endpoint: target.endpoint.as_ref(),
-            a2a_version,
-            body: bytes::Bytes::from(request),
-            traceparent: (!item.traceparent.is_empty()).then_some(item.traceparent.as_str()),
-        };
-        let idle = IdleClock::start(target.idle_timeout.unwrap_or(self.idle_timeout), target.activity.clone());
-        let error = match self.agents.call(call, &idle).await {
-            Ok(reply) => match serde_json::from_slice::<AgentReply>(&reply) {
-                Ok(AgentReply { result: Some(result), .. }) => {
-                    return Attempt::Replied(Completion { id: item.id, result_json: result.get().to_owned() });
-                }
-                Ok(AgentReply { error, .. }) => {
-                    format!("the agent answered with an error: {}", error.map_or("no result", |e| e.get()))
-                }
-                Err(e) => format!("the agent's reply is not JSON-RPC: {e}"),
-            },
-            Err(Failure::Busy { retry_after, .. }) => return Attempt::Busy { id: item.id, retry_after },
-            Err(failure) => {
-                let target_down =
-                    matches!(failure, Failure::Unreachable(_) | Failure::Dropped(_) | Failure::IdleTimeout(_));
-                return Attempt::Failed {
-                    id: item.id,
-                    attempts: item.attempts,
-                    error: failure.to_string(),
-                    target_down,
-                };
-            }
-        };
-        Attempt::Failed { id: item.id, attempts: item.attempts, error, target_down: false }
-    }
-
-    /// Records a failed attempt; false if the item was no longer ours or the
-    /// store failed.
-    async fn fail(&self, workspace_id: Uuid, id: Uuid, attempts: u32, error: &str) -> bool {
-        let now = SystemTime::now();
-        let next = now + self.settings.retry_backoff(attempts + 1);
-        match self.store.fail_attempt(id, &self.owner, error, next, now).await {
-            Ok(Some(state)) => {
-                self.changes.announce([id]);
-                tracing::warn!(queue_id = %id, %workspace_id, error, ?state, "delivery attempt failed");
-                true
-            }
-            Ok(None) => {
-                tracing::warn!(queue_id = %id, %workspace_id, error, "delivery attempt failed; another replica had taken the item over");
-                false
-            }
-            // The lease runs out and the item is delivered again, with the
-            // same message id.
-            Err(e) => {
-                tracing::warn!(queue_id = %id, error = %e, "cannot record a failed delivery attempt");
-                false
-            }
         }
     }
 }

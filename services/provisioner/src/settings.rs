@@ -129,7 +129,8 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    fn named(kind: RuntimeKindName, name: &str) -> Self {
+    /// An instance of `kind` called `name`, with its kind's defaults.
+    pub fn named(kind: RuntimeKindName, name: &str) -> Self {
         Self {
             kind,
             name: name.to_owned(),

@@ -6,20 +6,17 @@
 
 use std::{
     collections::HashMap,
-    future::{Future, ready},
+    future::ready,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
 use bollard::{
-    API_DEFAULT_VERSION, Docker,
+    Docker,
     container::LogOutput,
     errors::Error as BollardError,
     exec::{StartExecOptions, StartExecResults},
-    models::{
-        ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary, EventMessage,
-        ExecConfig, HostConfig, Mount, MountType, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
-    },
+    models::{ContainerInspectResponse, ExecConfig, VolumeCreateRequest},
     query_parameters::{
         CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
         RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
@@ -31,26 +28,32 @@ use futures::{
 };
 use tokio::sync::OnceCell;
 
+// The log tests parse engine times too.
+#[cfg(test)]
+use self::container::parse_time;
+use self::{
+    container::{event_of, is_up, managed, probe_of, status_of, workload_info},
+    engine::{EngineError, call, engine_error, open, own_network},
+    log_lines::LineSplitter,
+};
+
 use super::{
     EngineInfo, ExecOutput, Identity, LogLine, LogRequest, LogStream, ManagedWorkload, Probe, Runtime, RuntimeError,
     RuntimeKind, StopOutcome, WorkloadEvent, WorkloadInfo, WorkloadSpec, labels,
 };
 
+mod container;
+mod engine;
+mod log_lines;
+
 /// Where the workspace's volume is mounted in its container.
 pub const DATA_DIR: &str = "/data";
-
-/// The workspace's human name, so that `docker ps` says whose container it is.
-const WORKSPACE_NAME_LABEL: &str = "dev.agentmesh/workspace-name";
 
 /// The container events after which a probe may answer differently.
 const WATCHED_EVENTS: [&str; 6] = ["start", "die", "destroy", "oom", "kill", "stop"];
 
 /// The engine's usual socket, when neither the endpoint nor `DOCKER_HOST` names one.
 const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
-
-/// Our own deadlines bound every call (see [`DockerSettings::request_timeout`]);
-/// the client's is only a backstop and must not cut a long stop short.
-const CLIENT_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
 /// How a Docker runtime runs its workloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,46 +268,6 @@ impl DockerRuntime {
         }
         let own = self.own_network.get_or_try_init(|| own_network(docker, self.timeout())).await?;
         Ok(own.clone())
-    }
-
-    fn container_body(&self, spec: &WorkloadSpec, volume: String, network: Option<String>) -> ContainerCreateBody {
-        let limits = spec.limits;
-        let memory = (limits.memory_bytes > 0).then(|| i64::try_from(limits.memory_bytes).unwrap_or(i64::MAX));
-        let host_config = HostConfig {
-            nano_cpus: (limits.cpu_millis > 0).then(|| i64::from(limits.cpu_millis) * 1_000_000),
-            memory,
-            // Equal to the memory limit: no swap, so the limit is what the workload gets.
-            memory_swap: memory,
-            pids_limit: (limits.pids_limit > 0).then(|| i64::from(limits.pids_limit)),
-            mounts: Some(vec![Mount {
-                target: Some(DATA_DIR.to_owned()),
-                source: Some(volume),
-                typ: Some(MountType::VOLUME),
-                ..Default::default()
-            }]),
-            network_mode: network,
-            init: Some(self.settings.init),
-            // The provisioner restarts workloads itself, through the policy gate (PRV-10).
-            restart_policy: Some(RestartPolicy { name: Some(RestartPolicyNameEnum::NO), maximum_retry_count: None }),
-            ..Default::default()
-        };
-        let (entrypoint, cmd) = if spec.command.is_empty() {
-            (None, (!spec.args.is_empty()).then(|| spec.args.clone()))
-        } else {
-            (Some(vec![spec.command.clone()]), Some(spec.args.clone()))
-        };
-        let mut labels = self.labels(&spec.workspace_id);
-        labels.insert(WORKSPACE_NAME_LABEL.to_owned(), spec.workspace_name.clone());
-        ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            entrypoint,
-            cmd,
-            env: Some(spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect()),
-            labels: Some(labels),
-            stop_timeout: Some(i64::try_from(self.settings.stop_timeout.as_secs()).unwrap_or(i64::MAX)),
-            host_config: Some(host_config),
-            ..Default::default()
-        }
     }
 }
 
@@ -566,290 +529,10 @@ impl Runtime for DockerRuntime {
     }
 }
 
-/// What went wrong talking to the engine.
-#[derive(Debug, thiserror::Error)]
-enum EngineError {
-    /// The engine answered and refused (with the HTTP status when it gave one).
-    #[error("{message}")]
-    Refused { status: Option<u16>, message: String },
-    /// The engine could not be reached, or did not answer in time.
-    #[error("{0}")]
-    Unreachable(String),
-    /// The name is taken by something without our labels.
-    #[error("{0}")]
-    Foreign(String),
-}
-
-impl EngineError {
-    fn is_not_found(&self) -> bool {
-        matches!(self, Self::Refused { status: Some(404), .. })
-    }
-}
-
-impl From<EngineError> for RuntimeError {
-    fn from(err: EngineError) -> Self {
-        match err {
-            EngineError::Refused { message, .. } | EngineError::Foreign(message) => RuntimeError::Workload(message),
-            EngineError::Unreachable(message) => RuntimeError::Unavailable(message),
-        }
-    }
-}
-
-fn engine_error(op: &str, err: BollardError) -> EngineError {
-    match err {
-        BollardError::DockerResponseServerError { status_code, message } => {
-            EngineError::Refused { status: Some(status_code), message: format!("{op}: {message}") }
-        }
-        BollardError::DockerStreamError { error } => {
-            EngineError::Refused { status: None, message: format!("{op}: {error}") }
-        }
-        other => EngineError::Unreachable(format!("{op}: {other}")),
-    }
-}
-
-/// One engine call, bounded by `limit`.
-async fn call<T>(
-    op: &str,
-    limit: Duration,
-    request: impl Future<Output = Result<T, BollardError>>,
-) -> Result<T, EngineError> {
-    match tokio::time::timeout(limit, request).await {
-        Ok(result) => result.map_err(|err| engine_error(op, err)),
-        Err(_) => Err(EngineError::Unreachable(format!("{op}: the docker engine did not answer within {limit:?}"))),
-    }
-}
-
-/// The user-defined network of the container this process runs in, if it
-/// runs in a container of the engine behind `docker`: Docker names a
-/// container's host after its id unless told otherwise.
-async fn own_network(docker: &Docker, limit: Duration) -> Result<Option<String>, EngineError> {
-    if !std::path::Path::new("/.dockerenv").exists() {
-        return Ok(None);
-    }
-    let Ok(hostname) = std::fs::read_to_string("/etc/hostname") else { return Ok(None) };
-    let container = match call("inspect own container", limit, docker.inspect_container(hostname.trim(), None)).await {
-        Ok(container) => container,
-        Err(err) if err.is_not_found() => {
-            tracing::info!(
-                hostname = hostname.trim(),
-                "not a container of this engine: workloads join its default bridge"
-            );
-            return Ok(None);
-        }
-        Err(err) => return Err(err),
-    };
-    let networks = container.network_settings.and_then(|settings| settings.networks).unwrap_or_default();
-    let network = networks.into_keys().filter(|name| !["bridge", "host", "none"].contains(&name.as_str())).min();
-    if let Some(network) = &network {
-        tracing::info!(%network, "workloads join the provisioner's own network");
-    }
-    Ok(network)
-}
-
-fn open(endpoint: &str) -> Result<Docker, EngineError> {
-    let docker = if endpoint.starts_with("unix://") {
-        Docker::connect_with_unix(endpoint, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
-    } else {
-        Docker::connect_with_http(endpoint, CLIENT_TIMEOUT_SECS, API_DEFAULT_VERSION)
-    };
-    docker.map_err(|err| EngineError::Unreachable(format!("docker engine at {endpoint}: {err}")))
-}
-
 /// The tag to pull: without one the engine would pull every tag of the repository.
 fn pull_tag(image: &str) -> Option<String> {
     let last_segment = image.rsplit('/').next().unwrap_or(image);
     (!image.contains('@') && !last_segment.contains(':')).then(|| "latest".to_owned())
-}
-
-fn status_of(container: &ContainerInspectResponse) -> Option<ContainerStateStatusEnum> {
-    container.state.as_ref().and_then(|state| state.status)
-}
-
-/// Whether a process of the container is alive (paused and restarting included).
-fn is_up(status: &Option<ContainerStateStatusEnum>) -> bool {
-    use ContainerStateStatusEnum::{PAUSED, RESTARTING, RUNNING, STOPPING};
-    matches!(status, Some(RUNNING | PAUSED | RESTARTING | STOPPING))
-}
-
-fn workload_info(container: &ContainerInspectResponse) -> WorkloadInfo {
-    let state = container.state.clone().unwrap_or_default();
-    let status = state.status.map_or_else(|| "unknown".to_owned(), |status| status.to_string());
-    let started_at = state.started_at.as_deref().and_then(parse_time);
-    let mut info = WorkloadInfo {
-        workload_id: container.id.clone().unwrap_or_default(),
-        detail: status.clone(),
-        exit_code: None,
-        started_at,
-        finished_at: None,
-    };
-    if is_up(&state.status) {
-        return info;
-    }
-    info.finished_at = state.finished_at.as_deref().and_then(parse_time);
-    if matches!(state.status, Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)) {
-        info.exit_code = state.exit_code.and_then(|code| i32::try_from(code).ok());
-        let oom = if state.oom_killed == Some(true) { ", oom-killed" } else { "" };
-        info.detail = format!("{status} ({}{oom})", info.exit_code.unwrap_or(-1));
-    }
-    if let Some(error) = state.error.filter(|error| !error.is_empty()) {
-        info.detail = format!("{}: {error}", info.detail);
-    }
-    info
-}
-
-fn probe_of(container: &ContainerInspectResponse) -> Probe {
-    use ContainerStateStatusEnum::{CREATED, DEAD, EXITED, REMOVING};
-    let status = status_of(container);
-    match status {
-        _ if is_up(&status) => Probe::Running(workload_info(container)),
-        Some(CREATED | EXITED | DEAD) => Probe::Exited(workload_info(container)),
-        // Being removed: the destroy event follows, and the probe then says Absent.
-        Some(REMOVING) => Probe::Unknown("the container is being removed".to_owned()),
-        _ => Probe::Unknown(format!("the container is in an unknown state {:?}", workload_info(container).detail)),
-    }
-}
-
-/// A listed container, if its name and labels both say it is ours (PRV-9).
-fn managed(identity: &Identity, container: ContainerSummary) -> Option<ManagedWorkload> {
-    let names = container.names.unwrap_or_default();
-    // Linked containers also list "/other/alias" names; the own name has no inner slash.
-    let name = names.iter().map(|name| name.trim_start_matches('/')).find(|name| !name.contains('/'))?;
-    let workspace_id = identity.workspace_of_name(name);
-    let labelled = container.labels.as_ref().and_then(|labels| labels.get(labels::WORKSPACE_ID));
-    if workspace_id.is_none() || workspace_id.map(str::to_owned).as_ref() != labelled {
-        tracing::debug!(name, "skipping a labelled container whose name or workspace label is not ours");
-        return None;
-    }
-    let running = container.state.is_some_and(|state| {
-        use bollard::models::ContainerSummaryStateEnum::{PAUSED, RESTARTING, RUNNING, STOPPING};
-        matches!(state, RUNNING | PAUSED | RESTARTING | STOPPING)
-    });
-    Some(ManagedWorkload {
-        workload_id: container.id?,
-        name: name.to_owned(),
-        workspace_id: workspace_id?.to_owned(),
-        running,
-    })
-}
-
-fn event_of(identity: &Identity, event: EventMessage) -> Option<WorkloadEvent> {
-    let attributes = event.actor?.attributes?;
-    let workspace_id = identity.workspace_of_name(attributes.get("name")?)?;
-    (attributes.get(labels::WORKSPACE_ID).map(String::as_str) == Some(workspace_id))
-        .then(|| WorkloadEvent { workspace_id: workspace_id.to_owned() })
-}
-
-/// Docker writes "zero" (year 1) times for "never".
-fn parse_time(text: &str) -> Option<SystemTime> {
-    let time: jiff::Timestamp = text.parse().ok()?;
-    (time > jiff::Timestamp::UNIX_EPOCH).then(|| time.into())
-}
-
-/// A line being assembled from the frames of one output stream.
-#[derive(Default)]
-struct Pending {
-    text: Vec<u8>,
-    time: Option<SystemTime>,
-}
-
-/// Turns log frames into lines. With timestamps on, the engine sends one
-/// frame per logged message, "<RFC 3339 time> <text>"; a message longer than
-/// the logging driver's buffer arrives in several frames without line
-/// endings, each with its own time, and makes one line.
-struct LineSplitter {
-    since: Option<SystemTime>,
-    stdout: Pending,
-    stderr: Pending,
-    other: Pending,
-    ended: bool,
-}
-
-impl LineSplitter {
-    fn new(since: Option<SystemTime>) -> Self {
-        Self { since, stdout: Pending::default(), stderr: Pending::default(), other: Pending::default(), ended: false }
-    }
-
-    /// The lines a frame completes; `None` is the end of the stream.
-    fn push(&mut self, frame: Option<Result<LogOutput, BollardError>>) -> Vec<Result<LogLine, RuntimeError>> {
-        if self.ended {
-            return Vec::new();
-        }
-        let (stream, message) = match frame {
-            Some(Ok(LogOutput::StdOut { message })) => (LogStream::Stdout, message),
-            Some(Ok(LogOutput::StdErr { message })) => (LogStream::Stderr, message),
-            Some(Ok(LogOutput::Console { message })) => (LogStream::Unknown, message),
-            Some(Ok(LogOutput::StdIn { .. })) => return Vec::new(),
-            Some(Err(err)) => {
-                let mut lines = self.flush();
-                lines.push(Err(engine_error("read logs", err).into()));
-                return lines;
-            }
-            None => return self.flush(),
-        };
-        let (time, text) = split_timestamp(&message);
-        let since = self.since;
-        let pending = self.pending(stream);
-        if pending.text.is_empty() {
-            pending.time = time;
-        }
-        pending.text.extend_from_slice(text);
-        let mut lines = Vec::new();
-        while let Some(end) = pending.text.iter().position(|byte| *byte == b'\n') {
-            let rest = pending.text.split_off(end + 1);
-            let line = std::mem::replace(&mut pending.text, rest);
-            lines.extend(make_line(since, stream, pending.time, &line).map(Ok));
-            // What follows in the same frame was written at the same time.
-            pending.time = time;
-        }
-        lines
-    }
-
-    fn pending(&mut self, stream: LogStream) -> &mut Pending {
-        match stream {
-            LogStream::Stdout => &mut self.stdout,
-            LogStream::Stderr => &mut self.stderr,
-            LogStream::Unknown => &mut self.other,
-        }
-    }
-
-    fn flush(&mut self) -> Vec<Result<LogLine, RuntimeError>> {
-        self.ended = true;
-        let since = self.since;
-        [LogStream::Stdout, LogStream::Stderr, LogStream::Unknown]
-            .into_iter()
-            .filter_map(|stream| {
-                let pending = std::mem::take(self.pending(stream));
-                if pending.text.is_empty() {
-                    return None;
-                }
-                make_line(since, stream, pending.time, &pending.text).map(Ok)
-            })
-            .collect()
-    }
-}
-
-/// Splits "<time> <text>" when the frame starts with a time.
-fn split_timestamp(frame: &[u8]) -> (Option<SystemTime>, &[u8]) {
-    let Some(space) = frame.iter().take(40).position(|byte| *byte == b' ') else {
-        return (None, frame);
-    };
-    match std::str::from_utf8(&frame[..space]).ok().and_then(parse_time) {
-        Some(time) => (Some(time), &frame[space + 1..]),
-        None => (None, frame),
-    }
-}
-
-/// The line without its ending; `None` when it is older than `since` (the
-/// engine filters whole seconds only).
-fn make_line(since: Option<SystemTime>, stream: LogStream, time: Option<SystemTime>, raw: &[u8]) -> Option<LogLine> {
-    if let (Some(since), Some(time)) = (since, time)
-        && time < since
-    {
-        return None;
-    }
-    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    Some(LogLine { time, stream, text: String::from_utf8_lossy(raw).into_owned() })
 }
 
 #[cfg(test)]

@@ -33,26 +33,18 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fmt::Display,
     io,
-    os::unix::process::ExitStatusExt,
     path::PathBuf,
-    process::Stdio,
     sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
     time::{Duration, SystemTime},
 };
 
 use async_trait::async_trait;
 use futures::{StreamExt, future, stream::BoxStream};
-use nix::{
-    errno::Errno,
-    sys::signal::{Signal, kill, killpg},
-    unistd::Pid,
-};
-use serde::{Deserialize, Serialize};
+use nix::sys::signal::Signal;
 use tokio::{
-    process::{Child, Command},
     sync::{OwnedMutexGuard, broadcast, watch},
     task::JoinHandle,
-    time::{Instant, MissedTickBehavior, interval, sleep, timeout},
+    time::{MissedTickBehavior, interval, timeout},
 };
 use tokio_stream::wrappers::BroadcastStream;
 use tracing::{info, warn};
@@ -63,7 +55,15 @@ use super::{
 };
 
 mod logs;
+mod members;
 mod procfs;
+mod record;
+mod spawn;
+
+use self::{
+    members::{Member, leader, run_alive, signal_members, wait_gone},
+    record::RunRecord,
+};
 
 /// Environment variable marking a process with the mesh id (see [`super::labels::MESH_ID`]).
 pub const MESH_ID_ENV: &str = "AGENTMESH_MESH_ID";
@@ -72,7 +72,6 @@ pub const RUNTIME_INSTANCE_ENV: &str = "AGENTMESH_RUNTIME_INSTANCE";
 /// Environment variable naming the workspace a process runs.
 pub const WORKSPACE_ID_ENV: &str = "AGENTMESH_WORKSPACE_ID";
 
-const RECORD_FILE: &str = "workload.json";
 const DATA_DIR: &str = "data";
 const STDOUT_LOG: &str = "stdout.log";
 const STDERR_LOG: &str = "stderr.log";
@@ -82,8 +81,6 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// How long SIGKILL may take before a stop reports failure (a process in
 /// uninterruptible sleep, e.g. on a dead NFS mount, survives it for a while).
 const KILL_WAIT: Duration = Duration::from_secs(5);
-/// How long a start waits for the kernel to show a new process's marks.
-const EXEC_WAIT: Duration = Duration::from_secs(1);
 /// How long a probe waits for a reaper that is about to record an exit code.
 const REAPER_WAIT: Duration = Duration::from_secs(1);
 /// How often runs that are not our children (started before a restart) are
@@ -128,184 +125,11 @@ struct Inner {
     poller: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// workload.json: the workspace's current (or last) run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct RunRecord {
-    /// Whose run it is, so a listing never reports another instance's.
-    mesh_id: String,
-    instance: String,
-    pid: i32,
-    /// The kernel's start time of `pid`; see [`procfs::Stat::starttime`].
-    starttime: u64,
-    started_at: SystemTime,
-    exit_code: Option<i32>,
-    /// Set, with `exit_code`, when the provisioner saw the process exit.
-    finished_at: Option<SystemTime>,
-}
-
-impl RunRecord {
-    fn running_info(&self) -> WorkloadInfo {
-        WorkloadInfo {
-            workload_id: self.pid.to_string(),
-            detail: format!("running (pid {})", self.pid),
-            exit_code: None,
-            started_at: Some(self.started_at),
-            finished_at: None,
-        }
-    }
-
-    fn exited_info(&self) -> WorkloadInfo {
-        let detail = match self.exit_code {
-            Some(code) => format!("exited ({code})"),
-            None => "exited (exit code unknown)".to_owned(),
-        };
-        WorkloadInfo {
-            workload_id: self.pid.to_string(),
-            detail,
-            exit_code: self.exit_code,
-            started_at: Some(self.started_at),
-            finished_at: self.finished_at,
-        }
-    }
-
-    /// The process is gone and nobody saw how it ended: it died while no
-    /// provisioner that could wait for it was running.
-    fn unobserved_info(&self) -> WorkloadInfo {
-        WorkloadInfo {
-            workload_id: self.pid.to_string(),
-            detail: "exited while the provisioner was not watching".to_owned(),
-            exit_code: None,
-            started_at: Some(self.started_at),
-            finished_at: None,
-        }
-    }
-}
-
-/// A live process carrying this instance's marks.
-#[derive(Debug, Clone, Copy)]
-struct Member {
-    pid: i32,
-    stat: procfs::Stat,
-}
-
-impl Member {
-    fn running(&self) -> bool {
-        match procfs::stat(self.pid) {
-            Ok(stat) => stat.starttime == self.stat.starttime && !stat.exited(),
-            // Unsure is running: a stop must not claim success it has not seen.
-            Err(err) => !procfs::gone(&err),
-        }
-    }
-}
-
-/// What a workspace's listing or adoption takes as its main process: the
-/// leader of its process group if that is among them.
-fn leader(members: &[Member]) -> Option<Member> {
-    members.iter().find(|m| m.pid == m.stat.pgrp).or_else(|| members.iter().min_by_key(|m| m.pid)).copied()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Target {
-    Group(i32),
-    Process(i32),
-}
-
-fn signal_members(members: &[Member], signal: Signal) {
-    let pids: HashSet<i32> = members.iter().map(|m| m.pid).collect();
-    // A group signal also reaches children forked since the scan, but only a
-    // group led by one of ours is wholly ours: others get one signal each.
-    let targets: BTreeSet<Target> = members
-        .iter()
-        .map(|m| if pids.contains(&m.stat.pgrp) { Target::Group(m.stat.pgrp) } else { Target::Process(m.pid) })
-        .collect();
-    for target in targets {
-        let result = match target {
-            Target::Group(pgrp) => killpg(Pid::from_raw(pgrp), signal),
-            Target::Process(pid) => kill(Pid::from_raw(pid), signal),
-        };
-        // ESRCH: it exited meanwhile, which is the point.
-        if let Err(err) = result
-            && err != Errno::ESRCH
-        {
-            warn!(?target, signal = signal.as_str(), %err, "cannot signal process workload");
-        }
-    }
-}
-
-/// Waits up to `within` for the members to exit; returns those still running.
-async fn wait_gone(mut members: Vec<Member>, within: Duration) -> Vec<Member> {
-    let deadline = Instant::now() + within;
-    loop {
-        members.retain(Member::running);
-        if members.is_empty() || Instant::now() >= deadline {
-            return members;
-        }
-        sleep(STOP_POLL).await;
-    }
-}
-
-/// Waits (briefly) until the new program's environment shows in /proc.
-/// The kernel lets the spawning parent go on before it publishes the
-/// environment of the program being exec'd, and until then /proc shows none,
-/// so a scan right after a start would not see the run as ours.
-async fn await_exec(workspace_id: &str, pid: i32) {
-    let deadline = Instant::now() + EXEC_WAIT;
-    loop {
-        let published = match procfs::stat(pid) {
-            Ok(stat) if !stat.exited() => {
-                procfs::marks(pid).map_or(true, |marks| marks.workspace_id.as_deref() == Some(workspace_id))
-            }
-            // Gone already: nothing to wait for.
-            _ => true,
-        };
-        if published || Instant::now() >= deadline {
-            return;
-        }
-        sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Whether the run with this pid and start time is alive and still ours.
-fn run_alive(identity: &Identity, workspace_id: &str, pid: i32, starttime: u64) -> io::Result<bool> {
-    let stat = match procfs::stat(pid) {
-        Ok(stat) => stat,
-        Err(err) if procfs::gone(&err) => return Ok(false),
-        Err(err) => return Err(err),
-    };
-    if stat.starttime != starttime || stat.exited() {
-        return Ok(false);
-    }
-    match procfs::marks(pid) {
-        Ok(marks) => Ok(workspace_of(identity, &marks) == Some(workspace_id)),
-        Err(err) if procfs::gone(&err) => Ok(false),
-        Err(err) => Err(err),
-    }
-}
-
 /// The workspace a process belongs to, if its marks are this instance's.
 fn workspace_of<'a>(identity: &Identity, marks: &'a procfs::Marks) -> Option<&'a str> {
     let ours = marks.mesh_id.as_deref() == Some(identity.mesh_id.as_str())
         && marks.instance.as_deref() == Some(identity.instance.as_str());
     marks.workspace_id.as_deref().filter(|id| ours && is_workspace_id(id))
-}
-
-/// Every live process on the host with this instance's marks. Processes
-/// that vanish mid-scan or belong to other users are skipped.
-fn scan(identity: &Identity) -> io::Result<Vec<(String, Member)>> {
-    let own = i32::try_from(std::process::id()).ok();
-    let mut found = Vec::new();
-    for pid in procfs::pids()? {
-        if Some(pid) == own {
-            continue;
-        }
-        let Ok(marks) = procfs::marks(pid) else { continue };
-        let Some(workspace_id) = workspace_of(identity, &marks) else { continue };
-        let Ok(stat) = procfs::stat(pid) else { continue };
-        if !stat.exited() {
-            found.push((workspace_id.to_owned(), Member { pid, stat }));
-        }
-    }
-    Ok(found)
 }
 
 /// Only the canonical form, so that one workspace has one directory and no
@@ -326,17 +150,6 @@ fn unavailable(context: impl Display, err: io::Error) -> RuntimeError {
     RuntimeError::Unavailable(format!("{context}: {err}"))
 }
 
-/// Opens a log file for the child to append to: kept from run to run.
-async fn open_log(path: PathBuf) -> Result<Stdio, RuntimeError> {
-    let file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .await
-        .map_err(|err| unavailable(format_args!("opening {}", path.display()), err))?;
-    Ok(Stdio::from(file.into_std().await))
-}
-
 fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps stay consistent whatever panicked while holding them.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -352,216 +165,11 @@ impl Inner {
         lock.lock_owned().await
     }
 
-    /// The workspace's run record. A record that is not ours or not readable
-    /// as one is an InvalidData error.
-    async fn load(&self, workspace_id: &str) -> io::Result<Option<RunRecord>> {
-        let path = self.workspace_dir(workspace_id).join(RECORD_FILE);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err),
-        };
-        let record: RunRecord = serde_json::from_slice(&bytes)
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {err}", path.display())))?;
-        if record.mesh_id != self.identity.mesh_id || record.instance != self.identity.instance {
-            let message = format!(
-                "{} belongs to runtime instance {:?} of mesh {:?}",
-                path.display(),
-                record.instance,
-                record.mesh_id
-            );
-            return Err(io::Error::new(io::ErrorKind::InvalidData, message));
-        }
-        Ok(Some(record))
-    }
-
-    async fn save(&self, workspace_id: &str, record: &RunRecord) -> io::Result<()> {
-        let dir = self.workspace_dir(workspace_id);
-        let temp = dir.join(format!("{RECORD_FILE}.tmp"));
-        // Written aside and renamed, so a crash never leaves half a record.
-        tokio::fs::write(&temp, serde_json::to_vec_pretty(record)?).await?;
-        tokio::fs::rename(&temp, dir.join(RECORD_FILE)).await
-    }
-
-    async fn clear(&self, workspace_id: &str) -> io::Result<()> {
-        match tokio::fs::remove_file(self.workspace_dir(workspace_id).join(RECORD_FILE)).await {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
-            _ => Ok(()),
-        }
-    }
-
-    /// Every workspace with a record of ours; others' and unreadable records are skipped.
-    async fn records(&self) -> io::Result<Vec<(String, RunRecord)>> {
-        let mut entries = match tokio::fs::read_dir(&self.state_dir).await {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(err),
-        };
-        let mut records = Vec::new();
-        while let Some(entry) = entries.next_entry().await? {
-            let Some(workspace_id) = entry.file_name().to_str().filter(|name| is_workspace_id(name)).map(str::to_owned)
-            else {
-                continue;
-            };
-            match self.load(&workspace_id).await {
-                Ok(Some(record)) => records.push((workspace_id, record)),
-                Ok(None) => {}
-                Err(err) if err.kind() == io::ErrorKind::InvalidData => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(records)
-    }
-
-    fn new_record(&self, pid: i32, starttime: u64, started_at: SystemTime) -> RunRecord {
-        RunRecord {
-            mesh_id: self.identity.mesh_id.clone(),
-            instance: self.identity.instance.clone(),
-            pid,
-            starttime,
-            started_at,
-            exit_code: None,
-            finished_at: None,
-        }
-    }
-
-    fn alive(&self, workspace_id: &str, record: &RunRecord) -> io::Result<bool> {
-        run_alive(&self.identity, workspace_id, record.pid, record.starttime)
-    }
-
-    async fn scan(&self) -> io::Result<Vec<(String, Member)>> {
-        let identity = self.identity.clone();
-        tokio::task::spawn_blocking(move || scan(&identity)).await.map_err(io::Error::other)?
-    }
-
-    /// The workspace's live processes, found by their marks.
-    async fn members(&self, workspace_id: &str) -> io::Result<Vec<Member>> {
-        Ok(self.scan().await?.into_iter().filter(|(id, _)| id == workspace_id).map(|(_, member)| member).collect())
-    }
-
     fn reaper(&self, workspace_id: &str, pid: i32) -> Option<watch::Receiver<bool>> {
         guard(&self.reapers)
             .get(workspace_id)
             .filter(|(reaped_pid, _)| *reaped_pid == pid)
             .map(|(_, done)| done.clone())
-    }
-
-    fn child_env(&self, spec: &WorkloadSpec) -> BTreeMap<String, String> {
-        let mut env = spec.env.clone();
-        for key in ["PATH", "HOME"] {
-            if !env.contains_key(key)
-                && let Ok(value) = std::env::var(key)
-            {
-                env.insert(key.to_owned(), value);
-            }
-        }
-        env.insert(MESH_ID_ENV.to_owned(), self.identity.mesh_id.clone());
-        env.insert(RUNTIME_INSTANCE_ENV.to_owned(), self.identity.instance.clone());
-        env.insert(WORKSPACE_ID_ENV.to_owned(), spec.workspace_id.clone());
-        env
-    }
-
-    /// Spawns a new run; the caller holds the workspace's lock.
-    async fn spawn(self: &Arc<Self>, spec: &WorkloadSpec) -> Result<WorkloadInfo, RuntimeError> {
-        let workspace_id = spec.workspace_id.as_str();
-        let dir = self.workspace_dir(workspace_id);
-        let data = dir.join(DATA_DIR);
-        tokio::fs::create_dir_all(&data)
-            .await
-            .map_err(|err| unavailable(format_args!("creating {}", data.display()), err))?;
-        let stdout = open_log(dir.join(STDOUT_LOG)).await?;
-        let stderr = open_log(dir.join(STDERR_LOG)).await?;
-        let child = Command::new(&spec.command)
-            .args(&spec.args)
-            .env_clear()
-            .envs(self.child_env(spec))
-            .current_dir(&data)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .map_err(|err| {
-                RuntimeError::Workload(format!("cannot start {:?} for workspace {workspace_id}: {err}", spec.command))
-            })?;
-        let pid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .ok_or_else(|| RuntimeError::Unavailable("the spawned process has no pid".to_owned()))?;
-        await_exec(workspace_id, pid).await;
-        let recorded = async {
-            let record = self.new_record(pid, procfs::stat(pid)?.starttime, SystemTime::now());
-            self.save(workspace_id, &record).await?;
-            Ok::<_, io::Error>(record)
-        }
-        .await;
-        match recorded {
-            Ok(record) => {
-                info!(workspace_id, pid, command = %spec.command, "started process workload");
-                self.spawn_reaper(workspace_id, child, &record);
-                Ok(record.running_info())
-            }
-            Err(err) => {
-                // A run without a record is one the next start would not
-                // see, and start it a second time: take it back.
-                if let Err(kill_err) = killpg(Pid::from_raw(pid), Signal::SIGKILL) {
-                    warn!(workspace_id, pid, err = %kill_err, "cannot kill unrecorded process workload");
-                }
-                Err(unavailable(format_args!("recording the run of workspace {workspace_id}"), err))
-            }
-        }
-    }
-
-    /// Waits for our child, records how it ended and tells watchers.
-    fn spawn_reaper(self: &Arc<Self>, workspace_id: &str, mut child: Child, record: &RunRecord) {
-        let (done, reaped) = watch::channel(false);
-        guard(&self.reapers).insert(workspace_id.to_owned(), (record.pid, reaped));
-        let inner = Arc::clone(self);
-        let (workspace_id, pid, starttime) = (workspace_id.to_owned(), record.pid, record.starttime);
-        tokio::spawn(async move {
-            let exit_code = match child.wait().await {
-                Ok(status) => status.code().or_else(|| status.signal().map(|signal| 128 + signal)),
-                Err(err) => {
-                    warn!(%workspace_id, pid, %err, "cannot wait for process workload");
-                    None
-                }
-            };
-            inner.finish_run(&workspace_id, pid, starttime, exit_code).await;
-            done.send_replace(true);
-            {
-                let mut reapers = guard(&inner.reapers);
-                if reapers.get(&workspace_id).is_some_and(|(reaped_pid, _)| *reaped_pid == pid) {
-                    reapers.remove(&workspace_id);
-                }
-            }
-            // Nobody watching is fine: events are only hints.
-            let _ = inner.events.send(WorkloadEvent { workspace_id });
-        });
-    }
-
-    async fn finish_run(&self, workspace_id: &str, pid: i32, starttime: u64, exit_code: Option<i32>) {
-        let _lock = self.exclusive(workspace_id).await;
-        let result = async {
-            let Some(mut record) = self.load(workspace_id).await? else { return Ok(()) };
-            if record.pid != pid || record.starttime != starttime || record.finished_at.is_some() {
-                // A stop or a newer start has taken over since.
-                return Ok(());
-            }
-            let stragglers = self.members(workspace_id).await?;
-            signal_members(&stragglers, Signal::SIGKILL);
-            // Settled before anyone hears of the exit.
-            if let Some(member) = wait_gone(stragglers, KILL_WAIT).await.first() {
-                warn!(workspace_id, pid = member.pid, "process left by an exited workload survives SIGKILL");
-            }
-            record.exit_code = exit_code;
-            record.finished_at = Some(SystemTime::now());
-            self.save(workspace_id, &record).await
-        }
-        .await;
-        match result {
-            Ok(()) => info!(workspace_id, pid, exit_code, "process workload exited"),
-            Err(err) => warn!(workspace_id, pid, %err, "cannot record the exit of process workload"),
-        }
     }
 
     /// SIGTERM to the members, SIGKILL to what is left after `grace`, and
