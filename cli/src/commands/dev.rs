@@ -93,9 +93,12 @@ pub async fn run(global: &Global, args: DevArgs) -> Result<ExitCode, Failure> {
 
     let runtimes = match plan.docker_gateway {
         Some(_) => {
-            vec![runtime(RuntimeKindName::Docker, "docker:local"), runtime(RuntimeKindName::Process, "process:local")]
+            vec![
+                RuntimeConfig::named(RuntimeKindName::Docker, "docker:local"),
+                RuntimeConfig::named(RuntimeKindName::Process, "process:local"),
+            ]
         }
-        None => vec![runtime(RuntimeKindName::Process, "process:local")],
+        None => vec![RuntimeConfig::named(RuntimeKindName::Process, "process:local")],
     };
     let workload_registry = match plan.docker_gateway {
         Some(gateway) => format!("http://{}", SocketAddr::new(gateway, registry_port)),
@@ -104,7 +107,7 @@ pub async fn run(global: &Global, args: DevArgs) -> Result<ExitCode, Failure> {
     let (config, authenticator) = plan.config(&provisioner, |settings: &mut ProvisionerSettings| {
         settings.registry_address.clone_from(&addresses.registry);
         settings.workload_registry_address = workload_registry;
-        settings.runtimes = [runtimes, vec![runtime(RuntimeKindName::External, "external")]].concat();
+        settings.runtimes = [runtimes, vec![RuntimeConfig::named(RuntimeKindName::External, "external")]].concat();
     })?;
     let stop = shutdown.clone();
     services.spawn(async move {
@@ -211,18 +214,6 @@ impl Plan {
     }
 }
 
-fn runtime(kind: RuntimeKindName, name: &str) -> RuntimeConfig {
-    RuntimeConfig {
-        kind,
-        name: name.to_owned(),
-        default: false,
-        endpoint: String::new(),
-        network: String::new(),
-        namespace: String::new(),
-        state_dir: None,
-    }
-}
-
 async fn bind(host: IpAddr, port: u16, flag: &str) -> Result<TcpListener, Failure> {
     let address = SocketAddr::new(host, port);
     TcpListener::bind(address)
@@ -263,21 +254,30 @@ fn first_address(subnet: &str) -> Option<IpAddr> {
     Some(IpAddr::V4(Ipv4Addr::from(u32::from(network).checked_add(1)?)))
 }
 
-/// Waits until all four services report SERVING.
+/// Waits until all four services report SERVING, on their health streams.
+/// Every listener is bound before any service starts, so a connection is
+/// accepted at once and answered when its service serves.
 async fn all_serving(context: &Context) {
     for address in [&context.registry, &context.provisioner, &context.gateway, &context.scheduler] {
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(address.clone()) else { return };
         loop {
-            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(address.clone()) else { return };
             let serving = async {
                 let mut health = HealthClient::new(endpoint.connect().await.ok()?);
-                let reply = health.check(HealthCheckRequest { service: String::new() }).await.ok()?;
-                (reply.into_inner().status() == ServingStatus::Serving).then_some(())
+                let request = HealthCheckRequest { service: String::new() };
+                let mut statuses = health.watch(request).await.ok()?.into_inner();
+                while let Some(reply) = statuses.message().await.ok()? {
+                    if reply.status() == ServingStatus::Serving {
+                        return Some(());
+                    }
+                }
+                None
             };
             if serving.await.is_some() {
                 break;
             }
-            // Nothing to await but the service's next readiness check.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // The stream broke, which only a service that is ending does
+            // (the caller sees it end); try again rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
