@@ -438,6 +438,13 @@ pub struct DevArgs {
     /// The gateway's A2A (HTTP) port.
     #[arg(long, default_value_t = 8053)]
     pub a2a_port: u16,
+    /// The first of four consecutive ports serving Prometheus metrics at
+    /// `/metrics`: registry, provisioner, gateway, scheduler (0: any free ones).
+    #[arg(long, default_value_t = 9091, conflicts_with = "no_metrics")]
+    pub metrics_port: u16,
+    /// Serve no metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
     /// The context written for this mesh (and made current).
     #[arg(long, default_value = "dev")]
     pub context_name: String,

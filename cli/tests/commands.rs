@@ -4,62 +4,8 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
-
-use common::{DevMesh, echo_spec_file};
+use common::{DevMesh, Following, echo_spec_file, until_status};
 use serde_json::Value;
-
-/// Lines a long-running command prints, read on a thread so that the test
-/// can wait for one with a deadline; the command is killed when dropped.
-struct Following {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Following {
-    fn start(mesh: &DevMesh, args: &[&str]) -> Self {
-        let mut child = mesh.command(args).stdout(Stdio::piped()).spawn().unwrap();
-        let (sender, lines) = mpsc::channel();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|line| sender.send(line)));
-        Self { child, lines }
-    }
-
-    /// The first JSON line for which `wanted` holds.
-    #[track_caller]
-    fn until(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-        let mut seen = Vec::new();
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("no {what} within 60 s; printed:\n{}", seen.join("\n")));
-            let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if wanted(&record) {
-                return record;
-            }
-            seen.push(line);
-        }
-    }
-}
-
-impl Drop for Following {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits, by watching (`ws list -w`), until workspace `name` is `status`.
-fn until_status(mesh: &DevMesh, name: &str, status: &str) {
-    let watch = Following::start(mesh, &["ws", "list", "-w", "-o", "json"]);
-    watch.until(&format!("{name} {status}"), |w| w["name"] == name && w["status"] == status);
-}
 
 fn find<'a>(records: &'a Value, name: &str) -> &'a Value {
     let records = records.as_array().expect("a JSON array");

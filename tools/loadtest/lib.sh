@@ -34,6 +34,15 @@ launch() {
   pids+=("$!")
 }
 
+# scrape_every_second PORT: fetches http://127.0.0.1:PORT/metrics once a
+# second in the background, as a busy Prometheus would (most scrape every
+# 15 s or more), until stop_all; the cost of the instrumentation is then
+# measured with its reads included.
+scrape_every_second() {
+  local port=$1
+  launch /dev/null bash -c "while sleep 1; do curl -fsS http://127.0.0.1:$port/metrics >/dev/null || true; done"
+}
+
 # Stops every process in pids and waits for each.
 stop_all() {
   local pid
@@ -148,12 +157,15 @@ TOML
 
 # start_gateway: the gateway in dev network mode, gRPC on
 # 127.0.0.1:$GATEWAY_GRPC_PORT and A2A on 127.0.0.1:$GATEWAY_PORT, on SQLite
-# under $OUT/gateway, using the registry on 127.0.0.1:$REGISTRY_PORT.
+# under $OUT/gateway, using the registry on 127.0.0.1:$REGISTRY_PORT; with
+# METRICS_PORT set, serving metrics there, scraped every second. Sets
+# gateway_pid.
 start_gateway() {
   mkdir -p "$OUT/gateway"
   cat >"$OUT/gateway.toml" <<TOML
 listen = "127.0.0.1:$GATEWAY_GRPC_PORT"
 data_dir = "$OUT/gateway"
+metrics_listen = "${METRICS_PORT:+127.0.0.1:$METRICS_PORT}"
 [auth]
 operator_tokens = ["$operator_token"]
 service_tokens = ["$service_token"]
@@ -164,6 +176,11 @@ service_token = "$service_token"
 network_mode = "dev"
 TOML
   launch "$OUT/gateway.log" "$GATEWAY" --config "$OUT/gateway.toml"
+  gateway_pid=$!
+  if [[ -n ${METRICS_PORT:-} ]]; then
+    wait_for_port "$METRICS_PORT"
+    scrape_every_second "$METRICS_PORT"
+  fi
 }
 
 # start_echo_agent NAME PORT MAX_CONCURRENT [DELAY_MS]: an echo agent on

@@ -26,7 +26,9 @@
 # DRAIN_ROUNDS (2), FILL_CONCURRENCY (1: delivery order is checked exactly),
 # GATEWAY_LOG (the gateway's RUST_LOG, default info as deployed), ports
 # REGISTRY_PORT (50171), GATEWAY_GRPC_PORT (50173), GATEWAY_PORT (8173),
-# NGINX_PORT (8174), AGENT_PORT (8175), DRAIN_AGENT_PORT (8176), SKIP_BUILD=1,
+# NGINX_PORT (8174), AGENT_PORT (8175), DRAIN_AGENT_PORT (8176), METRICS_PORT
+# (unset: the gateway serves no metrics; set: it serves them there, scraped
+# every second, to measure what the instrumentation costs), SKIP_BUILD=1,
 # OUT (results directory), QUIET_CORES and QUIET_WAIT (before each part, wait
 # up to QUIET_WAIT seconds for the machine to use less than QUIET_CORES cores).
 set -euo pipefail
@@ -83,7 +85,6 @@ start_echo_agent drain-agent "$DRAIN_AGENT_PORT" 1
 drain_agent_pid=$!
 wait_for_port "$REGISTRY_PORT"
 RUST_LOG=$GATEWAY_LOG start_gateway
-gateway_pid=$!
 "$NGINX" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -e "$OUT/nginx/error.log" &
 nginx_pid=$!
 pids+=("$nginx_pid")

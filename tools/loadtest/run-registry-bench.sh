@@ -6,6 +6,8 @@
 #   echo      the bare tonic echo server: the ceiling for one unary RPC
 #   sqlite    agentmesh-registry on a fresh SQLite store under $OUT
 #   postgres  agentmesh-registry on a freshly created PostgreSQL database
+#   sqlite+metrics, postgres+metrics  the same with Prometheus metrics served
+#             (and scraped every second): the instrumentation's cost
 #
 # Knobs (environment): WORKSPACES, CONCURRENCY (space separated), DURATION,
 # WARMUP (seconds), RATE (optional: one more open-loop run per backend at
@@ -85,12 +87,19 @@ runs() {
   fi
 }
 
-# registry BACKEND PORT DATABASE_URL: starts the registry, creates the workspaces, runs.
+# registry BACKEND PORT DATABASE_URL [METRICS_PORT]: starts the registry
+# (serving metrics on METRICS_PORT, scraped every second, when given),
+# creates the workspaces, runs.
 registry() {
-  local backend=$1 port=$2 url=$3
+  local backend=$1 port=$2 url=$3 metrics=${4:-}
   local data=$OUT/$backend-data
-  launch "$OUT/$backend.log" "$REGISTRY" --listen "127.0.0.1:$port" --data-dir "$data" --database-url "$url"
+  launch "$OUT/$backend.log" env AGENTMESH_METRICS_LISTEN="${metrics:+127.0.0.1:$metrics}" \
+    "$REGISTRY" --listen "127.0.0.1:$port" --data-dir "$data" --database-url "$url"
   server_pid=$!
+  if [[ -n $metrics ]]; then
+    wait_for_port "$metrics"
+    scrape_every_second "$metrics"
+  fi
   wait_for_file "$data/operator.token"
   wait_for_port "$port"
   local common=(--target "http://127.0.0.1:$port" --token-file "$data/operator.token" --workspaces-file "$data/workspaces.txt")
@@ -112,12 +121,19 @@ for backend in $BACKENDS; do
     sqlite)
       registry sqlite 50152 "sqlite://$OUT/sqlite-data/registry.db"
       ;;
-    postgres)
+    sqlite+metrics)
+      registry sqlite+metrics 50154 "sqlite://$OUT/sqlite+metrics-data/registry.db" 50164
+      ;;
+    postgres | postgres+metrics)
       psql -q "$POSTGRES_URL" -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" -c "CREATE DATABASE $BENCH_DB"
-      registry postgres 50153 "${POSTGRES_URL%/*}/$BENCH_DB"
+      if [[ $backend == postgres ]]; then
+        registry postgres 50153 "${POSTGRES_URL%/*}/$BENCH_DB"
+      else
+        registry postgres+metrics 50155 "${POSTGRES_URL%/*}/$BENCH_DB" 50165
+      fi
       ;;
     *)
-      echo "unknown backend $backend (echo, sqlite, postgres)" >&2
+      echo "unknown backend $backend (echo, sqlite, postgres, sqlite+metrics, postgres+metrics)" >&2
       exit 2
       ;;
   esac

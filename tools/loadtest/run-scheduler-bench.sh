@@ -123,7 +123,6 @@ start_echo_agent agent "$AGENT_PORT" 0
 agent_pid=$!
 wait_for_port "$REGISTRY_PORT"
 start_gateway
-gateway_pid=$!
 for port in "$AGENT_PORT" "$GATEWAY_GRPC_PORT" "$GATEWAY_PORT"; do
   wait_for_port "$port"
 done

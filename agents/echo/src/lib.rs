@@ -12,9 +12,10 @@
 //! |---|---|
 //! | `GET /.well-known/agent-card.json`, `GET /.well-known/agent.json` | the agent card (A2A 1.0 fields plus the 0.3 `url`, `protocolVersion`, `preferredTransport`) |
 //! | `POST /` | JSON-RPC 2.0: `SendMessage`, `SendStreamingMessage`, `GetTask`, `CancelTask`, `SubscribeToTask` (1.0) and `message/send`, `message/stream`, `tasks/get`, `tasks/cancel`, `tasks/resubscribe` (0.3) |
-//! | `GET /agentmesh/status` | `{"active_tasks": n, "error_rate": 0.0, "runtime_state": "", "capabilities": {"native_session": b, "native_scheduler": b, "native_status_mgmt": b}, "idle_timeout_seconds": n or null}`, read by the agent shim |
+//! | `GET /agentmesh/status` | `{"active_tasks": n, "error_rate": x, "runtime_state": "", "capabilities": {"native_session": b, "native_scheduler": b, "native_status_mgmt": b}, "idle_timeout_seconds": n or null}`, read by the agent shim |
 //! | `GET /healthz` | 200 |
 //! | `POST /admin/busy` `{"busy": bool}` | answer every message busy until switched back |
+//! | `POST /admin/health` `{"error_rate": x}` | report this error rate in `/agentmesh/status` from now on |
 //! | `POST /admin/exit` `{"code": n}` | answer, then exit with code `n` (0..=255) |
 //! | `GET /admin/received` | the texts of every accepted message, first deliveries only, in arrival order (text parts joined by `\n`) |
 //! | `GET /admin/deliveries` | the same messages as `[{"message_id": "…" or null, "text": "…", "received_at_ms": n}]`, with their A2A message ids and arrival times (ms since the Unix epoch) |
@@ -72,7 +73,7 @@ use std::{
     future::IntoFuture,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -173,6 +174,8 @@ struct AgentState {
     peak_in_flight: AtomicUsize,
     busy_answers: AtomicUsize,
     busy: AtomicBool,
+    /// The error rate the agent reports to the shim, as `f64` bits.
+    error_rate: AtomicU64,
     deliveries: Mutex<deliveries::Deliveries>,
     exit_code: AtomicU8,
     shutdown: CancellationToken,
@@ -231,6 +234,7 @@ pub async fn serve(listener: TcpListener, config: Config, shutdown: Cancellation
         peak_in_flight: AtomicUsize::new(0),
         busy_answers: AtomicUsize::new(0),
         busy: AtomicBool::new(false),
+        error_rate: AtomicU64::new(0f64.to_bits()),
         exit_code: AtomicU8::new(0),
         shutdown: shutdown.clone(),
     });
@@ -273,6 +277,7 @@ fn router(state: Arc<AgentState>) -> Router {
         .route("/agentmesh/status", get(status))
         .route("/healthz", get(|| async { "ok" }))
         .route("/admin/busy", post(set_busy))
+        .route("/admin/health", post(set_health))
         .route("/admin/exit", post(exit))
         .route("/admin/received", get(received))
         .route("/admin/deliveries", get(deliveries))
@@ -298,7 +303,7 @@ struct Status {
 async fn status(State(state): State<Arc<AgentState>>) -> Json<Status> {
     Json(Status {
         active_tasks: state.in_flight.load(Ordering::Relaxed),
-        error_rate: 0.0,
+        error_rate: f64::from_bits(state.error_rate.load(Ordering::Relaxed)),
         runtime_state: "",
         capabilities: state.config.capabilities,
         idle_timeout_seconds: state.config.idle_timeout_seconds,
@@ -313,6 +318,17 @@ struct Busy {
 async fn set_busy(State(state): State<Arc<AgentState>>, Json(request): Json<Busy>) -> Json<Busy> {
     state.busy.store(request.busy, Ordering::Relaxed);
     tracing::info!(busy = request.busy, "busy switched");
+    Json(request)
+}
+
+#[derive(Serialize, Deserialize)]
+struct Health {
+    error_rate: f64,
+}
+
+async fn set_health(State(state): State<Arc<AgentState>>, Json(request): Json<Health>) -> Json<Health> {
+    state.error_rate.store(request.error_rate.to_bits(), Ordering::Relaxed);
+    tracing::info!(error_rate = request.error_rate, "reported error rate set");
     Json(request)
 }
 

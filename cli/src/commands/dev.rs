@@ -75,21 +75,23 @@ pub async fn run(global: &Global, args: DevArgs) -> Result<ExitCode, Failure> {
         ..Context::default()
     };
     let a2a_url = local(&a2a);
+    let metrics = metrics_addresses(&args).await?;
 
     let server = plan.server(&registry)?;
     let _telemetry = agentmesh_chassis::telemetry::init("agentmesh-dev", &server)
         .map_err(|e| Failure::Config(format!("logging: {e:#}")))?;
     let shutdown = shutdown_on_signal();
-    let mut services = JoinSet::new();
+    let mut services = Services::new();
 
-    let (config, authenticator) = plan.config(&registry, |settings: &mut RegistrySettings| {
+    let (mut config, authenticator) = plan.config(&registry, |settings: &mut RegistrySettings| {
         settings.network_mode = NetworkMode::Dev.to_string();
     })?;
+    serve_metrics(&mut config.server, metrics.as_ref().map(|m| m[0]));
     let guard = UrlGuard::new(NetworkMode::Dev);
     let stop = shutdown.clone();
-    services.spawn(async move {
-        ("registry", agentmesh_registry::server::run(config, registry, authenticator, guard, stop).await)
-    });
+    on_own_runtime(&mut services, "registry", async move {
+        agentmesh_registry::server::run(config, registry, authenticator, guard, stop).await
+    })?;
 
     let runtimes = match plan.docker_gateway {
         Some(_) => {
@@ -104,35 +106,37 @@ pub async fn run(global: &Global, args: DevArgs) -> Result<ExitCode, Failure> {
         Some(gateway) => format!("http://{}", SocketAddr::new(gateway, registry_port)),
         None => String::new(),
     };
-    let (config, authenticator) = plan.config(&provisioner, |settings: &mut ProvisionerSettings| {
+    let (mut config, authenticator) = plan.config(&provisioner, |settings: &mut ProvisionerSettings| {
         settings.registry_address.clone_from(&addresses.registry);
         settings.workload_registry_address = workload_registry;
         settings.runtimes = [runtimes, vec![RuntimeConfig::named(RuntimeKindName::External, "external")]].concat();
     })?;
+    serve_metrics(&mut config.server, metrics.as_ref().map(|m| m[1]));
     let stop = shutdown.clone();
-    services.spawn(async move {
-        ("provisioner", agentmesh_provisioner::server::run(config, provisioner, authenticator, stop).await)
-    });
+    on_own_runtime(&mut services, "provisioner", async move {
+        agentmesh_provisioner::server::run(config, provisioner, authenticator, stop).await
+    })?;
 
-    let (config, authenticator) = plan.config(&gateway, |settings: &mut GatewaySettings| {
+    let (mut config, authenticator) = plan.config(&gateway, |settings: &mut GatewaySettings| {
         settings.registry_address.clone_from(&addresses.registry);
         settings.provisioner_address.clone_from(&addresses.provisioner);
         settings.network_mode = NetworkMode::Dev.to_string();
     })?;
+    serve_metrics(&mut config.server, metrics.as_ref().map(|m| m[2]));
     let stop = shutdown.clone();
-    services.spawn(async move {
-        let run = agentmesh_a2a_gateway::server::run_with_listeners(config, gateway, a2a, authenticator, stop);
-        ("a2a-gateway", run.await)
-    });
+    on_own_runtime(&mut services, "a2a-gateway", async move {
+        agentmesh_a2a_gateway::server::run_with_listeners(config, gateway, a2a, authenticator, stop).await
+    })?;
 
-    let (config, authenticator) = plan.config(&scheduler, |settings: &mut SchedulerSettings| {
+    let (mut config, authenticator) = plan.config(&scheduler, |settings: &mut SchedulerSettings| {
         settings.registry_address.clone_from(&addresses.registry);
         settings.gateway_address.clone_from(&addresses.gateway);
     })?;
+    serve_metrics(&mut config.server, metrics.as_ref().map(|m| m[3]));
     let stop = shutdown.clone();
-    services.spawn(async move {
-        ("scheduler", agentmesh_scheduler::server::run(config, scheduler, authenticator, stop).await)
-    });
+    on_own_runtime(&mut services, "scheduler", async move {
+        agentmesh_scheduler::server::run(config, scheduler, authenticator, stop).await
+    })?;
 
     tokio::select! {
         () = all_serving(&addresses) => {
@@ -146,6 +150,11 @@ pub async fn run(global: &Global, args: DevArgs) -> Result<ExitCode, Failure> {
             say!("  provisioner  {} (runtimes: {})", addresses.provisioner, if plan.docker_gateway.is_some() { "docker, process, external" } else { "process, external" });
             say!("  gateway      {} (gRPC), {a2a_url}/a2a/<workspace> (A2A)", addresses.gateway);
             say!("  scheduler    {}", addresses.scheduler);
+            if let Some(metrics) = &metrics {
+                let urls: Vec<String> =
+                    metrics.iter().map(|address| format!("http://{}/metrics", SocketAddr::new(connectable(address.ip()), address.port()))).collect();
+                say!("  metrics      {}", urls.join(" "));
+            }
             say!("  operator token in {}", plan.data_dir.join(OPERATOR_TOKEN_FILE).display());
             say!("context {:?} written to {} and made current; Ctrl-C stops the mesh", args.context_name, path.display());
         }
@@ -163,6 +172,32 @@ pub async fn run(global: &Global, args: DevArgs) -> Result<ExitCode, Failure> {
         }
     }
     failure.map_or(Ok(ExitCode::SUCCESS), Err)
+}
+
+type Services = JoinSet<(&'static str, anyhow::Result<()>)>;
+
+/// Runs `service` on a Tokio runtime of its own, whose threads log as
+/// `name`: every line of the shared output then says which service wrote
+/// it, as the production binaries' lines do.
+fn on_own_runtime(
+    services: &mut Services,
+    name: &'static str,
+    service: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> Result<(), Failure> {
+    let runtime = agentmesh_chassis::telemetry::runtime_for(name, 2)
+        .map_err(|e| Failure::Failed(format!("{name}: cannot start its runtime: {e}")))?;
+    let running = runtime.spawn(service);
+    services.spawn(async move {
+        let ended = match running.await {
+            Ok(result) => result,
+            Err(panic) => Err(anyhow::anyhow!("it panicked: {panic}")),
+        };
+        // Whatever the service left running ends with its runtime, without
+        // blocking this one.
+        runtime.shutdown_background();
+        (name, ended)
+    });
+    Ok(())
 }
 
 fn ended_early(ended: Result<(&'static str, anyhow::Result<()>), tokio::task::JoinError>) -> Failure {
@@ -219,6 +254,31 @@ async fn bind(host: IpAddr, port: u16, flag: &str) -> Result<TcpListener, Failur
     TcpListener::bind(address)
         .await
         .map_err(|e| Failure::Config(format!("cannot listen on {address} ({e}): choose another {flag}")))
+}
+
+/// Where the registry, provisioner, gateway and scheduler serve metrics, in
+/// that order; `None` with `--no-metrics`. Each address is tried first, so
+/// that a taken port names the flag that chose it; with port 0 the free
+/// ports found are used (another process could take one in between: rare).
+async fn metrics_addresses(args: &DevArgs) -> Result<Option<[SocketAddr; 4]>, Failure> {
+    if args.no_metrics {
+        return Ok(None);
+    }
+    let mut addresses = [SocketAddr::new(args.host, 0); 4];
+    for (offset, address) in (0u16..).zip(addresses.iter_mut()) {
+        let port = match args.metrics_port {
+            0 => 0,
+            first => {
+                first.checked_add(offset).ok_or_else(|| Failure::Config("--metrics-port: at most 65532".into()))?
+            }
+        };
+        *address = bind(args.host, port, "--metrics-port").await?.local_addr()?;
+    }
+    Ok(Some(addresses))
+}
+
+fn serve_metrics(server: &mut ServerConfig, address: Option<SocketAddr>) {
+    server.metrics_listen = address.map(|address| address.to_string()).unwrap_or_default();
 }
 
 /// Where a client on this machine reaches a listener on `host`.

@@ -34,7 +34,14 @@ impl DevMesh {
     /// Started with `env`: settings as the production binaries read them.
     pub fn start_with(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ports = ["--registry-port", "--provisioner-port", "--gateway-port", "--scheduler-port", "--a2a-port"];
+        let ports = [
+            "--registry-port",
+            "--provisioner-port",
+            "--gateway-port",
+            "--scheduler-port",
+            "--a2a-port",
+            "--metrics-port",
+        ];
         let mut command = Command::new(AGENTMESH);
         command
             .arg("--config")
@@ -63,6 +70,15 @@ impl DevMesh {
             }
         }
         Self { child, dir, banner, rest: received }
+    }
+
+    /// Where the registry, provisioner, gateway and scheduler serve
+    /// metrics, in that order, from the banner.
+    pub fn metrics_addresses(&self) -> Vec<std::net::SocketAddr> {
+        let line = self.banner.lines().find(|line| line.trim_start().starts_with("metrics")).unwrap();
+        line.split_whitespace()
+            .filter_map(|word| word.strip_prefix("http://")?.strip_suffix("/metrics")?.parse().ok())
+            .collect()
     }
 
     pub fn config(&self) -> PathBuf {
@@ -207,4 +223,51 @@ pub fn echo_spec_file(dir: &Path, name: &str, delay_seconds: u32) -> PathBuf {
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, spec.to_string()).unwrap();
     path
+}
+
+/// Lines a long-running command prints, read on a thread so that the test
+/// can wait for one with a deadline; the command is killed when dropped.
+pub struct Following {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Following {
+    pub fn start(mesh: &DevMesh, args: &[&str]) -> Self {
+        let mut child = mesh.command(args).stdout(Stdio::piped()).spawn().unwrap();
+        let (sender, lines) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|line| sender.send(line)));
+        Self { child, lines }
+    }
+
+    /// The first JSON line for which `wanted` holds.
+    #[track_caller]
+    pub fn until(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no {what} within 60 s; printed:\n{}", seen.join("\n")));
+            let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if wanted(&record) {
+                return record;
+            }
+            seen.push(line);
+        }
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits, by watching (`ws list -w`), until workspace `name` is `status`.
+pub fn until_status(mesh: &DevMesh, name: &str, status: &str) {
+    let watch = Following::start(mesh, &["ws", "list", "-w", "-o", "json"]);
+    watch.until(&format!("{name} {status}"), |w| w["name"] == name && w["status"] == status);
 }

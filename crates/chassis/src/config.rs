@@ -71,6 +71,12 @@ pub struct ServerConfig {
     pub log_json: bool,
     /// OTLP/gRPC endpoint for traces; `OTEL_EXPORTER_OTLP_ENDPOINT` wins.
     pub otlp_endpoint: Option<String>,
+    /// Address of the HTTP listener serving Prometheus metrics at
+    /// `/metrics`; empty means no metrics are served.
+    pub metrics_listen: String,
+    /// This replica's name in log lines (a pod or container name, say);
+    /// empty names only the service.
+    pub replica: String,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     /// How often dependencies are checked for the health status, in ms.
@@ -90,6 +96,8 @@ impl Default for ServerConfig {
             log: "info".to_owned(),
             log_json: false,
             otlp_endpoint: None,
+            metrics_listen: String::new(),
+            replica: String::new(),
             shutdown_grace_secs: 10,
             readiness_interval_ms: 5_000,
             auth: AuthConfig::default(),
@@ -112,6 +120,12 @@ impl ServerConfig {
         Duration::from_millis(self.readiness_interval_ms)
     }
 
+    /// Where metrics are served, if anywhere; `validate` has refused a
+    /// value that is not an address.
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.metrics_listen.trim().parse().ok()
+    }
+
     /// The store URL, defaulting to `<data_dir>/<file_stem>.db`.
     pub fn database_url_or_default(&self, file_stem: &str) -> String {
         match &self.database_url {
@@ -126,6 +140,10 @@ impl ServerConfig {
         }
         if !(100..=600_000).contains(&self.readiness_interval_ms) {
             errors.push("readiness_interval_ms: must be between 100 and 600000".to_owned());
+        }
+        let metrics_listen = self.metrics_listen.trim();
+        if !metrics_listen.is_empty() && metrics_listen.parse::<SocketAddr>().is_err() {
+            errors.push("metrics_listen: must be an address like 0.0.0.0:9090, or empty for no metrics".to_owned());
         }
         if self.data_dir.as_os_str().is_empty() {
             errors.push("data_dir: must not be empty".to_owned());

@@ -10,6 +10,7 @@ pub mod binary;
 pub mod client;
 pub mod config;
 pub mod installation;
+pub mod metrics;
 pub mod registry_events;
 pub mod server;
 pub mod status;

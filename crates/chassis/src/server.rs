@@ -1,6 +1,6 @@
 //! Serving a service: health, reflection, auth, tracing and shutdown.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::HeaderValue;
 use tokio::{net::TcpListener, sync::Notify};
@@ -12,7 +12,7 @@ use tonic::{
 use tonic_health::ServingStatus;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::{auth::Authenticator, config::TlsConfig, telemetry};
+use crate::{auth::Authenticator, config::TlsConfig, metrics::Metrics, telemetry};
 
 /// The response header every call's answer carries: the version of the
 /// agentmesh serving it, so that a client can tell what it talks to.
@@ -37,6 +37,10 @@ pub struct ServeOptions {
     pub readiness_interval: Duration,
     /// Notified when readiness may have changed, to check it again at once.
     pub recheck: Option<Arc<Notify>>,
+    /// The service's metrics, with the gRPC calls' added by `serve`.
+    pub metrics: Metrics,
+    /// Where `/metrics` is served; `None` serves none and measures no call.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -45,8 +49,11 @@ impl ServeOptions {
         config: &crate::ServerConfig,
         health_services: Vec<&'static str>,
         authenticator: Authenticator,
+        metrics: Metrics,
     ) -> Self {
         Self {
+            metrics,
+            metrics_listen: config.metrics_listen(),
             health_services,
             authenticator,
             grace: config.shutdown_grace(),
@@ -96,6 +103,15 @@ where
     // grpcurl and many other tools still speak only v1alpha.
     let reflection_v1alpha = reflection(&options.health_services).build_v1alpha()?;
 
+    // Bound first: a taken metrics port is a configuration mistake to
+    // report before the service takes any traffic.
+    let metrics_listener = match options.metrics_listen {
+        Some(address) => Some(crate::metrics::bind(address).await?),
+        None => None,
+    };
+    let metrics_layer = options.metrics.grpc_layer(&options.health_services, metrics_listener.is_some());
+    let serving_gauge = options.metrics.serving();
+
     let mut builder = Server::builder();
     if let Some(tls) = &options.tls {
         let cert = std::fs::read(&tls.cert_file)?;
@@ -104,6 +120,7 @@ where
     }
     let router = builder
         .trace_fn(telemetry::request_span)
+        .layer(metrics_layer)
         .layer(SetResponseHeaderLayer::overriding(VERSION_HEADER, HeaderValue::from_static(env!("CARGO_PKG_VERSION"))))
         .layer(InterceptorLayer::new(options.authenticator.interceptor()))
         .add_routes(routes)
@@ -119,6 +136,12 @@ where
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopping.cancelled_owned()));
     tracing::info!(%address, "listening");
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(url = %format!("http://{address}/metrics"), "serving metrics");
+        }
+        tokio::spawn(options.metrics.serve(listener, shutdown.clone()))
+    });
 
     let mut server = server;
     let mut serving = false;
@@ -160,6 +183,7 @@ where
         let ready_now = problem.is_none();
         if ready_now != serving {
             serving = ready_now;
+            serving_gauge.set(i64::from(serving));
             let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
             for name in &names {
                 health.set_service_status(*name, status).await;
@@ -176,6 +200,7 @@ where
             if serving { options.readiness_interval } else { options.readiness_interval.min(NOT_READY_RECHECK) };
     }
 
+    serving_gauge.set(0);
     for name in names.iter().chain([&LIVENESS]) {
         health.set_service_status(*name, ServingStatus::NotServing).await;
         // Ends open health watches after they have seen NOT_SERVING, so
@@ -186,6 +211,11 @@ where
     match tokio::time::timeout(options.grace, server).await {
         Ok(joined) => joined??,
         Err(_) => tracing::warn!("grace period over; dropping in-flight requests"),
+    }
+    if let Some(metrics_server) = metrics_server
+        && let Ok(Err(e)) = metrics_server.await
+    {
+        tracing::warn!(error = %e, "the metrics listener failed");
     }
     Ok(())
 }

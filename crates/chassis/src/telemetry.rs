@@ -44,7 +44,8 @@ pub fn init(service_name: &'static str, config: &ServerConfig) -> anyhow::Result
         // Colour only for a person at a terminal: log files and container
         // logs get plain text.
         let colour = std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none();
-        tracing_subscriber::fmt::layer().with_ansi(colour).boxed()
+        let writer = LineWriter::named(service_name, &config.replica);
+        tracing_subscriber::fmt::layer().with_ansi(colour).event_format(writer).boxed()
     };
 
     let (otel, provider) = match &config.otlp_endpoint {
@@ -65,6 +66,66 @@ pub fn init(service_name: &'static str, config: &ServerConfig) -> anyhow::Result
 
     tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
     Ok(TelemetryGuard { provider })
+}
+
+thread_local! {
+    /// The service a thread works for, where one process runs several (as
+    /// `agentmesh dev` does): set by [`runtime_for`]'s threads.
+    static THREAD_SERVICE: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// A Tokio runtime whose threads log as `service`: for running several
+/// services in one process, each on its own runtime, with every line still
+/// naming who wrote it.
+pub fn runtime_for(service: &'static str, threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(service)
+        .on_thread_start(move || THREAD_SERVICE.set(Some(service)))
+        .enable_all()
+        .build()
+}
+
+/// Text log lines that begin with who wrote them (`registry`, or
+/// `registry[replica]`), as a log collector or a shared terminal needs, in
+/// front of tracing's own format.
+struct LineWriter {
+    name: String,
+    format: tracing_subscriber::fmt::format::Format,
+}
+
+impl LineWriter {
+    fn named(service: &str, replica: &str) -> Self {
+        let name = match replica.trim() {
+            "" => service.to_owned(),
+            replica => format!("{service}[{replica}]"),
+        };
+        Self { name, format: tracing_subscriber::fmt::format::Format::default() }
+    }
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LineWriter
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        context: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let name = match THREAD_SERVICE.get() {
+            Some(service) => service,
+            None => self.name.as_str(),
+        };
+        if writer.has_ansi_escapes() {
+            write!(writer, "\x1b[1m{name}\x1b[0m ")?;
+        } else {
+            write!(writer, "{name} ")?;
+        }
+        self.format.format_event(context, writer, event)
+    }
 }
 
 /// The W3C trace context fields of a request.
@@ -90,9 +151,29 @@ impl opentelemetry::propagation::Extractor for TraceFields<'_> {
 /// The span of one incoming gRPC request, continuing the caller's trace.
 pub fn request_span(request: &http::Request<()>) -> tracing::Span {
     let path = request.uri().path();
-    let span = tracing::info_span!("grpc.request", otel.name = %path, otel.kind = "server", rpc.system = "grpc");
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.name = %path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        trace_id = tracing::field::Empty,
+    );
     continue_trace(&span, request.headers());
+    record_trace_id(&span);
     span
+}
+
+/// Records the trace `span` belongs to in its `trace_id` field, so that the
+/// log lines written under it carry it. Nothing is recorded when no trace is
+/// exported: there is no trace to look up.
+pub fn record_trace_id(span: &tracing::Span) {
+    if !is_exporting() {
+        return;
+    }
+    let trace_id = opentelemetry::trace::TraceContextExt::span(&span.context()).span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
 }
 
 /// Makes `span` a child of the W3C trace context in `headers`; a missing or
@@ -148,4 +229,73 @@ impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
 pub fn inject_trace_context(metadata: &mut tonic::metadata::MetadataMap) {
     let context = tracing::Span::current().context();
     global::get_text_map_propagator(|p| p.inject_context(&context, &mut MetadataInjector(metadata)));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    /// Everything the subscriber writes, for reading back.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Written {
+        type Writer = Written;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    fn lines_of(writer: LineWriter, ansi: bool, log: impl FnOnce()) -> String {
+        let written = Written::default();
+        let layer = tracing_subscriber::fmt::layer().with_ansi(ansi).event_format(writer).with_writer(written.clone());
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), log);
+        String::from_utf8(written.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn every_line_begins_with_the_service_and_its_replica() {
+        let printed = lines_of(LineWriter::named("registry", "registry-0"), false, || {
+            tracing::info!("ready");
+            tracing::warn!(error = "down", "not ready");
+        });
+        let lines: Vec<&str> = printed.lines().collect();
+        assert_eq!(lines.len(), 2, "{printed}");
+        assert!(lines.iter().all(|line| line.starts_with("registry[registry-0] ")), "{printed}");
+        assert!(lines[0].ends_with("ready") && lines[1].contains("error=\"down\""), "{printed}");
+        assert!(!printed.contains('\x1b'), "no colour where none was asked for: {printed:?}");
+
+        let alone = lines_of(LineWriter::named("scheduler", " "), false, || tracing::info!("ready"));
+        assert!(alone.starts_with("scheduler ") && !alone.contains('['), "{alone}");
+    }
+
+    #[test]
+    fn a_thread_of_a_services_runtime_writes_under_its_name() {
+        let runtime = runtime_for("provisioner", 1).unwrap();
+        let printed = lines_of(LineWriter::named("agentmesh-dev", ""), true, || {
+            // The subscriber is this thread's; the runtime's thread logs
+            // through the global default, so the name is read here, as the
+            // formatter reads it on that thread.
+            let on_runtime = runtime.block_on(async { tokio::spawn(async { THREAD_SERVICE.get() }).await.unwrap() });
+            assert_eq!(on_runtime, Some("provisioner"));
+            tracing::info!("from the main thread");
+        });
+        assert!(printed.starts_with("\x1b[1magentmesh-dev\x1b[0m "), "{printed:?}");
+    }
 }

@@ -32,6 +32,8 @@ async fn health_waits_for_readiness_and_both_reflection_versions_answer() {
         // changes below are seen at once, or the test hangs.
         readiness_interval: Duration::from_secs(3600),
         recheck: Some(recheck.clone()),
+        metrics: agentmesh_chassis::metrics::Metrics::new("test"),
+        metrics_listen: None,
     };
     let dependency_up = Arc::new(AtomicBool::new(false));
     let up = dependency_up.clone();

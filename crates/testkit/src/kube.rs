@@ -105,15 +105,11 @@ fn binaries() -> Option<(PathBuf, PathBuf)> {
     Some((apiserver, etcd))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start() -> Option<ApiServer> {
     let (apiserver, etcd) = binaries()?;
     let state = tempfile::Builder::new().prefix("agentmesh-kube-").tempdir_in(fast_dir()).unwrap();
     let dir = state.path();
-    let (etcd_port, peer_port, port) = (free_port(), free_port(), free_port());
+    let (etcd_port, peer_port, port) = (crate::free_port(), crate::free_port(), crate::free_port());
 
     let ca = TestCa::new();
     let serving = ca.issue(&["127.0.0.1", "localhost"]);

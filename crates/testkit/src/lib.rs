@@ -6,7 +6,9 @@ pub mod engines;
 pub mod grpc;
 pub mod images;
 pub mod kube;
+pub mod metrics;
 pub mod postgres;
+pub mod prometheus;
 pub mod python;
 pub mod tls;
 
@@ -27,4 +29,10 @@ where
         assert!(tokio::time::Instant::now() < deadline, "condition not reached within {within:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A local port free now, for a listener the code under test binds itself
+/// from its configuration (another process could take it first: rare).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }

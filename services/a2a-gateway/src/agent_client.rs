@@ -34,6 +34,7 @@ use url::Url;
 
 use crate::{
     directory::Activity,
+    metrics::GatewayMetrics,
     wire::{BodyDecoder, ResponseHead},
 };
 
@@ -249,6 +250,7 @@ pub struct AgentClient {
     guard: Arc<UrlGuard>,
     tls: AgentTls,
     pool: Arc<Pool>,
+    metrics: GatewayMetrics,
 }
 
 impl AgentClient {
@@ -257,24 +259,42 @@ impl AgentClient {
     pub fn new(guard: UrlGuard, tls: AgentTls) -> Self {
         let pool = Arc::new(Pool::default());
         tokio::spawn(Pool::prune_while_used(Arc::downgrade(&pool)));
-        Self { guard: Arc::new(guard), tls, pool }
+        Self { guard: Arc::new(guard), tls, pool, metrics: GatewayMetrics::default() }
+    }
+
+    /// Counts the failed calls, and the URLs the guard refuses, in `metrics`.
+    pub fn measured(self, metrics: GatewayMetrics) -> Self {
+        Self { metrics, ..self }
     }
 
     /// Posts a JSON-RPC request and returns the agent's JSON reply, unless
     /// the target stays silent past the idle clock.
     pub async fn call(&self, call: AgentCall<'_>, idle: &IdleClock) -> Result<Bytes, Failure> {
-        let (mut connection, head) = self.send(&call, false, idle).await?;
-        let body = connection.read_body(idle, &head, MAX_REPLY_BYTES).await?;
-        self.pool.give_back(connection);
-        Ok(body)
+        let replied = async {
+            let (mut connection, head) = self.send(&call, false, idle).await?;
+            let body = connection.read_body(idle, &head, MAX_REPLY_BYTES).await?;
+            self.pool.give_back(connection);
+            Ok(body)
+        };
+        self.counted(replied.await)
+    }
+
+    fn counted<T>(&self, result: Result<T, Failure>) -> Result<T, Failure> {
+        if let Err(failure) = &result {
+            self.metrics.agent_failed(failure);
+        }
+        result
     }
 
     /// Posts a streaming JSON-RPC request and returns the accepted stream,
     /// to be read with [`pump_events`].
     pub async fn open_stream(&self, call: AgentCall<'_>, idle: &IdleClock) -> Result<AgentStream, Failure> {
-        let (connection, head) = self.send(&call, true, idle).await?;
-        let body = BodyDecoder::new(head.framing().map_err(|error| malformed(&error))?);
-        Ok(AgentStream { connection, body })
+        let opened = async {
+            let (connection, head) = self.send(&call, true, idle).await?;
+            let body = BodyDecoder::new(head.framing().map_err(|error| malformed(&error))?);
+            Ok(AgentStream { connection, body })
+        };
+        self.counted(opened.await)
     }
 
     /// Sends the request and reads the head of the reply.
@@ -291,13 +311,18 @@ impl AgentClient {
                 Err(rejected) => rejected.to_string(),
                 Ok(_) => format!("{}: not a URL", call.url),
             };
+            self.metrics.ssrf_refused();
             return Err(Failure::Refused(reason));
         };
         // GW-3: the record may have been poisoned after registration. The
         // connection goes to the addresses checked here, so no later lookup
         // can swap them (DNS rebinding).
-        let checked =
-            async { self.guard.check_parsed(&endpoint.url).await.map_err(|e| Failure::Refused(e.to_string())) };
+        let checked = async {
+            self.guard.check_parsed(&endpoint.url).await.map_err(|e| {
+                self.metrics.ssrf_refused();
+                Failure::Refused(e.to_string())
+            })
+        };
         let (port, addresses) = until_silent(idle, checked).await?;
         let (connection, head) = match self.pool.take(&endpoint.origin) {
             Some(mut reused) => match reused.exchange(idle, endpoint, call, stream).await {

@@ -26,6 +26,7 @@ use crate::{
     agent_client::AgentClient,
     announce::{ItemChanges, ItemWatch},
     directory::{Directory, DrainSignal},
+    metrics::GatewayMetrics,
     settings::GatewaySettings,
     store::{Completion, QueueItem, QueueStore},
 };
@@ -81,6 +82,7 @@ pub struct Drainer {
     idle_timeout: Duration,
     /// This replica's name on leases.
     owner: String,
+    metrics: GatewayMetrics,
     /// Workspaces known to have queued items.
     backlog: Mutex<HashSet<Uuid>>,
     /// Workspaces this replica is draining now, each with whether the
@@ -109,6 +111,7 @@ impl Drainer {
         settings: GatewaySettings,
         idle_timeout: Duration,
         owner: String,
+        metrics: GatewayMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -117,6 +120,7 @@ impl Drainer {
             settings,
             idle_timeout,
             owner,
+            metrics,
             backlog: Mutex::default(),
             draining: Mutex::default(),
             arrivals: Mutex::default(),
@@ -334,6 +338,7 @@ impl Drainer {
     ) -> anyhow::Result<u64> {
         let lease = self.settings.lease();
         let orphans = self.store.take_over_in_flight(workspace_id, &self.owner, SystemTime::now()).await?;
+        self.metrics.redelivering(orphans);
         if orphans > 0 {
             tracing::info!(%workspace_id, orphans, "redelivering the in-flight messages of a replica that lost its drain lease");
         }

@@ -4,7 +4,7 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use agentmesh_chassis::Caller;
@@ -22,6 +22,7 @@ use crate::{
     drain::Drainer,
     error::{GatewayError, Result},
     jsonrpc::Envelope,
+    metrics::{Dispatch, GatewayMetrics},
     settings::GatewaySettings,
     store::{NewQueueItem, QueueItem, QueueStore, StoreError},
 };
@@ -118,6 +119,7 @@ pub struct Gateway {
     drainer: Arc<Drainer>,
     settings: GatewaySettings,
     idle_timeout: Duration,
+    metrics: GatewayMetrics,
 }
 
 impl Gateway {
@@ -128,8 +130,13 @@ impl Gateway {
         drainer: Arc<Drainer>,
         settings: GatewaySettings,
         idle_timeout: Duration,
+        metrics: GatewayMetrics,
     ) -> Self {
-        Self { directory, agents, store, drainer, settings, idle_timeout }
+        Self { directory, agents, store, drainer, settings, idle_timeout, metrics }
+    }
+
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
     }
 
     pub fn directory(&self) -> &Arc<Directory> {
@@ -179,6 +186,18 @@ impl Gateway {
     /// Delivers a message now, or queues it when the target cannot take it
     /// now but is expected to (GW-5).
     pub async fn send(&self, inbound: Inbound) -> Result<Dispatched> {
+        let started = Instant::now();
+        let dispatched = self.deliver_or_queue(inbound).await;
+        let outcome = match &dispatched {
+            Ok(Dispatched::Replied(_)) => Dispatch::Delivered,
+            Ok(Dispatched::Queued(queued)) => Dispatch::Queued(queued.reason()),
+            Err(error) => Dispatch::Refused(error),
+        };
+        self.metrics.dispatched(started, outcome);
+        dispatched
+    }
+
+    async fn deliver_or_queue(&self, inbound: Inbound) -> Result<Dispatched> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
         if let Some(reason) = self.must_wait(&target)? {
             return Box::pin(self.queue_or_refuse(&target, &inbound, reason, None)).await.map(Dispatched::Queued);
@@ -199,6 +218,18 @@ impl Gateway {
     /// stream the message is its: a stream that breaks later is reported,
     /// not queued again (that would deliver it twice).
     pub async fn stream(self: &Arc<Self>, inbound: Inbound) -> Result<Streamed> {
+        let started = Instant::now();
+        let streamed = self.stream_or_queue(inbound).await;
+        let outcome = match &streamed {
+            Ok(Streamed::Events(_)) => Dispatch::Delivered,
+            Ok(Streamed::Queued(queued)) => Dispatch::Queued(queued.reason()),
+            Err(error) => Dispatch::Refused(error),
+        };
+        self.metrics.dispatched(started, outcome);
+        streamed
+    }
+
+    async fn stream_or_queue(self: &Arc<Self>, inbound: Inbound) -> Result<Streamed> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
         if let Some(reason) = self.must_wait(&target)? {
             return self.queue_or_refuse(&target, &inbound, reason, None).await.map(Streamed::Queued);
@@ -279,8 +310,10 @@ impl Gateway {
         let (events, receiver) = mpsc::channel(64);
         let workspace_id = target.id;
         let request_id = inbound.envelope.id().clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             if let Err(failure) = pump_events(response, &idle, events.clone()).await {
+                metrics.agent_failed(&failure);
                 tracing::warn!(%workspace_id, error = %failure, "the agent's stream ended early");
                 let error =
                     crate::jsonrpc::RpcError::from_gateway(&GatewayError::AgentUnreachable(failure.to_string()));

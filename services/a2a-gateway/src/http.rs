@@ -3,7 +3,11 @@
 //! card at `/a2a/{workspace_id}/.well-known/agent-card.json`, rewritten so
 //! that an official A2A client that reads it keeps talking to the gateway.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use agentmesh_chassis::{auth::Authenticator, telemetry};
 use bytes::Bytes;
@@ -39,24 +43,32 @@ impl Front {
     /// Answers one request: JSON-RPC at `POST /a2a/{workspace_id}`, the
     /// agent card under `/a2a/{workspace_id}/.well-known/`, and `/healthz`.
     async fn route(&self, request: &RequestHead, body: Bytes) -> Reply {
+        let started = Instant::now();
         let readable = matches!(request.method, RequestMethod::Get | RequestMethod::Head);
         let path = request.path();
-        if path == "/healthz" {
-            return if readable { Reply::text(StatusCode::OK, "ok") } else { method_not_allowed("GET, HEAD") };
-        }
-        let Some(rest) = path.strip_prefix("/a2a/") else { return not_found() };
-        match rest.split_once('/') {
-            None if request.method == RequestMethod::Post => self.rpc(rest, request, body).await,
-            None => method_not_allowed("POST"),
-            Some((workspace_id, ".well-known/agent-card.json" | ".well-known/agent.json")) if readable => {
-                Box::pin(self.card(workspace_id, request)).await
+        let (method, reply) = if path == "/healthz" {
+            ("healthz", if readable { Reply::text(StatusCode::OK, "ok") } else { method_not_allowed("GET, HEAD") })
+        } else if let Some(rest) = path.strip_prefix("/a2a/") {
+            match rest.split_once('/') {
+                None if request.method == RequestMethod::Post => self.rpc(rest, request, body).await,
+                None => ("unknown", method_not_allowed("POST")),
+                Some((workspace_id, ".well-known/agent-card.json" | ".well-known/agent.json")) if readable => {
+                    ("agent_card", Box::pin(self.card(workspace_id, request)).await)
+                }
+                Some((_, ".well-known/agent-card.json" | ".well-known/agent.json")) => {
+                    ("agent_card", method_not_allowed("GET, HEAD"))
+                }
+                Some(_) => ("unknown", not_found()),
             }
-            Some((_, ".well-known/agent-card.json" | ".well-known/agent.json")) => method_not_allowed("GET, HEAD"),
-            Some(_) => not_found(),
-        }
+        } else {
+            ("unknown", not_found())
+        };
+        self.gateway.metrics().answered("jsonrpc", method, reply.status.as_u16(), started);
+        reply
     }
 
-    async fn rpc(&self, workspace_id: &str, request: &RequestHead, body: Bytes) -> Reply {
+    /// A JSON-RPC request's reply, and its method as metrics name it.
+    async fn rpc(&self, workspace_id: &str, request: &RequestHead, body: Bytes) -> (&'static str, Reply) {
         if !telemetry::is_exporting() {
             // The request's span exists for trace export; without an
             // exporter it would only cost formatting on every message, and
@@ -64,20 +76,27 @@ impl Front {
             return self.answer(workspace_id, request, body).await;
         }
         let method = jsonrpc::method_name(&body).unwrap_or_default();
-        let span = tracing::info_span!("a2a.rpc", otel.kind = "server", workspace_id, method);
+        let span = tracing::info_span!(
+            "a2a.rpc",
+            otel.kind = "server",
+            workspace_id,
+            method,
+            trace_id = tracing::field::Empty
+        );
         telemetry::continue_trace_with(&span, |name| request.header(name));
+        telemetry::record_trace_id(&span);
         Box::pin(self.answer(workspace_id, request, body)).instrument(span).await
     }
 
-    async fn answer(&self, workspace_id: &str, request: &RequestHead, body: Bytes) -> Reply {
+    async fn answer(&self, workspace_id: &str, request: &RequestHead, body: Bytes) -> (&'static str, Reply) {
         let envelope = match Envelope::parse(body) {
             Ok(envelope) => envelope,
-            Err(error) => return rpc_error(StatusCode::BAD_REQUEST, &Value::Null, error, None),
+            Err(error) => return ("invalid", rpc_error(StatusCode::BAD_REQUEST, &Value::Null, error, None)),
         };
-        let id = envelope.id().clone();
+        let (id, method) = (envelope.id().clone(), envelope.method.label());
         match self.handle(workspace_id, request, envelope).await {
-            Ok(reply) => reply,
-            Err(error) => gateway_error(&id, &error),
+            Ok(reply) => (method, reply),
+            Err(error) => (method, gateway_error(&id, &error)),
         }
     }
 

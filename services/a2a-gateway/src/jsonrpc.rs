@@ -63,6 +63,18 @@ pub const TASK_NOT_CANCELABLE: i64 = -32002;
 
 impl Method {
     /// The method and the protocol generation a JSON-RPC method name belongs to.
+    /// The method's name in metrics, the same for both versions of A2A.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Send => "send_message",
+            Method::Stream => "send_streaming_message",
+            Method::GetTask => "get_task",
+            Method::CancelTask => "cancel_task",
+            Method::Subscribe => "subscribe_to_task",
+            Method::Other => "other",
+        }
+    }
+
     pub fn named(name: &str) -> (Method, Flavor) {
         match name {
             "message/send" => (Method::Send, Flavor::V03),

@@ -20,6 +20,7 @@ pub mod front;
 pub mod gateway;
 pub mod http;
 pub mod jsonrpc;
+pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod store;

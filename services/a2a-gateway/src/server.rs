@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config};
+use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config, metrics::Metrics};
 use agentmesh_db::Database;
 use agentmesh_proto::{
     a2a::v1::a2a_service_server::{A2aServiceServer, SERVICE_NAME as A2A_SERVICE},
@@ -16,7 +16,7 @@ use tonic::service::Routes;
 
 use crate::{
     a2a_grpc::A2aGrpc, agent_client::AgentClient, control::ControlApi, directory::Directory, drain::Drainer,
-    gateway::Gateway, http::MAX_REQUEST_BYTES, settings::GatewaySettings, store::QueueStore,
+    gateway::Gateway, http::MAX_REQUEST_BYTES, metrics::GatewayMetrics, settings::GatewaySettings, store::QueueStore,
 };
 
 /// Binds the A2A front and runs the gateway until `shutdown`.
@@ -60,11 +60,21 @@ pub async fn run_with_listeners(
     let store = QueueStore::open(database).await?;
     let (directory, signals) =
         Directory::new(&settings.registry_address, &settings.provisioner_address, &settings.service_token)?;
-    let agents = AgentClient::new(settings.dispatch_guard(), settings.agent_tls().context("gateway.agent_ca_file")?);
+    let mut metrics = Metrics::new("a2a-gateway");
+    let measures = GatewayMetrics::register(&mut metrics, store.clone());
+    let agents = AgentClient::new(settings.dispatch_guard(), settings.agent_tls().context("gateway.agent_ca_file")?)
+        .measured(measures.clone());
     let replica = format!("gateway-{}", uuid::Uuid::new_v4());
     tracing::info!(replica, idle_timeout_secs = idle_timeout.as_secs(), "gateway starting");
-    let drainer =
-        Drainer::new(store.clone(), directory.clone(), agents.clone(), settings.clone(), idle_timeout, replica);
+    let drainer = Drainer::new(
+        store.clone(),
+        directory.clone(),
+        agents.clone(),
+        settings.clone(),
+        idle_timeout,
+        replica,
+        measures.clone(),
+    );
     let gateway = Arc::new(Gateway::new(
         directory.clone(),
         agents,
@@ -72,6 +82,7 @@ pub async fn run_with_listeners(
         drainer.clone(),
         settings.clone(),
         idle_timeout,
+        measures,
     ));
 
     tokio::spawn(directory.clone().follow(shutdown.clone()));
@@ -87,7 +98,8 @@ pub async fn run_with_listeners(
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(crate::agent_client::MAX_REPLY_BYTES),
     );
-    let mut options = ServeOptions::from_config(&config.server, vec![CONTROL_SERVICE, A2A_SERVICE], authenticator);
+    let mut options =
+        ServeOptions::from_config(&config.server, vec![CONTROL_SERVICE, A2A_SERVICE], authenticator, metrics);
     options.recheck = Some(directory.following_changes());
     let grace = options.grace;
     let ready = move || {

@@ -25,8 +25,11 @@ use agentmesh_proto::gateway::v1::QueueItemState;
 use sqlx::{Row, any::AnyRow, migrate::Migrator};
 use uuid::Uuid;
 
-pub use model::{Completion, DropStale, Enqueued, ListFilter, NewQueueItem, QueueItem, QueueStats, Requeue, StatsPage};
-use model::{duration_ms, from_ms, parse_reason, parse_state, reason_text, state_text, to_ms};
+pub use model::{
+    Completion, DropStale, Enqueued, ListFilter, NewQueueItem, QueueItem, QueueStats, Requeue, StateDepth, StatsPage,
+};
+use model::{duration_ms, from_ms, parse_reason, parse_state, to_ms};
+pub(crate) use model::{reason_text, state_text};
 use sql::{ListCursor, StatsCursor};
 
 // Two schemas, because the arrival number is an auto-numbered column and the

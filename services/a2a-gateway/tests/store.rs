@@ -9,7 +9,7 @@ use std::{
 };
 
 use agentmesh_a2a_gateway::store::{
-    Completion, DropStale, ListFilter, NewQueueItem, QueueItem, QueueStats, QueueStore, Requeue, StoreError,
+    Completion, DropStale, ListFilter, NewQueueItem, QueueItem, QueueStats, QueueStore, Requeue, StateDepth, StoreError,
 };
 use agentmesh_db::Database;
 use agentmesh_proto::gateway::v1::{self as pb, QueueItemState, QueueReason};
@@ -43,6 +43,7 @@ impl Backend {
 agentmesh_testkit::on_every_engine!(
     database = "gateway_test", backend = Backend;
     a_message_id_is_queued_once_per_workspace,
+    the_depth_by_state_counts_waiting_items_and_their_oldest,
     items_leave_by_priority_then_arrival,
     a_claim_takes_only_due_unexpired_items,
     a_busy_bounce_goes_back_first_without_spending_an_attempt,
@@ -129,6 +130,26 @@ async fn in_flight(store: &QueueStore, workspace_id: Uuid, message_id: &str, at:
     let claimed = store.claim(workspace_id, "setup", LEASE, 1, at).await.unwrap();
     assert_eq!(message_ids(&claimed), [message_id]);
     get(store, item.id).await
+}
+
+async fn the_depth_by_state_counts_waiting_items_and_their_oldest(backend: &Backend) {
+    let store = &backend.store;
+    assert_eq!(store.depth_by_state().await.unwrap(), []);
+    let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    enqueue(store, message(one, "queued-first", 0), start).await;
+    enqueue(store, message(two, "queued-later", 0), start + Duration::from_secs(5)).await;
+    in_flight(store, one, "held", start + Duration::from_secs(1)).await;
+    dead_letter(store, two, "dead", start + Duration::from_secs(2)).await;
+    let mut depths = store.depth_by_state().await.unwrap();
+    depths.sort_by_key(|d| d.state as i32);
+    let mut expected = vec![
+        StateDepth { state: QueueItemState::Queued, items: 2, oldest_enqueued_at: start },
+        StateDepth { state: QueueItemState::InFlight, items: 1, oldest_enqueued_at: start + Duration::from_secs(1) },
+        StateDepth { state: QueueItemState::DeadLetter, items: 1, oldest_enqueued_at: start + Duration::from_secs(2) },
+    ];
+    expected.sort_by_key(|d| d.state as i32);
+    assert_eq!(depths, expected);
 }
 
 async fn a_message_id_is_queued_once_per_workspace(backend: &Backend) {

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod policy;
 pub mod provisioner;
 mod reconcile;

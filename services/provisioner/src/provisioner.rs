@@ -15,6 +15,7 @@ use futures::stream::BoxStream;
 
 use crate::{
     error::{ProvisionerError, Result},
+    metrics::ProvisionerMetrics,
     registry_client::{RegistryClient, WorkspaceStatus, is_live},
     runtime::{ExecOutput, LogLine, LogRequest, Probe, RuntimeError, RuntimeKind, StopOutcome, WorkloadSpec},
     runtimes::{Instance, Runtimes},
@@ -75,6 +76,7 @@ pub struct Provisioner {
     pub(crate) runtimes: Arc<Runtimes>,
     pub(crate) settings: ProvisionerSettings,
     pub(crate) locks: WorkspaceLocks,
+    pub(crate) metrics: ProvisionerMetrics,
 }
 
 fn external_hint(what: &str) -> ProvisionerError {
@@ -98,8 +100,9 @@ impl Provisioner {
         registry: RegistryClient,
         runtimes: Arc<Runtimes>,
         settings: ProvisionerSettings,
+        metrics: ProvisionerMetrics,
     ) -> Self {
-        Self { store, registry, runtimes, settings, locks: WorkspaceLocks::default() }
+        Self { store, registry, runtimes, settings, locks: WorkspaceLocks::default(), metrics }
     }
 
     pub fn runtimes(&self) -> &Runtimes {

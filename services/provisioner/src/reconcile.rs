@@ -140,8 +140,11 @@ impl Provisioner {
             if orphan {
                 let _guard = self.locks.lock(&workload.workspace_id).await;
                 tracing::info!(instance = instance.name(), workspace_id = %workload.workspace_id, name = %workload.name, "reaping an orphaned workload");
-                if let Err(e) = self.reap(instance, &workload.workspace_id).await {
-                    tracing::warn!(workspace_id = %workload.workspace_id, error = %e, "cannot reap an orphan; will retry");
+                match self.reap(instance, &workload.workspace_id).await {
+                    Ok(()) => self.metrics.reaped_orphan(),
+                    Err(e) => {
+                        tracing::warn!(workspace_id = %workload.workspace_id, error = %e, "cannot reap an orphan; will retry")
+                    }
                 }
             }
         }
@@ -206,6 +209,7 @@ impl Provisioner {
             }
         };
         let probe = instance.runtime.probe(workspace_id).await;
+        self.metrics.reconciled(&probe);
         match (record.desired, probe) {
             (_, Probe::Unknown(detail)) => {
                 tracing::debug!(workspace_id, detail, "engine could not tell whether the workload runs; status kept");
@@ -311,8 +315,9 @@ impl Provisioner {
         }
         let status = self.registry.get(workspace_id).await.map(|w| w.status()).unwrap_or(WorkspaceStatus::Offline);
         let reason = format!("restarted by its restart policy (attempt {})", record.restart_count);
-        if let Err(e) = self.launch(instance, &record, status, &reason).await {
-            tracing::warn!(workspace_id, error = %e, "restart failed");
+        match self.launch(instance, &record, status, &reason).await {
+            Ok(_) => self.metrics.restarted(),
+            Err(e) => tracing::warn!(workspace_id, error = %e, "restart failed"),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config};
+use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config, metrics::Metrics};
 use agentmesh_proto::provisioner::v1::provisioner_service_server::{ProvisionerServiceServer, SERVICE_NAME};
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -12,6 +12,7 @@ use tonic::service::Routes;
 
 use crate::{
     grpc::ProvisionerGrpc,
+    metrics::ProvisionerMetrics,
     provisioner::Provisioner,
     registry_client::RegistryClient,
     runtime::{
@@ -90,7 +91,11 @@ pub async fn run_with_runtimes(
     let store = Arc::new(Store::connect(&config.server.database_url_or_default("provisioner")).await?);
     let settings = config.service.clone();
     let registry = RegistryClient::new(&settings.registry_address, &settings.registry_token)?;
-    let provisioner = Arc::new(Provisioner::new(store, registry, Arc::new(Runtimes::new(runtimes)), settings));
+    let mut metrics = Metrics::new("provisioner");
+    let measures = ProvisionerMetrics::register(&mut metrics);
+    let runtimes = runtimes.into_iter().map(|(runtime, default)| (measures.measure(runtime), default)).collect();
+    let provisioner =
+        Arc::new(Provisioner::new(store, registry, Arc::new(Runtimes::new(runtimes)), settings, measures));
     if let Err(e) = provisioner.apply_policy_file().await {
         // A broken file must not take the mesh down: the stored policy stays.
         tracing::error!(error = %e, "the policy file was not applied");
@@ -99,7 +104,7 @@ pub async fn run_with_runtimes(
     tokio::spawn(reload_policy_on_hangup(provisioner.clone(), shutdown.clone()));
 
     let routes = Routes::new(ProvisionerServiceServer::new(ProvisionerGrpc::new(provisioner.clone())));
-    let options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator);
+    let options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator, metrics);
     let ready = move || {
         let provisioner = provisioner.clone();
         async move { Ok(provisioner.ready().await?) }

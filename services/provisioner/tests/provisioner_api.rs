@@ -65,10 +65,6 @@ async fn mesh(tune: impl FnOnce(&mut agentmesh_provisioner::settings::Provisione
     Mesh { registry, provisioner, mesh_id, _state: state }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The echo agent as a local process, wrapped by the agent shim.
 fn process_spec(name: &str) -> ppb::WorkspaceSpec {
     let binaries = agentmesh_testkit::images::static_binaries();
@@ -79,7 +75,7 @@ fn process_spec(name: &str) -> ppb::WorkspaceSpec {
         args: vec!["--".into(), binaries.echo_agent.display().to_string()],
         env: [
             ("AGENTMESH_HEARTBEAT_INTERVAL_MS".to_owned(), "500".to_owned()),
-            ("AGENTMESH_AGENT_PORT".to_owned(), free_port().to_string()),
+            ("AGENTMESH_AGENT_PORT".to_owned(), agentmesh_testkit::free_port().to_string()),
         ]
         .into(),
         ..Default::default()

@@ -9,6 +9,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -47,6 +48,7 @@ const WATCHER_BUFFER: usize = 1024;
 pub struct EventHub {
     store: Arc<dyn RegistryStore>,
     fanout: broadcast::Sender<Arc<Event>>,
+    watchers: Gauge,
 }
 
 impl EventHub {
@@ -58,10 +60,15 @@ impl EventHub {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>> {
         let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-        let hub = Arc::new(Self { store, fanout });
+        let hub = Arc::new(Self { store, fanout, watchers: Gauge::default() });
         let head = hub.store.head().await?;
         tokio::spawn(hub.clone().pump(head, committed, poll, shutdown));
         Ok(hub)
+    }
+
+    /// How many watchers this replica feeds now.
+    pub fn watchers(&self) -> Gauge {
+        self.watchers.clone()
     }
 
     async fn pump(self: Arc<Self>, mut head: u64, committed: Arc<Notify>, poll: Duration, shutdown: CancellationToken) {
@@ -129,6 +136,7 @@ impl EventHub {
         sender: mpsc::Sender<Result<Arc<Event>>>,
         shutdown: CancellationToken,
     ) {
+        let _watching = Watching::start(&self.watchers);
         let mut replay = true;
         loop {
             if replay {
@@ -183,5 +191,21 @@ impl EventHub {
                 return Ok(true);
             }
         }
+    }
+}
+
+/// One watcher on the gauge, for as long as its feed runs, however it ends.
+struct Watching(Gauge);
+
+impl Watching {
+    fn start(watchers: &Gauge) -> Self {
+        watchers.inc();
+        Self(watchers.clone())
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

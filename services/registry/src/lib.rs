@@ -6,6 +6,7 @@ pub mod convert;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod server;

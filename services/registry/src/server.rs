@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config};
+use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config, metrics::Metrics};
 use agentmesh_netguard::UrlGuard;
 use agentmesh_proto::registry::v1::registry_service_server::{RegistryServiceServer, SERVICE_NAME};
 use tokio::net::TcpListener;
@@ -13,6 +13,7 @@ use tonic::service::Routes;
 use crate::{
     events::EventHub,
     grpc::RegistryGrpc,
+    metrics::{MeasuredStore, RegistryMetrics},
     registry::Registry,
     settings::RegistrySettings,
     store::{RegistryStore, SqlStore},
@@ -31,15 +32,18 @@ pub async fn run(
     let url = config.server.database_url_or_default("registry");
     let store = Arc::new(SqlStore::connect(&url).await?);
     let signal = store.events_signal();
-    let store: Arc<dyn RegistryStore> = store;
+    let mut metrics = Metrics::new("registry");
+    let measures = RegistryMetrics::register(&mut metrics, store.clone());
+    let store: Arc<dyn RegistryStore> = Arc::new(MeasuredStore::new(store, measures.clone()));
     let settings = config.service.clone();
     let events =
         EventHub::start(store.clone(), signal, Duration::from_millis(settings.event_poll_ms), shutdown.clone()).await?;
+    metrics.section("registry").register("event_watchers", "Event streams open on this replica", events.watchers());
     let registry = Arc::new(Registry::new(store.clone(), url_guard));
-    tokio::spawn(Sweeper::new(store.clone(), settings).run(shutdown.clone()));
+    tokio::spawn(Sweeper::new(store.clone(), settings).measured(measures).run(shutdown.clone()));
 
     let routes = Routes::new(RegistryServiceServer::new(RegistryGrpc::new(registry, events, shutdown.clone())));
-    let options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator);
+    let options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator, metrics);
     let ready = move || {
         let store = store.clone();
         async move { Ok(store.ping().await?) }

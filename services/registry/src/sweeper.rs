@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::{RegistryError, Result},
+    metrics::RegistryMetrics,
     model::{EventDraft, EventKind, RuntimeKind, Status, Workspace},
     settings::RegistrySettings,
     store::{Mutation, Mutator, RegistryStore, SweepQuery},
@@ -27,6 +28,7 @@ pub struct SweepReport {
 pub struct Sweeper {
     store: Arc<dyn RegistryStore>,
     settings: RegistrySettings,
+    metrics: RegistryMetrics,
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -35,7 +37,12 @@ fn millis(duration: Duration) -> i64 {
 
 impl Sweeper {
     pub fn new(store: Arc<dyn RegistryStore>, settings: RegistrySettings) -> Self {
-        Self { store, settings }
+        Self { store, settings, metrics: RegistryMetrics::default() }
+    }
+
+    /// Counts the sweeps `run` does, and what they flip, in `metrics`.
+    pub fn measured(self, metrics: RegistryMetrics) -> Self {
+        Self { metrics, ..self }
     }
 
     /// Sweeps every `sweep_interval_ms` until `shutdown`.
@@ -48,8 +55,12 @@ impl Sweeper {
                 _ = tick.tick() => {}
             }
             match self.sweep_once(crate::model::now_millis()).await {
-                Ok(report) if report != SweepReport::default() => tracing::info!(?report, "sweep"),
-                Ok(_) => {}
+                Ok(report) => {
+                    self.metrics.swept(report);
+                    if report != SweepReport::default() {
+                        tracing::info!(?report, "sweep");
+                    }
+                }
                 Err(error) => tracing::warn!(%error, "sweep failed; will retry"),
             }
         }

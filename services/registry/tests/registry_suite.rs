@@ -11,7 +11,7 @@ use agentmesh_registry::{
     model::{Capabilities, EventKind, RuntimeKind, Status},
     registry::{AgentCredential, HeartbeatReport, NewWorkspace, Registration, RuntimeMetadata, TransitionCommand},
     settings::RegistrySettings,
-    store::ListFilter,
+    store::{ListFilter, StatusCount},
 };
 use common::{Backend, Node, TestDb, test_settings};
 use uuid::Uuid;
@@ -68,6 +68,21 @@ async fn online(node: &Node, name: &str, native_status_mgmt: bool) -> (Uuid, Str
 
 async fn status_after(node: &Node, id: Uuid, token: &str, error_rate: f64, state: &str) -> Status {
     node.registry.heartbeat(beat(id, error_rate, state), AgentCredential::Token(token.to_owned())).await.unwrap().status
+}
+
+async fn workspaces_are_counted_by_status_and_runtime_kind(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let node = Node::start(&db.url, test_settings()).await;
+    assert_eq!(node.store.count_by_status().await.unwrap(), []);
+    online(&node, "one", false).await;
+    online(&node, "two", false).await;
+    let (waiting, _) = node.registry.create(new_workspace("waiting", RuntimeKind::Process)).await.unwrap();
+    assert_ne!(waiting.status, Status::Online);
+    let mut counts = node.store.count_by_status().await.unwrap();
+    counts.sort_by_key(|c| c.status != waiting.status);
+    let waiting = StatusCount { status: waiting.status, runtime_kind: RuntimeKind::Process, workspaces: 1 };
+    let online = StatusCount { status: Status::Online, runtime_kind: RuntimeKind::Docker, workspaces: 2 };
+    assert_eq!(counts, [waiting, online]);
 }
 
 async fn heartbeats_follow_the_transition_table_with_hysteresis(backend: Backend) {
@@ -444,6 +459,7 @@ async fn one_batch_applies_items_in_order_and_isolates_failures(backend: Backend
 }
 
 on_every_backend!(
+    workspaces_are_counted_by_status_and_runtime_kind,
     one_batch_applies_items_in_order_and_isolates_failures,
     a_cursor_older_than_retention_is_refused,
     heartbeats_follow_the_transition_table_with_hysteresis,

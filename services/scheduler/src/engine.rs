@@ -31,6 +31,7 @@ use crate::{
     directory::Workspaces,
     dispatch::{Delivery, DispatchError, Dispatcher, Outgoing},
     error::Result,
+    metrics::SchedulerMetrics,
     settings::SchedulerSettings,
     store::{ClaimedRun, Finish, Run, Schedule, ScheduleStore, StoreError},
     timetable,
@@ -52,6 +53,7 @@ pub struct Engine {
     replica: String,
     changed: Notify,
     slots: Arc<Semaphore>,
+    metrics: SchedulerMetrics,
 }
 
 /// What a run does once its workspace has been looked at.
@@ -66,6 +68,7 @@ impl Engine {
         workspaces: Arc<Workspaces>,
         dispatcher: Arc<dyn Dispatcher>,
         settings: SchedulerSettings,
+        metrics: SchedulerMetrics,
     ) -> Arc<Self> {
         let slots = Arc::new(Semaphore::new(settings.max_in_flight as usize));
         Arc::new(Self {
@@ -76,6 +79,7 @@ impl Engine {
             replica: format!("scheduler-{}", Uuid::new_v4()),
             changed: Notify::new(),
             slots,
+            metrics,
         })
     }
 
@@ -168,6 +172,7 @@ impl Engine {
         loop {
             let taken = self.store.take_over_expired(Utc::now(), batch, &self.replica, lease).await?;
             let full = taken.len() as u32 >= batch;
+            self.metrics.took_over(taken.len());
             for run in taken {
                 tracing::warn!(run_id = %run.run.id, "taking over a run whose replica stopped renewing it");
                 self.fire(run).await;
@@ -200,14 +205,17 @@ impl Engine {
             trigger = claimed.run.trigger.as_str_name(),
             lag_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
+        agentmesh_chassis::telemetry::record_trace_id(&span);
         let engine = self.clone();
         tokio::spawn(
             async move {
                 let decision = AssertUnwindSafe(engine.decide(&claimed)).catch_unwind().await;
                 let fired_at = Utc::now();
-                let lag_ms = (fired_at - claimed.run.scheduled_at).num_milliseconds();
-                tracing::Span::current().record("lag_ms", lag_ms);
+                let lag = fired_at - claimed.run.scheduled_at;
+                engine.metrics.fired_late_by(lag);
+                tracing::Span::current().record("lag_ms", lag.num_milliseconds());
                 let finish = match decision {
                     Ok(Decision::Finish(finish)) => finish,
                     Ok(Decision::Send) => engine.send_caught(&claimed).await,
@@ -287,7 +295,10 @@ impl Engine {
                 .finish_run(claimed.run.id, &self.replica, finish, Utc::now(), self.settings.stale_after_empty_replies)
                 .await;
             match recorded {
-                Ok(true) => return,
+                Ok(true) => {
+                    self.metrics.finished(finish.outcome);
+                    return;
+                }
                 Ok(false) => {
                     tracing::warn!(run_id = %claimed.run.id, "the run was taken over or deleted before its outcome was recorded");
                     return;

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod server;
 pub mod settings;
 pub mod store;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config};
+use agentmesh_chassis::{ServeOptions, auth::Authenticator, config::Config, metrics::Metrics};
 use agentmesh_db::Database;
 use agentmesh_proto::scheduler::v1::scheduler_service_server::{SERVICE_NAME, SchedulerServiceServer};
 use tokio::net::TcpListener;
@@ -15,6 +15,7 @@ use crate::{
     directory::Workspaces,
     dispatch::{Dispatcher, GatewayDispatcher},
     engine::Engine,
+    metrics::SchedulerMetrics,
     settings::SchedulerSettings,
     store::ScheduleStore,
 };
@@ -45,14 +46,16 @@ pub async fn run_with_dispatcher(
     let database = Database::connect(&config.server.database_url_or_default("scheduler")).await?;
     let store = ScheduleStore::open(database).await?;
     let (workspaces, removed) = Workspaces::new(&settings.registry_address, &settings.service_token)?;
-    let engine = Engine::new(store.clone(), workspaces.clone(), dispatcher, settings.clone());
+    let mut metrics = Metrics::new("scheduler");
+    let measures = SchedulerMetrics::register(&mut metrics, store.clone());
+    let engine = Engine::new(store.clone(), workspaces.clone(), dispatcher, settings.clone(), measures);
 
     tokio::spawn(workspaces.clone().follow(shutdown.clone()));
     tokio::spawn(engine.clone().run(removed, shutdown.clone()));
 
     let api = SchedulerApi::new(store.clone(), workspaces.clone(), engine, settings);
     let routes = Routes::new(SchedulerServiceServer::new(api));
-    let mut options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator);
+    let mut options = ServeOptions::from_config(&config.server, vec![SERVICE_NAME], authenticator, metrics);
     options.recheck = Some(workspaces.following_changes());
     let ready = move || {
         let store = store.clone();

@@ -294,6 +294,24 @@ impl ScheduleStore {
         }
     }
 
+    /// How many enabled schedules are due at `now` and how many runs are
+    /// being sent, on every replica: what the metrics report.
+    pub async fn load(&self, now: DateTime<Utc>) -> Result<Load> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM schedules WHERE enabled = 1 AND next_run_at <= $1) AS due, \
+             (SELECT COUNT(*) FROM schedule_runs WHERE outcome = 'RUN_OUTCOME_IN_PROGRESS') AS in_flight",
+        )
+        .bind(now.timestamp_millis())
+        .fetch_one(self.db.pool())
+        .await?;
+        let count = |column: &str| -> Result<u64> {
+            let value: i64 = row.try_get(column)?;
+            u64::try_from(value)
+                .map_err(|_| StoreError::Corrupt { id: column.to_owned(), problem: format!("negative count {value}") })
+        };
+        Ok(Load { due: count("due")?, in_flight: count("in_flight")? })
+    }
+
     /// The earliest `next_run_at` of the enabled schedules.
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         let row = sqlx::query(

@@ -13,7 +13,7 @@ use std::{
 use agentmesh_db::Database;
 use agentmesh_proto::scheduler::v1::{CatchUpPolicy, OverlapPolicy, RunOutcome, RunTrigger};
 use agentmesh_scheduler::store::{
-    ClaimedRun, DueSchedule, Finish, NewSchedule, Plan, Run, RunFilter, RunKey, Schedule, ScheduleChanges,
+    ClaimedRun, DueSchedule, Finish, Load, NewSchedule, Plan, Run, RunFilter, RunKey, Schedule, ScheduleChanges,
     ScheduleFilter, ScheduleStore, StoreError, message_id, run_id,
 };
 use agentmesh_testkit::engines::{Engine, TestDatabase};
@@ -70,6 +70,7 @@ agentmesh_testkit::on_every_engine!(
     a_removed_workspaces_schedules_are_disabled,
     missing_due_times_are_repaired,
     the_next_due_time_ignores_disabled_schedules,
+    the_load_counts_due_schedules_and_runs_in_flight,
     listing_runs_pages_newest_first_through_filters,
     finished_runs_are_purged,
     a_store_that_cannot_be_reached_says_so,
@@ -128,6 +129,19 @@ fn finish(outcome: RunOutcome) -> Finish {
 
 fn schedule_ids(claimed: &[ClaimedRun]) -> Vec<Uuid> {
     claimed.iter().map(|claimed| claimed.run.schedule_id).collect()
+}
+
+async fn the_load_counts_due_schedules_and_runs_in_flight(backend: &Backend) {
+    let store = &backend.store;
+    let workspace = Uuid::new_v4();
+    assert_eq!(store.load(t(0)).await.unwrap(), Load::default());
+    create(store, workspace, "due", Some(t(10))).await;
+    create(store, workspace, "later", Some(t(100))).await;
+    assert_eq!(store.load(t(20)).await.unwrap(), Load { due: 1, in_flight: 0 });
+    let claimed = claim(store, t(20), "replica-a").await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(store.load(t(20)).await.unwrap(), Load { due: 0, in_flight: 1 }, "claimed: in flight, not due");
+    assert_eq!(store.load(t(200)).await.unwrap(), Load { due: 2, in_flight: 1 });
 }
 
 async fn schedules_are_created_read_and_deleted(backend: &Backend) {

@@ -82,6 +82,7 @@ impl Drainer {
         let next = now + self.settings.retry_backoff(attempts + 1);
         match self.store.fail_attempt(id, &self.owner, error, next, now).await {
             Ok(Some(state)) => {
+                self.metrics.attempt_failed(state);
                 self.changes.announce([id]);
                 tracing::warn!(queue_id = %id, %workspace_id, error, ?state, "delivery attempt failed");
                 true

@@ -57,10 +57,12 @@ impl Drainer {
     async fn record(&self, workspace_id: Uuid, replies: &[Completion]) {
         match self.store.complete(&self.owner, replies, SystemTime::now()).await {
             Ok(recorded) if recorded.len() == replies.len() => {
+                self.metrics.delivered(recorded.len());
                 self.changes.announce(recorded);
                 tracing::debug!(%workspace_id, count = replies.len(), "queued messages delivered");
             }
             Ok(recorded) => {
+                self.metrics.delivered(recorded.len());
                 self.changes.announce(recorded.iter().copied());
                 let recorded: HashSet<Uuid> = recorded.into_iter().collect();
                 for reply in replies.iter().filter(|reply| !recorded.contains(&reply.id)) {

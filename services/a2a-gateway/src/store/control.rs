@@ -244,6 +244,34 @@ impl QueueStore {
         Ok(StatsPage { totals, workspaces, next_page_token })
     }
 
+    /// How many items wait in each unfinished state (QUEUED, IN_FLIGHT,
+    /// DEAD_LETTER), and when the oldest of each was enqueued: what the
+    /// metrics report, alike on every replica. States without items are
+    /// left out.
+    pub async fn depth_by_state(&self) -> Result<Vec<StateDepth>> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS items, MIN(enqueued_at) AS oldest FROM queue_items \
+             WHERE state IN ('queued', 'in_flight', 'dead_letter') GROUP BY state",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                let items: i64 = row.try_get("items")?;
+                let oldest: i64 = row.try_get("oldest")?;
+                Ok(StateDepth {
+                    state: parse_state(&state).ok_or_else(|| StoreError::Corrupt {
+                        id: "queue depth".to_owned(),
+                        problem: format!("unknown state {state:?}"),
+                    })?,
+                    items: u64::try_from(items).unwrap_or_default(),
+                    oldest_enqueued_at: from_ms(oldest),
+                })
+            })
+            .collect()
+    }
+
     /// Forgets DELIVERED and DROPPED items that reached that state before
     /// `before`. Returns how many.
     pub async fn purge_finished(&self, before: SystemTime) -> Result<u64> {

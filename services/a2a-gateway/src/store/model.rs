@@ -130,6 +130,14 @@ pub struct QueueStats {
     pub oldest_queued_age_seconds: u64,
 }
 
+/// The items in one unfinished state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateDepth {
+    pub state: QueueItemState,
+    pub items: u64,
+    pub oldest_enqueued_at: SystemTime,
+}
+
 pub(crate) fn state_text(state: QueueItemState) -> &'static str {
     match state {
         QueueItemState::Queued => "queued",

@@ -118,6 +118,7 @@ impl Provisioner {
             tracing::warn!(workspace_id, error = %e, "cannot record a policy stop");
             return;
         }
+        self.metrics.stopped_for_policy();
         if let Err(e) = instance.runtime.stop(workspace_id, self.settings.stop_grace()).await {
             tracing::warn!(workspace_id, error = %e, "cannot stop a workload that breaks the policy; will retry");
         }
@@ -132,6 +133,9 @@ impl Provisioner {
     /// The policy gate (PRV-6).
     pub(crate) async fn admit(&self, spec: &WorkspaceSpec) -> Result<()> {
         let active = self.store.policy().await?;
-        active.policy.admit(spec, &spec.tier).map_err(ProvisionerError::PolicyDenied)
+        active.policy.admit(spec, &spec.tier).map_err(|why| {
+            self.metrics.denied();
+            ProvisionerError::PolicyDenied(why)
+        })
     }
 }

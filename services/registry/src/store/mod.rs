@@ -127,8 +127,21 @@ pub trait RegistryStore: Send + Sync + 'static {
 
     async fn pruned_through(&self) -> Result<PrunedThrough>;
 
+    /// How many workspaces there are of each status and runtime kind, for
+    /// the metrics every replica reports alike; combinations with none are
+    /// left out.
+    async fn count_by_status(&self) -> Result<Vec<StatusCount>>;
+
     /// Whether the store answers.
     async fn ping(&self) -> Result<()>;
+}
+
+/// The number of workspaces in one status on one runtime kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusCount {
+    pub status: Status,
+    pub runtime_kind: RuntimeKind,
+    pub workspaces: u64,
 }
 
 #[cfg(test)]

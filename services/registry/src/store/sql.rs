@@ -12,7 +12,7 @@ use sqlx::{Any, Row, any::AnyRow, query::Query};
 use tokio::{sync::Notify, task::JoinHandle};
 use uuid::Uuid;
 
-use super::{LabelTerm, ListFilter, Mutator, PageCursor, PrunedThrough, RegistryStore, SweepQuery};
+use super::{LabelTerm, ListFilter, Mutator, PageCursor, PrunedThrough, RegistryStore, StatusCount, SweepQuery};
 use crate::{
     error::{RegistryError, Result},
     model::{Event, EventData, EventDraft, Workspace},
@@ -566,6 +566,23 @@ impl RegistryStore for SqlStore {
         }
         let get = |key: &str| values.get(key).copied().map_or(Ok(0), |v| from_i64(key, v));
         Ok(PrunedThrough { heartbeats: get("pruned_through_heartbeats")?, others: get("pruned_through_others")? })
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<StatusCount>> {
+        let rows = sqlx::query(
+            "SELECT status, runtime_kind, COUNT(*) AS workspaces FROM workspaces GROUP BY status, runtime_kind",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StatusCount {
+                    status: parse("status", &row.try_get::<String, _>("status")?)?,
+                    runtime_kind: parse("runtime_kind", &row.try_get::<String, _>("runtime_kind")?)?,
+                    workspaces: from_i64("workspaces", row.try_get::<i64, _>("workspaces")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn ping(&self) -> Result<()> {

@@ -295,3 +295,12 @@ mod tests {
         assert_eq!(from_ms(i64::MAX), None);
     }
 }
+
+/// The work in hand across every replica.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Enabled schedules whose next run time has come.
+    pub due: u64,
+    /// Runs being sent (IN_PROGRESS).
+    pub in_flight: u64,
+}
