@@ -26,7 +26,8 @@ pids=()
 
 # launch LOG COMMAND...: runs COMMAND in the background, its output in LOG,
 # and adds it to pids; $! is its pid afterwards, as after `COMMAND &`. The
-# start_* functions below leave $! the same way.
+# start_* functions below leave $! the same way, except start_gateway, which
+# sets gateway_pid.
 launch() {
   local log=$1
   shift
