@@ -286,6 +286,34 @@ mod tests {
     }
 
     #[test]
+    fn a_line_logged_under_a_request_carries_its_trace_id() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        EXPORTING.store(true, Ordering::Relaxed);
+        let provider = SdkTracerProvider::builder().build();
+        let written = Written::default();
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .event_format(LineWriter::named("registry", ""))
+            .with_writer(written.clone());
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(fmt);
+        tracing::subscriber::with_default(subscriber, || {
+            let request = http::Request::builder()
+                .uri("/agentmesh.registry.v1.RegistryService/Heartbeat")
+                .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .body(())
+                .unwrap();
+            let span = request_span(&request);
+            let _entered = span.enter();
+            tracing::info!("heartbeat accepted");
+        });
+        let printed = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        assert!(printed.starts_with("registry "), "{printed}");
+        assert!(printed.contains("trace_id=4bf92f3577b34da6a3ce929d0e0e4736"), "{printed}");
+    }
+
+    #[test]
     fn a_thread_of_a_services_runtime_writes_under_its_name() {
         let runtime = runtime_for("provisioner", 1).unwrap();
         let printed = lines_of(LineWriter::named("agentmesh-dev", ""), true, || {
