@@ -7,7 +7,8 @@
 //! - a workspace created through the provisioner, provisioner → registry.
 //!
 //! The agent is this test's own HTTP server, which records the
-//! `traceparent` each request brings.
+//! `traceparent` each request brings. Each binary also serves its metrics,
+//! read once the flows are done: the production binaries' `/metrics`.
 
 use std::{
     collections::HashMap,
@@ -21,7 +22,12 @@ use agentmesh_proto::{
     registry::v1::{HeartbeatRequest, RegisterRequest, RuntimeKind, registry_service_client::RegistryServiceClient},
     scheduler::v1::{CreateScheduleRequest, scheduler_service_client::SchedulerServiceClient},
 };
-use agentmesh_testkit::{binary::spawn_until_ready, eventually, images::static_binaries};
+use agentmesh_testkit::{
+    binary::spawn_until_ready,
+    eventually,
+    images::static_binaries,
+    metrics::{sample, scrape},
+};
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
@@ -138,11 +144,13 @@ impl Agent {
 struct Binary {
     child: Child,
     address: String,
+    metrics: std::net::SocketAddr,
     _data: tempfile::TempDir,
 }
 
 fn start(program: &std::path::Path, otlp: &str, env: &[(&str, String)], config: Option<&str>) -> Binary {
     let data = tempfile::tempdir().unwrap();
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], agentmesh_testkit::free_port()));
     let mut command = Command::new(program);
     command.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(data.path());
     if let Some(config) = config {
@@ -152,11 +160,12 @@ fn start(program: &std::path::Path, otlp: &str, env: &[(&str, String)], config: 
     }
     command
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
+        .env("AGENTMESH_METRICS_LISTEN", metrics.to_string())
         .env("AGENTMESH_AUTH__OPERATOR_TOKENS", format!("[\"{OPERATOR_TOKEN}\"]"))
         .env("AGENTMESH_AUTH__SERVICE_TOKENS", format!("[\"{SERVICE_TOKEN}\"]"))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let (child, address) = spawn_until_ready(command);
-    Binary { child, address: format!("http://{address}"), _data: data }
+    Binary { child, address: format!("http://{address}"), metrics, _data: data }
 }
 
 /// SIGTERM, and a clean exit: what flushes the span exporter.
@@ -281,6 +290,25 @@ async fn a_message_a_scheduled_run_and_a_create_are_each_one_trace_across_servic
     };
     scheduling.create_schedule(authorized(schedule, OPERATOR_TOKEN)).await.unwrap();
     let (scheduled_trace, scheduled_parent) = agent.traceparent_of("on schedule").await;
+
+    // What each binary counted of the same flows.
+    let counted = [
+        (&registry, "registry", "agentmesh_registry_heartbeats_total", vec![]),
+        (
+            &provisioner,
+            "provisioner",
+            "agentmesh_grpc_server_handled_total",
+            vec![("grpc_method", "CreateWorkspace"), ("grpc_code", "OK")],
+        ),
+        (&gateway, "a2a-gateway", "agentmesh_gateway_dispatches_total", vec![("outcome", "delivered")]),
+        (&scheduler, "scheduler", "agentmesh_scheduler_fire_lag_seconds_count", vec![]),
+    ];
+    for (binary, service, metric, labels) in counted {
+        let text = scrape(binary.metrics).await;
+        assert_eq!(sample(&text, "agentmesh_build_info", &[("service", service)]), Some(1.0), "{service}");
+        assert_eq!(sample(&text, "agentmesh_serving", &[]), Some(1.0), "{service}");
+        assert!(sample(&text, metric, &labels).is_some_and(|n| n >= 1.0), "{service}: {metric} in\n{text}");
+    }
 
     for binary in [scheduler, gateway, provisioner, registry] {
         tokio::task::spawn_blocking(move || stop(binary)).await.unwrap();
