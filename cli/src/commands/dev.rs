@@ -265,6 +265,9 @@ async fn metrics_addresses(args: &DevArgs) -> Result<Option<[SocketAddr; 4]>, Fa
         return Ok(None);
     }
     let mut addresses = [SocketAddr::new(args.host, 0); 4];
+    // All four are held until every one is bound, so that free ports are
+    // four different ones.
+    let mut held = Vec::with_capacity(addresses.len());
     for (offset, address) in (0u16..).zip(addresses.iter_mut()) {
         let port = match args.metrics_port {
             0 => 0,
@@ -272,7 +275,9 @@ async fn metrics_addresses(args: &DevArgs) -> Result<Option<[SocketAddr; 4]>, Fa
                 first.checked_add(offset).ok_or_else(|| Failure::Config("--metrics-port: at most 65532".into()))?
             }
         };
-        *address = bind(args.host, port, "--metrics-port").await?.local_addr()?;
+        let listener = bind(args.host, port, "--metrics-port").await?;
+        *address = listener.local_addr()?;
+        held.push(listener);
     }
     Ok(Some(addresses))
 }
