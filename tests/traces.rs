@@ -27,74 +27,13 @@ use agentmesh_testkit::{
     eventually,
     images::static_binaries,
     metrics::{sample, scrape},
+    otlp::{Collector, Span},
 };
 use axum::{Router, extract::State, http::HeaderMap, routing::post};
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::any_value::Value as AnyValue,
-};
 use serde_json::{Value, json};
 
 const OPERATOR_TOKEN: &str = "operator-token-traces-0123456789";
 const SERVICE_TOKEN: &str = "service-token-traces-0123456789";
-
-/// Collects the spans OTLP exporters send.
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-/// One exported span, with the service that exported it.
-#[derive(Debug, Clone)]
-struct Span {
-    service: String,
-    name: String,
-    trace_id: String,
-    span_id: String,
-    parent_span_id: String,
-}
-
-impl Collector {
-    fn spans(&self) -> Vec<Span> {
-        let mut spans = Vec::new();
-        for request in self.0.lock().unwrap().iter() {
-            for resource_spans in &request.resource_spans {
-                let service = resource_spans
-                    .resource
-                    .iter()
-                    .flat_map(|r| &r.attributes)
-                    .find(|a| a.key == "service.name")
-                    .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
-                        AnyValue::StringValue(name) => Some(name.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
-                    spans.push(Span {
-                        service: service.clone(),
-                        name: span.name.clone(),
-                        trace_id: hex::encode(&span.trace_id),
-                        span_id: hex::encode(&span.span_id),
-                        parent_span_id: hex::encode(&span.parent_span_id),
-                    });
-                }
-            }
-        }
-        spans
-    }
-}
 
 /// The chain of spans from `span_id` up to its trace's root, each hop's
 /// service and name.
@@ -184,13 +123,7 @@ fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_a_scheduled_run_and_a_create_are_each_one_trace_across_services() {
     let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(collector.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let otlp = collector.serve().await;
     let agent = Agent::default();
     let agent_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent_url = format!("http://{}/", agent_listener.local_addr().unwrap());

@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod images;
 pub mod kube;
 pub mod metrics;
+pub mod otlp;
 pub mod postgres;
 pub mod prometheus;
 pub mod python;

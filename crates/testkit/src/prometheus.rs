@@ -90,17 +90,12 @@ impl Prometheus {
     }
 
     /// Waits until `promql` has a series whose value passes `check`, as the
-    /// next scrapes bring it in; fails after 30 s, naming the last answer.
+    /// next scrapes bring it in; fails after 30 s.
     pub async fn until(&self, promql: &str, check: impl Fn(f64) -> bool) -> Sample {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let samples = self.query(promql).await;
-            if let Some(sample) = samples.iter().find(|s| check(s.value)) {
-                return sample.clone();
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{promql}: still {samples:?} after 30 s");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        crate::eventually(Duration::from_secs(30), || async {
+            self.query(promql).await.into_iter().find(|sample| check(sample.value))
+        })
+        .await
     }
 }
 

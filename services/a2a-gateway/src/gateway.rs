@@ -22,7 +22,7 @@ use crate::{
     drain::Drainer,
     error::{GatewayError, Result},
     jsonrpc::Envelope,
-    metrics::{Dispatch, GatewayMetrics},
+    metrics::GatewayMetrics,
     settings::GatewaySettings,
     store::{NewQueueItem, QueueItem, QueueStore, StoreError},
 };
@@ -88,6 +88,16 @@ pub enum Dispatched {
     Queued(QueuedReply),
 }
 
+impl Dispatched {
+    /// Why the message waits, if it was queued rather than answered.
+    pub fn queue_reason(&self) -> Option<QueueReason> {
+        match self {
+            Dispatched::Replied(_) => None,
+            Dispatched::Queued(queued) => Some(queued.reason()),
+        }
+    }
+}
+
 /// What a subscription to a task follows.
 pub enum Subscribed {
     /// The agent's own task: the data of each event it streams.
@@ -110,6 +120,16 @@ pub enum Streamed {
     /// The data of each server-sent event, as the agent sent it.
     Events(mpsc::Receiver<Bytes>),
     Queued(QueuedReply),
+}
+
+impl Streamed {
+    /// Why the message waits, if it was queued rather than streamed.
+    pub fn queue_reason(&self) -> Option<QueueReason> {
+        match self {
+            Streamed::Events(_) => None,
+            Streamed::Queued(queued) => Some(queued.reason()),
+        }
+    }
 }
 
 pub struct Gateway {
@@ -188,12 +208,7 @@ impl Gateway {
     pub async fn send(&self, inbound: Inbound) -> Result<Dispatched> {
         let started = Instant::now();
         let dispatched = self.deliver_or_queue(inbound).await;
-        let outcome = match &dispatched {
-            Ok(Dispatched::Replied(_)) => Dispatch::Delivered,
-            Ok(Dispatched::Queued(queued)) => Dispatch::Queued(queued.reason()),
-            Err(error) => Dispatch::Refused(error),
-        };
-        self.metrics.dispatched(started, outcome);
+        self.metrics.dispatched(started, dispatched.as_ref().map(Dispatched::queue_reason));
         dispatched
     }
 
@@ -220,12 +235,7 @@ impl Gateway {
     pub async fn stream(self: &Arc<Self>, inbound: Inbound) -> Result<Streamed> {
         let started = Instant::now();
         let streamed = self.stream_or_queue(inbound).await;
-        let outcome = match &streamed {
-            Ok(Streamed::Events(_)) => Dispatch::Delivered,
-            Ok(Streamed::Queued(queued)) => Dispatch::Queued(queued.reason()),
-            Err(error) => Dispatch::Refused(error),
-        };
-        self.metrics.dispatched(started, outcome);
+        self.metrics.dispatched(started, streamed.as_ref().map(Streamed::queue_reason));
         streamed
     }
 

@@ -163,13 +163,13 @@ impl GatewayMetrics {
         this
     }
 
-    /// A message reached its outcome: the agent's reply (`None`), queued
-    /// (its reason) or refused (the error).
-    pub fn dispatched(&self, started: Instant, outcome: Dispatch<'_>) {
+    /// A message reached its outcome: delivered (`Ok(None)`), queued for
+    /// a reason (`Ok(Some(reason))`) or refused (the error).
+    pub fn dispatched(&self, started: Instant, outcome: Result<Option<QueueReason>, &GatewayError>) {
         let (outcome, reason) = match outcome {
-            Dispatch::Delivered => ("delivered", ""),
-            Dispatch::Queued(reason) => ("queued", reason_text(reason)),
-            Dispatch::Refused(error) => ("refused", error.reason()),
+            Ok(None) => ("delivered", ""),
+            Ok(Some(reason)) => ("queued", reason_text(reason)),
+            Err(error) => ("refused", error.reason()),
         };
         self.dispatches.get_or_create(&DispatchLabels { outcome, reason }).inc();
         self.dispatch_seconds.get_or_create(&OutcomeLabels { outcome }).observe(started.elapsed().as_secs_f64());
@@ -214,11 +214,4 @@ impl GatewayMetrics {
     pub fn redelivering(&self, items: u64) {
         self.redeliveries.inc_by(items);
     }
-}
-
-/// What became of a message, for [`GatewayMetrics::dispatched`].
-pub enum Dispatch<'a> {
-    Delivered,
-    Queued(QueueReason),
-    Refused(&'a GatewayError),
 }

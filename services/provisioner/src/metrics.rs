@@ -17,9 +17,12 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family},
 };
 
-use crate::runtime::{
-    EngineInfo, ExecOutput, Identity, LogLine, LogRequest, ManagedWorkload, Probe, Runtime, RuntimeError, RuntimeKind,
-    StopOutcome, WorkloadEvent, WorkloadInfo, WorkloadSpec,
+use crate::{
+    policy::kind_name,
+    runtime::{
+        EngineInfo, ExecOutput, Identity, LogLine, LogRequest, ManagedWorkload, Probe, Runtime, RuntimeError,
+        RuntimeKind, StopOutcome, WorkloadEvent, WorkloadInfo, WorkloadSpec,
+    },
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,16 +134,6 @@ impl ProvisionerMetrics {
         self.seconds.get_or_create(&OperationLabels { runtime, operation }).observe(started.elapsed().as_secs_f64());
         let result = if ok { "ok" } else { "error" };
         self.operations.get_or_create(&ResultLabels { runtime, operation, result }).inc();
-    }
-}
-
-fn kind_name(kind: RuntimeKind) -> &'static str {
-    match kind {
-        RuntimeKind::Docker => "docker",
-        RuntimeKind::Kubernetes => "kubernetes",
-        RuntimeKind::Process => "process",
-        RuntimeKind::External => "external",
-        RuntimeKind::Unspecified => "unspecified",
     }
 }
 

@@ -3,31 +3,10 @@
 
 use std::{
     process::{Child, Command},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
-};
-
 const BINARY: &str = env!("CARGO_BIN_EXE_agentmesh-registry");
-
-/// Collects the spans an OTLP exporter sends.
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.lock().unwrap().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
 
 struct Running {
     child: Child,
@@ -105,14 +84,8 @@ fn stop(running: Running) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_continue_the_callers_trace_and_export_over_otlp() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(collector.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let collector = agentmesh_testkit::otlp::Collector::default();
+    let endpoint = collector.serve().await;
     let running =
         tokio::task::spawn_blocking(move || start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)])).await.unwrap();
 
@@ -126,14 +99,12 @@ async fn requests_continue_the_callers_trace_and_export_over_otlp() {
 
     // Stopping flushes the exporter.
     tokio::task::spawn_blocking(move || stop(running)).await.unwrap();
-    let exported = collector.0.lock().unwrap().clone();
-    let spans: Vec<_> =
-        exported.iter().flat_map(|r| &r.resource_spans).flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
+    let spans = collector.spans();
     let span = spans.iter().find(|s| s.name == "/grpc.health.v1.Health/Check").unwrap_or_else(|| {
         panic!("no span for the request among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
     });
-    assert_eq!(hex::encode(&span.trace_id), trace_id, "the span continues the caller's trace");
-    assert_eq!(hex::encode(&span.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(span.trace_id, trace_id, "the span continues the caller's trace");
+    assert_eq!(span.parent_span_id, "00f067aa0ba902b7");
 }
 
 #[test]
