@@ -7,7 +7,8 @@ agent message whose single text part is `sdk-echo: <input text>`. A streaming
 request therefore sees the task and both status updates; a plain send gets the
 completed task, which `GetTask` returns again later.
 
-It serves JSON-RPC over HTTP (with the agent card) on --port and the gRPC
+It serves JSON-RPC over HTTP (with the agent card) on --port, the HTTP+JSON
+binding under /rest on the same port, and the gRPC
 binding `lf.a2a.v1.A2AService` on --grpc-port (0 picks a free port; a negative
 --grpc-port turns gRPC off). Once both listen it prints one line
 
@@ -38,7 +39,7 @@ from a2a.helpers import get_message_text, new_task_from_user_message, new_text_m
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler, GrpcHandler
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import a2a_pb2_grpc
 from a2a.types.a2a_pb2 import (
@@ -55,6 +56,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 HOST = '127.0.0.1'
 REPLY_PREFIX = 'sdk-echo: '
+# Where the HTTP+JSON binding's operations live (`/rest/message:send`, …).
+REST_PREFIX = '/rest'
 
 
 class EchoExecutor(AgentExecutor):
@@ -149,7 +152,12 @@ def agent_card(http_url: str, grpc_address: str | None) -> AgentCard:
             url=http_url + '/',
             protocol_binding=TransportProtocol.JSONRPC,
             protocol_version=PROTOCOL_VERSION_1_0,
-        )
+        ),
+        AgentInterface(
+            url=http_url + REST_PREFIX,
+            protocol_binding=TransportProtocol.HTTP_JSON,
+            protocol_version=PROTOCOL_VERSION_1_0,
+        ),
     ]
     if grpc_address is not None:
         interfaces.append(
@@ -203,7 +211,12 @@ async def serve(port: int, grpc_port: int, token: str | None) -> None:
         task_store=InMemoryTaskStore(),
         agent_card=card,
     )
-    app: ASGIApp = Starlette(routes=[*create_agent_card_routes(card), *create_jsonrpc_routes(handler, rpc_url='/')])
+    routes = [
+        *create_agent_card_routes(card),
+        *create_jsonrpc_routes(handler, rpc_url='/'),
+        *create_rest_routes(handler, path_prefix=REST_PREFIX),
+    ]
+    app: ASGIApp = Starlette(routes=routes)
     if token:
         app = RequireToken(app, token)
     server = Server(uvicorn.Config(app, log_level='warning', lifespan='off', timeout_graceful_shutdown=5))

@@ -12,7 +12,7 @@ Every response or stream event is printed as one line of protocol JSON (the
 protobuf JSON mapping the SDK itself uses on the wire), then it exits 0. An
 SDK error prints `ERROR <type>: <message>` and exits 1.
 
-With --token T, every request (the card fetch included, on both transports)
+With --token T, every request (the card fetch included, on every transport)
 carries `Authorization: Bearer T`.
 
 Run it with the venv from setup-venv.sh.
@@ -41,7 +41,11 @@ from a2a.utils.errors import A2AError
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message as ProtoMessage
 
-TRANSPORTS = {'jsonrpc': TransportProtocol.JSONRPC, 'grpc': TransportProtocol.GRPC}
+TRANSPORTS = {
+    'jsonrpc': TransportProtocol.JSONRPC,
+    'http_json': TransportProtocol.HTTP_JSON,
+    'grpc': TransportProtocol.GRPC,
+}
 # A client that never hears back must not hang the test that runs it.
 TIMEOUT_SECONDS = 60.0
 

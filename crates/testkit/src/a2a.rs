@@ -1,6 +1,8 @@
 //! A caller of the gateway's A2A front as an A2A client sees it: JSON-RPC
 //! over HTTP, and the server-sent events of streamed replies.
 
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures::{StreamExt, stream::BoxStream};
 use serde_json::{Value, json};
 
 /// A JSON-RPC caller of the gateway's A2A front.
@@ -13,6 +15,8 @@ pub struct Caller {
 pub struct RpcReply {
     pub status: u16,
     pub retry_after: Option<String>,
+    /// `WWW-Authenticate`, the challenge of a 401.
+    pub www_authenticate: Option<String>,
     pub body: Value,
 }
 
@@ -46,9 +50,10 @@ impl Caller {
         }
         let reply = request.send().await?;
         let status = reply.status().as_u16();
-        let retry_after = reply.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| reply.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (retry_after, www_authenticate) = (header("retry-after"), header("www-authenticate"));
         let body = reply.json().await?;
-        Ok(RpcReply { status, retry_after, body })
+        Ok(RpcReply { status, retry_after, www_authenticate, body })
     }
 
     /// `message/send` of `text` with message id `message_id`.
@@ -62,36 +67,21 @@ impl Caller {
         let response = self.http.post(url).bearer_auth(&self.token).json(body).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
-        assert_eq!(content_type.as_deref(), Some("text/event-stream"));
-        Events { response, pending: Vec::new(), ready: std::collections::VecDeque::new() }
+        assert_eq!(content_type.as_deref(), Some("text/event-stream; charset=utf-8"));
+        Events { events: response.bytes_stream().eventsource().boxed() }
     }
 }
 
 /// The server-sent events of a streamed reply.
 pub struct Events {
-    response: reqwest::Response,
-    pending: Vec<u8>,
-    ready: std::collections::VecDeque<Value>,
+    events: BoxStream<'static, Result<Event, EventStreamError<reqwest::Error>>>,
 }
 
 impl Events {
     /// The data of the next event, or `None` once the stream has ended.
     pub async fn next(&mut self) -> Option<Value> {
-        loop {
-            if let Some(event) = self.ready.pop_front() {
-                return Some(event);
-            }
-            let chunk = self.response.chunk().await.unwrap()?;
-            self.pending.extend_from_slice(&chunk);
-            while let Some(end) = self.pending.windows(2).position(|pair| pair == b"\n\n") {
-                let frame: Vec<u8> = self.pending.drain(..end + 2).collect();
-                for line in String::from_utf8(frame).unwrap().lines() {
-                    if let Some(data) = line.strip_prefix("data:") {
-                        self.ready.push_back(serde_json::from_str(data.trim()).unwrap());
-                    }
-                }
-            }
-        }
+        let event = self.events.next().await?.expect("reading the event stream");
+        Some(serde_json::from_str(&event.data).unwrap_or_else(|e| panic!("event data {:?}: {e}", event.data)))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The official A2A Python SDK on both ends: tests/python/sdk_agent.py served
 //! by the SDK's server, tests/python/sdk_client.py talking to it through its
-//! card over JSON-RPC and gRPC. The gateway's end-to-end tests put the gateway
+//! card on each of A2A's three bindings. The gateway's end-to-end tests put the gateway
 //! between the two; this is the baseline they compare against.
 
 use agentmesh_testkit::python::{SdkAgent, sdk_client};
@@ -23,6 +23,7 @@ async fn the_card_lists_the_interfaces_the_agent_serves() {
         card["supportedInterfaces"],
         json!([
             {"url": format!("{}/", agent.http), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+            {"url": format!("{}/rest", agent.http), "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
             {"url": grpc, "protocolBinding": "GRPC", "protocolVersion": "1.0"},
         ])
     );
@@ -32,14 +33,14 @@ async fn the_card_lists_the_interfaces_the_agent_serves() {
     let agent = SdkAgent::spawn(&["--grpc-port", "-1"]).await;
     assert_eq!(agent.grpc, None);
     let card: Value = reqwest::get(agent.card_url()).await.unwrap().json().await.unwrap();
-    assert_eq!(card["supportedInterfaces"].as_array().map(Vec::len), Some(1));
+    assert_eq!(card["supportedInterfaces"].as_array().map(Vec::len), Some(2));
 }
 
 #[tokio::test]
-async fn sdk_client_sends_streams_and_gets_tasks_over_both_transports() {
+async fn sdk_client_sends_streams_and_gets_tasks_over_every_transport() {
     let agent = SdkAgent::spawn(&[]).await;
     let card = agent.card_url();
-    for transport in ["jsonrpc", "grpc"] {
+    for transport in ["jsonrpc", "http_json", "grpc"] {
         let base = ["--card-url", card.as_str(), "--transport", transport];
 
         let events = sdk_client(&[&base[..], &["--text", "hello"]].concat()).await.expect_events();
@@ -66,7 +67,7 @@ async fn sdk_client_sends_streams_and_gets_tasks_over_both_transports() {
 }
 
 #[tokio::test]
-async fn sdk_client_sends_its_token_on_every_request_of_both_transports() {
+async fn sdk_client_sends_its_token_on_every_request_of_every_transport() {
     let agent = SdkAgent::spawn(&["--require-token", "s3cret"]).await;
     let card = agent.card_url();
 
@@ -77,9 +78,9 @@ async fn sdk_client_sends_its_token_on_every_request_of_both_transports() {
     let run = sdk_client(&["--card-url", &card, "--text", "x", "--token", "wrong"]).await;
     assert_eq!(run.status.code(), Some(1), "{run:?}");
 
-    // The agent checks the token on the card, on JSON-RPC calls and on gRPC
+    // The agent checks the token on the card, on JSON-RPC, HTTP+JSON and gRPC
     // calls, unary and streaming, so these pass only if each carries it.
-    for transport in ["jsonrpc", "grpc"] {
+    for transport in ["jsonrpc", "http_json", "grpc"] {
         let base = ["--card-url", card.as_str(), "--transport", transport, "--token", "s3cret"];
         let events = sdk_client(&[&base[..], &["--text", "x"]].concat()).await.expect_events();
         assert_eq!(completed_reply(&events[0]), "sdk-echo: x", "{transport}");

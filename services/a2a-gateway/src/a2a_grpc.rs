@@ -17,12 +17,13 @@ use prost::Message as _;
 use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, ReflectMessage};
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status, metadata::MetadataMap};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic_types::{ErrorDetails, StatusExt};
 use uuid::Uuid;
 
 use crate::{
     error::GatewayError,
-    gateway::{Dispatched, Gateway, Inbound, Streamed, Subscribed, parse_expires_in, parse_priority},
+    gateway::{AgentAnswer, Dispatched, Gateway, Inbound, Streamed, Subscribed, parse_expires_in, parse_priority},
     jsonrpc::{self, Envelope, Flavor},
 };
 
@@ -48,7 +49,7 @@ impl A2aGrpc {
         tenant: &str,
         method: &str,
         params: Value,
-    ) -> Result<Inbound, GatewayError> {
+    ) -> Result<Inbound, Status> {
         let workspace_id: Uuid =
             tenant.parse().map_err(|_| GatewayError::invalid("tenant", "the target workspace's id (a UUID)"))?;
         let value = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
@@ -59,7 +60,9 @@ impl A2aGrpc {
             ("method".to_owned(), json!(method)),
             ("params".to_owned(), params),
         ]);
-        let envelope = Envelope::from_request(request).map_err(|e| GatewayError::invalid("message", e.message))?;
+        // Refused as an SDK agent refuses it on this binding.
+        let envelope = Envelope::from_request(request)
+            .map_err(|refused| agent_error_status(&refused.error.into_response(&Value::Null)["error"]))?;
         Ok(Inbound {
             sender,
             workspace_id,
@@ -126,7 +129,7 @@ impl A2aService for A2aGrpc {
         let inbound = self.inbound(&metadata, caller, &message.tenant, "SendStreamingMessage", params).await?;
         let context_id = inbound.envelope.context_id();
         let stream: EventStream = match self.gateway.stream(inbound).await? {
-            Streamed::Events(events) => agent_events(events),
+            Streamed::Agent(answer) => agent_answer(answer)?,
             Streamed::Queued(queued) => {
                 let task = jsonrpc::queued_task(Flavor::V10, &queued, context_id.as_deref());
                 let event = from_json(json!({ "task": task }), "lf.a2a.v1.StreamResponse");
@@ -180,7 +183,7 @@ impl A2aService for A2aGrpc {
         let params = to_json(&message, "lf.a2a.v1.SubscribeToTaskRequest")?;
         let inbound = self.inbound(&metadata, caller, &message.tenant, "SubscribeToTask", params).await?;
         let stream: EventStream = match self.gateway.subscribe(inbound).await? {
-            Subscribed::Events(events) => agent_events(events),
+            Subscribed::Agent(answer) => agent_answer(answer)?,
             Subscribed::QueueItem(updates) => Box::pin(ReceiverStream::new(updates).map(move |item| {
                 let task = jsonrpc::task_of_queue_item(Flavor::V10, &message.id, item);
                 from_json(json!({ "task": task }), "lf.a2a.v1.StreamResponse")
@@ -225,11 +228,14 @@ impl A2aService for A2aGrpc {
     }
 }
 
-/// An agent's streamed JSON-RPC responses as the binding's stream.
-fn agent_events(events: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> EventStream {
-    Box::pin(
-        ReceiverStream::new(events).map(|event| from_reply::<pb::StreamResponse>(&event, "lf.a2a.v1.StreamResponse")),
-    )
+/// The agent's answer to a streaming request as the binding's stream: its
+/// events, or the status its JSON reply stands for.
+fn agent_answer(answer: AgentAnswer) -> Result<EventStream, Status> {
+    let decode = |event: &[u8]| from_reply::<pb::StreamResponse>(event, "lf.a2a.v1.StreamResponse");
+    Ok(match answer {
+        AgentAnswer::Events(events) => Box::pin(ReceiverStream::new(events).map(move |event| decode(&event))),
+        AgentAnswer::Reply(reply) => Box::pin(futures::stream::iter([Ok(decode(&reply)?)])),
+    })
 }
 
 fn method_input(method: &str) -> &'static str {
@@ -281,26 +287,66 @@ fn from_json<M: prost::Message + Default>(value: Value, name: &str) -> Result<M,
     M::decode(dynamic.encode_to_vec().as_slice()).map_err(|e| Status::internal(format!("re-encoding {name}: {e}")))
 }
 
-/// The result of an agent's JSON-RPC response as `name`, or its error as a
-/// status with the nearest code.
+/// The result of an agent's JSON-RPC response as `name`, or its error as
+/// the status the A2A specification maps it to.
 fn from_reply<M: prost::Message + Default>(reply: &[u8], name: &str) -> Result<M, Status> {
     let mut response: Value =
         serde_json::from_slice(reply).map_err(|e| Status::from(GatewayError::BadAgentReply(e.to_string())))?;
     if let Some(result) = response.get_mut("result") {
         return from_json(result.take(), name);
     }
-    let error = response.get("error").cloned().unwrap_or(Value::Null);
-    let message = error.get("message").and_then(Value::as_str).unwrap_or("the agent answered with an error").to_owned();
-    let code = match error.get("code").and_then(Value::as_i64) {
-        Some(jsonrpc::TASK_NOT_FOUND) => Code::NotFound,
-        Some(jsonrpc::INVALID_PARAMS | jsonrpc::INVALID_REQUEST | jsonrpc::PARSE_ERROR) => Code::InvalidArgument,
-        // A2A: task not cancelable, push notifications or operation unsupported.
-        Some(jsonrpc::TASK_NOT_CANCELABLE) => Code::FailedPrecondition,
-        Some(-32003 | -32004) => Code::Unimplemented,
-        Some(-32054) => Code::Unavailable,
-        _ => Code::Unknown,
+    Err(agent_error_status(response.get("error").unwrap_or(&Value::Null)))
+}
+
+/// A JSON-RPC error object of an agent's as a gRPC status: the code from
+/// the A2A error mapping ([`jsonrpc::error_mapping`]), the agent's message,
+/// and its details (an `ErrorInfo` with the A2A reason, whose metadata
+/// carries what the agent put in `data`; field violations when it listed
+/// some), as the SDKs' gRPC servers send them.
+fn agent_error_status(error: &Value) -> Status {
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("the agent answered with an error");
+    let json_rpc_code = error.get("code").and_then(Value::as_i64);
+    let jsonrpc::ErrorMapping { grpc: code, reason, .. } = jsonrpc::error_mapping(json_rpc_code);
+    let data = error.get("data").unwrap_or(&Value::Null);
+    // The SDKs put typed details in `data` (proto3 JSON of google.rpc
+    // messages); the gateway's own errors an object naming domain and
+    // reason; other agents any JSON, kept whole under one key.
+    let typed: &[Value] = data.as_array().map(Vec::as_slice).unwrap_or_default();
+    let of_type = |suffix: &'static str| {
+        typed.iter().filter(move |item| item.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with(suffix)))
     };
-    Err(Status::new(code, message))
+    let text = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+    let mut metadata = std::collections::HashMap::new();
+    let described =
+        of_type("google.rpc.ErrorInfo").next().or_else(|| data.get("domain").and(data.get("reason")).and(Some(data)));
+    let (domain, reason) = match described {
+        Some(info) => {
+            // An ErrorInfo's metadata, or the other fields of the gateway's own.
+            let fields = info.get("metadata").and_then(Value::as_object).or_else(|| info.as_object());
+            for (key, value) in fields.into_iter().flatten() {
+                if !matches!(key.as_str(), "@type" | "domain" | "reason") {
+                    metadata.insert(key.clone(), text(value));
+                }
+            }
+            let named = |key: &str| info.get(key).and_then(Value::as_str);
+            (named("domain").unwrap_or(jsonrpc::A2A_ERROR_DOMAIN), named("reason").unwrap_or(reason))
+        }
+        None => {
+            if !data.is_null() {
+                metadata.insert("data".to_owned(), data.to_string());
+            }
+            (jsonrpc::A2A_ERROR_DOMAIN, reason)
+        }
+    };
+    let mut details = ErrorDetails::with_error_info(reason, domain, metadata);
+    for request in of_type("google.rpc.BadRequest") {
+        let violations = request.get("fieldViolations").and_then(Value::as_array).into_iter().flatten();
+        for violation in violations {
+            let text = |key: &str| violation.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+            details.add_bad_request_violation(text("field"), text("description"));
+        }
+    }
+    Status::with_error_details(code, message, details)
 }
 
 /// Runs `work` to its end even if the caller hangs up: tonic drops a
@@ -337,5 +383,69 @@ impl<F: Future + Send + 'static> Drop for FinishOnDrop<F> {
                 work.await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tonic::Code;
+
+    use super::*;
+
+    fn error_info(status: &Status) -> tonic_types::ErrorInfo {
+        status.get_details_error_info().expect("an ErrorInfo")
+    }
+
+    #[test]
+    fn agent_errors_take_the_codes_of_the_a2a_error_mapping_and_name_their_reason() {
+        for (json_rpc, code, reason) in [
+            (-32001, Code::NotFound, "TASK_NOT_FOUND"),
+            (-32002, Code::FailedPrecondition, "TASK_NOT_CANCELABLE"),
+            (-32003, Code::FailedPrecondition, "PUSH_NOTIFICATION_NOT_SUPPORTED"),
+            (-32004, Code::FailedPrecondition, "UNSUPPORTED_OPERATION"),
+            (-32005, Code::InvalidArgument, "CONTENT_TYPE_NOT_SUPPORTED"),
+            (-32006, Code::Internal, "INVALID_AGENT_RESPONSE"),
+            (-32007, Code::FailedPrecondition, "EXTENDED_AGENT_CARD_NOT_CONFIGURED"),
+            (-32008, Code::FailedPrecondition, "EXTENSION_SUPPORT_REQUIRED"),
+            (-32009, Code::FailedPrecondition, "VERSION_NOT_SUPPORTED"),
+            (-32601, Code::NotFound, "METHOD_NOT_FOUND"),
+            (-32602, Code::InvalidArgument, "INVALID_PARAMS"),
+            (-32603, Code::Internal, "INTERNAL_ERROR"),
+            (-32099, Code::Unknown, "UNKNOWN_ERROR"),
+        ] {
+            let status = agent_error_status(&json!({"code": json_rpc, "message": "from the agent"}));
+            assert_eq!((status.code(), status.message()), (code, "from the agent"), "{json_rpc}");
+            let info = error_info(&status);
+            assert_eq!((info.reason.as_str(), info.domain.as_str()), (reason, jsonrpc::A2A_ERROR_DOMAIN), "{json_rpc}");
+        }
+    }
+
+    #[test]
+    fn the_typed_details_an_sdk_agent_sends_become_the_status_details() {
+        let error = json!({"code": -32602, "message": "bad", "data": [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "INVALID_PARAMS",
+             "domain": "a2a-protocol.org", "metadata": {"hint": "parts", "count": 2}},
+            {"@type": "type.googleapis.com/google.rpc.BadRequest",
+             "fieldViolations": [{"field": "message.parts", "description": "required"}]},
+        ]});
+        let status = agent_error_status(&error);
+        let info = error_info(&status);
+        assert_eq!((info.metadata["hint"].as_str(), info.metadata["count"].as_str()), ("parts", "2"));
+        let violations = status.get_details_bad_request().expect("field violations").field_violations;
+        assert_eq!((violations[0].field.as_str(), violations[0].description.as_str()), ("message.parts", "required"));
+    }
+
+    #[test]
+    fn other_data_is_kept_whole_and_the_gateways_own_errors_keep_their_domain() {
+        let status = agent_error_status(&json!({"code": -32001, "message": "gone", "data": {"taskId": "t"}}));
+        assert_eq!(error_info(&status).metadata["data"], r#"{"taskId":"t"}"#);
+
+        let own = jsonrpc::RpcError::from_gateway(&GatewayError::AgentUnreachable("reset".into()));
+        let status = agent_error_status(&own.into_response(&Value::Null)["error"]);
+        let info = error_info(&status);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(info.domain, agentmesh_chassis::status::ERROR_DOMAIN);
+        assert_eq!(info.reason, GatewayError::AgentUnreachable(String::new()).reason());
     }
 }

@@ -21,7 +21,7 @@ use std::{
 };
 
 use agentmesh_netguard::UrlGuard;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::StatusCode;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
@@ -35,6 +35,7 @@ use url::Url;
 use crate::{
     directory::Activity,
     metrics::GatewayMetrics,
+    sse,
     wire::{BodyDecoder, ResponseHead},
 };
 
@@ -287,12 +288,18 @@ impl AgentClient {
     }
 
     /// Posts a streaming JSON-RPC request and returns the accepted stream,
-    /// to be read with [`pump_events`].
-    pub async fn open_stream(&self, call: AgentCall<'_>, idle: &IdleClock) -> Result<AgentStream, Failure> {
+    /// to be read with [`pump_events`], or the agent's JSON reply when it
+    /// answered with one instead (an error, as agents refuse a stream).
+    pub async fn open_stream(&self, call: AgentCall<'_>, idle: &IdleClock) -> Result<Opened, Failure> {
         let opened = async {
-            let (connection, head) = self.send(&call, true, idle).await?;
+            let (mut connection, head) = self.send(&call, true, idle).await?;
+            if !head.header("content-type").is_some_and(is_event_stream) {
+                let reply = connection.read_body(idle, &head, MAX_REPLY_BYTES).await?;
+                self.pool.give_back(connection);
+                return Ok(Opened::Reply(reply));
+            }
             let body = BodyDecoder::new(head.framing().map_err(|error| malformed(&error))?);
-            Ok(AgentStream { connection, body })
+            Ok(Opened::Events(AgentStream { connection, body }))
         };
         self.counted(opened.await)
     }
@@ -399,6 +406,20 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     })
 }
 
+/// How an agent answered a streaming request.
+pub enum Opened {
+    Events(AgentStream),
+    /// A JSON reply instead of events, passed on as it came.
+    Reply(Bytes),
+}
+
+/// Whether a `Content-Type` names server-sent events (RFC 9110 §8.3.1:
+/// the media type is case-insensitive and may carry parameters).
+fn is_event_stream(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    media_type.eq_ignore_ascii_case("text/event-stream")
+}
+
 /// An agent's accepted event stream, with the connection it arrives on.
 pub struct AgentStream {
     connection: AgentConnection,
@@ -412,11 +433,11 @@ pub struct AgentStream {
 /// idle clock.
 pub async fn pump_events(stream: AgentStream, idle: &IdleClock, events: mpsc::Sender<Bytes>) -> Result<(), Failure> {
     let AgentStream { mut connection, mut body } = stream;
-    let mut parser = SseParser::default();
+    let mut parser = sse::Parser::new(MAX_REPLY_BYTES);
     let mut listening = true;
     loop {
         let Some(chunk) = connection.next_piece(idle, &mut body).await? else { return Ok(()) };
-        for data in parser.push(&chunk)? {
+        for data in parser.push(&chunk).map_err(|sse::TooLarge| Failure::TooLarge)? {
             idle.observed();
             if listening && events.send(data).await.is_err() {
                 listening = false;
@@ -474,41 +495,6 @@ impl Pool {
                 !unused.is_empty()
             });
         }
-    }
-}
-
-/// Splits a `text/event-stream` body into the data of its events.
-#[derive(Default)]
-struct SseParser {
-    pending: BytesMut,
-    data: Vec<u8>,
-}
-
-impl SseParser {
-    fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, Failure> {
-        self.pending.extend_from_slice(chunk);
-        if self.pending.len() + self.data.len() > MAX_REPLY_BYTES {
-            return Err(Failure::TooLarge);
-        }
-        let mut events = Vec::new();
-        while let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
-            let line = self.pending.split_to(end + 1);
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    events.push(Bytes::from(std::mem::take(&mut self.data)));
-                }
-            } else if let Some(value) = line.strip_prefix(b"data:") {
-                if !self.data.is_empty() {
-                    self.data.push(b'\n');
-                }
-                self.data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
-            }
-            // Comments, `event:`, `id:` and `retry:` lines carry nothing the
-            // gateway passes on: A2A puts everything in `data`.
-        }
-        Ok(events)
     }
 }
 
@@ -749,13 +735,5 @@ mod tests {
         assert!(after > Duration::from_secs(55) && after <= Duration::from_secs(60), "{after:?}");
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "a date passed");
         assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
-    fn sse_parser_joins_split_chunks_and_multiline_data() {
-        let mut parser = SseParser::default();
-        assert!(parser.push(b"data: {\"a\"").unwrap().is_empty());
-        let events = parser.push(b":1}\r\n\r\n: keep-alive\n\nevent: x\ndata: one\ndata: two\n\n").unwrap();
-        assert_eq!(events, vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"one\ntwo")]);
     }
 }

@@ -76,6 +76,20 @@ impl GatewayError {
         }
     }
 
+    /// The HTTP status the A2A front answers with, from the same table.
+    pub fn http_status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self.code() {
+            Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::FailedPrecondition => StatusCode::CONFLICT,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
     /// The machine-readable reason (`ErrorInfo.reason`).
     pub fn reason(&self) -> &'static str {
         use GatewayError as E;

@@ -37,6 +37,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bodies up to this size are copied behind their head, so that a reply is
 /// one write; larger ones are written on their own.
 const COPY_BODY_BELOW: usize = 64 << 10;
+/// The challenge of a 401: callers authenticate with a bearer token (a
+/// workspace's, or a service account's).
+const WWW_AUTHENTICATE: &[u8] = b"Bearer realm=\"agentmesh\"";
 
 /// What the listener sends back for one request.
 pub struct Reply {
@@ -74,7 +77,8 @@ impl Reply {
     pub fn events(events: BoxStream<'static, Bytes>) -> Self {
         Self {
             status: StatusCode::OK,
-            content_type: "text/event-stream",
+            // As the A2A SDKs' servers label theirs (the format is always UTF-8).
+            content_type: "text/event-stream; charset=utf-8",
             retry_after: None,
             allow: None,
             body: ReplyBody::Events(events),
@@ -270,6 +274,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         if let Some(allow) = reply.allow {
             wire::field(out, "allow", allow.as_bytes());
+        }
+        if reply.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1: a 401 names the scheme that would succeed.
+            wire::field(out, "www-authenticate", WWW_AUTHENTICATE);
         }
         match reply.body {
             ReplyBody::Full(body) => {
@@ -540,7 +548,8 @@ mod tests {
         stream.write_all(b"POST /events HTTP/1.1\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut raw = String::new();
         stream.read_to_string(&mut raw).await.unwrap();
-        assert!(raw.contains("content-type: text/event-stream\r\n") && raw.contains("transfer-encoding: chunked\r\n"));
+        assert!(raw.contains("content-type: text/event-stream; charset=utf-8\r\n"), "{raw:?}");
+        assert!(raw.contains("transfer-encoding: chunked\r\n"), "{raw:?}");
         assert!(raw.ends_with("\r\n\r\n9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n0\r\n\r\n"), "{raw:?}");
 
         let mut stream = server.connect().await;

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{
-    agent_client::{AgentCall, AgentClient, Failure, IdleClock, pump_events},
+    agent_client::{AgentCall, AgentClient, Failure, IdleClock, Opened, pump_events},
     directory::{Directory, Target},
     drain::Drainer,
     error::{GatewayError, Result},
@@ -98,10 +98,19 @@ impl Dispatched {
     }
 }
 
+/// How the agent answered a streaming request or a subscription.
+pub enum AgentAnswer {
+    /// The data of each server-sent event, as the agent sent it.
+    Events(mpsc::Receiver<Bytes>),
+    /// A JSON-RPC response instead of a stream (an error, most often), as
+    /// the agent sent it.
+    Reply(Bytes),
+}
+
 /// What a subscription to a task follows.
 pub enum Subscribed {
-    /// The agent's own task: the data of each event it streams.
-    Events(mpsc::Receiver<Bytes>),
+    /// The agent's own task.
+    Agent(AgentAnswer),
     /// A queued message: its item now and at each change, the last final.
     QueueItem(mpsc::Receiver<QueueItem>),
 }
@@ -117,8 +126,7 @@ fn is_final(state: QueueItemState) -> bool {
 
 /// What became of a streaming request.
 pub enum Streamed {
-    /// The data of each server-sent event, as the agent sent it.
-    Events(mpsc::Receiver<Bytes>),
+    Agent(AgentAnswer),
     Queued(QueuedReply),
 }
 
@@ -126,7 +134,7 @@ impl Streamed {
     /// Why the message waits, if it was queued rather than streamed.
     pub fn queue_reason(&self) -> Option<QueueReason> {
         match self {
-            Streamed::Events(_) => None,
+            Streamed::Agent(_) => None,
             Streamed::Queued(queued) => Some(queued.reason()),
         }
     }
@@ -245,7 +253,7 @@ impl Gateway {
             return self.queue_or_refuse(&target, &inbound, reason, None).await.map(Streamed::Queued);
         }
         match self.relay_stream(&target, &inbound).await {
-            Ok(events) => Ok(Streamed::Events(events)),
+            Ok(answer) => Ok(Streamed::Agent(answer)),
             Err(failure) if failure.is_retryable() => {
                 let reason = queue_reason(&failure);
                 self.queue_or_refuse(&target, &inbound, reason, Some(&failure)).await.map(Streamed::Queued)
@@ -264,7 +272,7 @@ impl Gateway {
         if let Some(item) = self.queued_task(target.id, &task_id).await? {
             return Ok(Subscribed::QueueItem(self.follow_queue_item(item)));
         }
-        self.relay_stream(&target, &inbound).await.map(Subscribed::Events).map_err(|f| self.refusal(&target, f))
+        self.relay_stream(&target, &inbound).await.map(Subscribed::Agent).map_err(|f| self.refusal(&target, f))
     }
 
     /// Sends the item now and again each time its state changes, ending
@@ -310,13 +318,12 @@ impl Gateway {
     /// Opens the agent's event stream for the request and relays its events
     /// from a task of its own, which reads to the end even if the caller
     /// hangs up (GW-4).
-    async fn relay_stream(
-        &self,
-        target: &Target,
-        inbound: &Inbound,
-    ) -> std::result::Result<mpsc::Receiver<Bytes>, Failure> {
+    async fn relay_stream(&self, target: &Target, inbound: &Inbound) -> std::result::Result<AgentAnswer, Failure> {
         let idle = self.idle_clock(target);
-        let response = self.agents.open_stream(agent_call(target, inbound), &idle).await?;
+        let response = match self.agents.open_stream(agent_call(target, inbound), &idle).await? {
+            Opened::Events(stream) => stream,
+            Opened::Reply(reply) => return Ok(AgentAnswer::Reply(reply)),
+        };
         let (events, receiver) = mpsc::channel(64);
         let workspace_id = target.id;
         let request_id = inbound.envelope.id().clone();
@@ -330,7 +337,7 @@ impl Gateway {
                 let _ = events.send(Bytes::from(error.into_response(&request_id).to_string())).await;
             }
         });
-        Ok(receiver)
+        Ok(AgentAnswer::Events(receiver))
     }
 
     /// Passes a request that is not a message (task queries, push

@@ -1,7 +1,8 @@
 //! The A2A front over HTTP (GW-1): JSON-RPC 2.0 per workspace at
-//! `POST /a2a/{workspace_id}`, streaming over SSE, and the workspace's agent
-//! card at `/a2a/{workspace_id}/.well-known/agent-card.json`, rewritten so
-//! that an official A2A client that reads it keeps talking to the gateway.
+//! `POST /a2a/{workspace_id}`, the HTTP+JSON binding below it ([`rest`]),
+//! streaming over SSE, and the workspace's agent card at
+//! `/a2a/{workspace_id}/.well-known/agent-card.json`, rewritten so that an
+//! official A2A client that reads it keeps talking to the gateway.
 
 use std::{
     future::Future,
@@ -11,7 +12,7 @@ use std::{
 
 use agentmesh_chassis::{auth::Authenticator, telemetry};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, stream::BoxStream};
 use http::StatusCode;
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,8 +22,12 @@ use uuid::Uuid;
 use crate::{
     error::GatewayError,
     front::{Reply, Respond},
-    gateway::{Dispatched, Gateway, Inbound, Sender, Streamed, Subscribed, parse_expires_in, parse_priority},
-    jsonrpc::{self, Envelope, Method, RpcError},
+    gateway::{
+        AgentAnswer, Dispatched, Gateway, Inbound, Sender, Streamed, Subscribed, parse_expires_in, parse_priority,
+    },
+    jsonrpc::{self, Envelope, Method, Refused, RpcError},
+    rest::{self, NoRoute},
+    sse,
     wire::{RequestHead, RequestMethod},
 };
 
@@ -46,6 +51,7 @@ impl Front {
         let started = Instant::now();
         let readable = matches!(request.method, RequestMethod::Get | RequestMethod::Head);
         let path = request.path();
+        let mut binding = "jsonrpc";
         let (method, reply) = if path == "/healthz" {
             ("healthz", if readable { Reply::text(StatusCode::OK, "ok") } else { method_not_allowed("GET, HEAD") })
         } else if let Some(rest) = path.strip_prefix("/a2a/") {
@@ -58,12 +64,15 @@ impl Front {
                 Some((_, ".well-known/agent-card.json" | ".well-known/agent.json")) => {
                     ("agent_card", method_not_allowed("GET, HEAD"))
                 }
-                Some(_) => ("unknown", not_found()),
+                Some((workspace_id, operation)) => {
+                    binding = "http_json";
+                    Box::pin(self.rest(workspace_id, operation, request, body)).await
+                }
             }
         } else {
             ("unknown", not_found())
         };
-        self.gateway.metrics().answered("jsonrpc", method, reply.status.as_u16(), started);
+        self.gateway.metrics().answered(binding, method, reply.status.as_u16(), started);
         reply
     }
 
@@ -91,21 +100,60 @@ impl Front {
     async fn answer(&self, workspace_id: &str, request: &RequestHead, body: Bytes) -> (&'static str, Reply) {
         let envelope = match Envelope::parse(body) {
             Ok(envelope) => envelope,
-            Err(error) => return ("invalid", rpc_error(StatusCode::BAD_REQUEST, &Value::Null, error, None)),
+            // JSON-RPC over HTTP answers a request it could read with HTTP
+            // 200, as the A2A SDKs' servers do: the error is in the body.
+            Err(Refused { id, error }) => return ("invalid", rpc_error(StatusCode::OK, &id, error, None)),
         };
         let (id, method) = (envelope.id().clone(), envelope.method.label());
-        match self.handle(workspace_id, request, envelope).await {
-            Ok(reply) => (method, reply),
+        match self.dispatch(workspace_id, request, envelope).await {
+            Ok(outcome) => (method, json_rpc_reply(outcome)),
             Err(error) => (method, gateway_error(&id, &error)),
         }
     }
 
-    async fn handle(
+    /// A request of the HTTP+JSON binding: routed to the JSON-RPC request it
+    /// stands for, dispatched as such, and answered in its own form.
+    async fn rest(
+        &self,
+        workspace_id: &str,
+        operation: &str,
+        request: &RequestHead,
+        body: Bytes,
+    ) -> (&'static str, Reply) {
+        let call = match rest::route(request.method, operation, request.query(), &body) {
+            Ok(call) => call,
+            Err(NoRoute::NotFound) => return ("unknown", not_found()),
+            Err(NoRoute::MethodNotAllowed(allow)) => return ("unknown", method_not_allowed(allow)),
+            Err(NoRoute::BadBody(problem)) => {
+                let body = rest::refusal(StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, &problem);
+                return ("invalid", Reply::json(StatusCode::BAD_REQUEST, body));
+            }
+        };
+        let envelope = match Envelope::from_request(call.json_rpc_request()) {
+            Ok(envelope) => envelope,
+            Err(Refused { id, error }) => {
+                let (status, body) = rest::from_response(error.into_response(&id).to_string().as_bytes());
+                return ("invalid", Reply::json(status, body));
+            }
+        };
+        let method = envelope.method.label();
+        match self.dispatch(workspace_id, request, envelope).await {
+            Ok(outcome) => (method, rest_reply(outcome)),
+            Err(error) => {
+                let (status, body) = rest::gateway_error(&error);
+                let retry_after = error.retry_after().map(|after| after.as_secs().max(1));
+                (method, Reply { retry_after, ..Reply::json(status, body) })
+            }
+        }
+    }
+
+    /// Dispatches a checked request of either HTTP binding.
+    async fn dispatch(
         &self,
         workspace_id: &str,
         request: &RequestHead,
         envelope: Envelope,
-    ) -> Result<Reply, GatewayError> {
+    ) -> Result<Outcome, GatewayError> {
         let workspace_id = parse_workspace(workspace_id)?;
         let sender = self.sender(request).await?;
         let method = envelope.method;
@@ -125,48 +173,46 @@ impl Front {
         Box::pin(self.handle_other(inbound)).await
     }
 
-    async fn send_message(&self, inbound: Inbound) -> Result<Reply, GatewayError> {
+    async fn send_message(&self, inbound: Inbound) -> Result<Outcome, GatewayError> {
         let (id, flavor) = (inbound.envelope.id().clone(), inbound.envelope.flavor);
         // Kept for the reply the gateway writes itself, which names the context.
         let body = inbound.envelope.body();
         match self.gateway.send(inbound).await? {
-            Dispatched::Replied(reply) => Ok(Reply::json(StatusCode::OK, reply)),
+            Dispatched::Replied(reply) => Ok(Outcome::Response(reply)),
             Dispatched::Queued(queued) => {
                 let task = jsonrpc::queued_task(flavor, &queued, jsonrpc::context_id(&body).as_deref());
-                Ok(json_value(&jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task))))
+                Ok(response(&jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task))))
             }
         }
     }
 
     /// Every method but sending a message (which it hands to
     /// [`Front::send_message`]).
-    async fn handle_other(&self, inbound: Inbound) -> Result<Reply, GatewayError> {
+    async fn handle_other(&self, inbound: Inbound) -> Result<Outcome, GatewayError> {
         let (id, flavor, workspace_id) = (inbound.envelope.id().clone(), inbound.envelope.flavor, inbound.workspace_id);
         match inbound.envelope.method {
             Method::Stream => {
                 let context_id = inbound.envelope.context_id();
                 match self.gateway.stream(inbound).await? {
-                    Streamed::Events(events) => Ok(Reply::events(ReceiverStream::new(events).map(event_frame).boxed())),
+                    Streamed::Agent(answer) => Ok(relayed(answer)),
                     Streamed::Queued(queued) => {
                         let task = jsonrpc::queued_task(flavor, &queued, context_id.as_deref());
                         let event =
                             Bytes::from(jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task)).to_string());
-                        Ok(Reply::events(futures::stream::once(async move { event_frame(event) }).boxed()))
+                        Ok(Outcome::Events(futures::stream::once(async move { Some(event) }).boxed()))
                     }
                 }
             }
             Method::Subscribe => {
                 let task_id = inbound.envelope.task_id().unwrap_or_default();
                 match self.gateway.subscribe(inbound).await? {
-                    Subscribed::Events(events) => {
-                        Ok(Reply::events(ReceiverStream::new(events).map(event_frame).boxed()))
-                    }
+                    Subscribed::Agent(answer) => Ok(relayed(answer)),
                     Subscribed::QueueItem(updates) => {
                         let events = ReceiverStream::new(updates).map(move |item| {
                             let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
                             Bytes::from(jsonrpc::result_response(&id, jsonrpc::wrap_task(flavor, task)).to_string())
                         });
-                        Ok(Reply::events(kept_alive(events, KEEP_ALIVE).boxed()))
+                        Ok(Outcome::Events(kept_alive(events, KEEP_ALIVE).boxed()))
                     }
                 }
             }
@@ -176,9 +222,9 @@ impl Front {
                 match self.gateway.queued_task(workspace_id, &task_id).await? {
                     Some(item) => {
                         let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
-                        Ok(json_value(&jsonrpc::result_response(&id, task)))
+                        Ok(response(&jsonrpc::result_response(&id, task)))
                     }
-                    None => Ok(Reply::json(StatusCode::OK, self.gateway.forward(inbound).await?)),
+                    None => Ok(Outcome::Response(self.gateway.forward(inbound).await?)),
                 }
             }
             Method::CancelTask => {
@@ -186,13 +232,13 @@ impl Front {
                 match self.gateway.cancel_queued(&inbound.sender, workspace_id, &task_id).await? {
                     Some(item) => {
                         let task = jsonrpc::task_of_queue_item(flavor, &task_id, item);
-                        Ok(json_value(&jsonrpc::result_response(&id, task)))
+                        Ok(response(&jsonrpc::result_response(&id, task)))
                     }
-                    None => Ok(Reply::json(StatusCode::OK, self.gateway.forward(inbound).await?)),
+                    None => Ok(Outcome::Response(self.gateway.forward(inbound).await?)),
                 }
             }
             Method::Send => self.send_message(inbound).await,
-            Method::Other => Ok(Reply::json(StatusCode::OK, self.gateway.forward(inbound).await?)),
+            Method::Other => Ok(Outcome::Response(self.gateway.forward(inbound).await?)),
         }
     }
 
@@ -263,7 +309,10 @@ pub fn rewrite_card(card_json: &str, workspace_id: Uuid, public_url: &str, publi
         ]),
     };
     let url = format!("{public_url}/a2a/{workspace_id}");
-    let mut interfaces = vec![json!({ "url": url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0" })];
+    let mut interfaces = vec![
+        json!({ "url": url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0" }),
+        json!({ "url": url, "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0" }),
+    ];
     if !public_grpc.is_empty() {
         interfaces.push(json!({
             "url": public_grpc,
@@ -293,37 +342,74 @@ fn json_value(value: &Value) -> Reply {
 /// the gateway close streams that stay silent (nginx after 60 s).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// Server-sent events of `events`, with a comment line whenever `period`
-/// passes without one; ends when `events` does.
-fn kept_alive(events: impl futures::Stream<Item = Bytes>, period: Duration) -> impl futures::Stream<Item = Bytes> {
+/// `events`, with `None` whenever `period` passes without one; ends when
+/// `events` does.
+fn kept_alive(
+    events: impl futures::Stream<Item = Bytes>,
+    period: Duration,
+) -> impl futures::Stream<Item = Option<Bytes>> {
     let ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    tokio_stream::StreamExt::timeout_repeating(events, ticks).map(|event| match event {
-        Ok(data) => event_frame(data),
-        Err(_silence) => Bytes::from_static(b": still waiting\n\n"),
-    })
+    tokio_stream::StreamExt::timeout_repeating(events, ticks).map(Result::ok)
 }
 
-/// One server-sent event carrying `data`.
-fn event_frame(data: Bytes) -> Bytes {
-    let mut frame = Vec::with_capacity(data.len() + 8);
-    frame.extend_from_slice(b"data: ");
-    frame.extend_from_slice(&data);
-    frame.extend_from_slice(b"\n\n");
-    Bytes::from(frame)
+/// What a request came to, before its binding writes it.
+enum Outcome {
+    /// One JSON-RPC response: the agent's, or one the gateway wrote.
+    Response(Bytes),
+    /// One per event, and `None` where the stream only says it is still
+    /// there.
+    Events(BoxStream<'static, Option<Bytes>>),
+}
+
+fn response(value: &Value) -> Outcome {
+    Outcome::Response(Bytes::from(value.to_string()))
+}
+
+/// The agent's answer to a streaming request, passed on as it came: its
+/// events as events, its JSON reply as JSON.
+fn relayed(answer: AgentAnswer) -> Outcome {
+    match answer {
+        AgentAnswer::Events(events) => Outcome::Events(ReceiverStream::new(events).map(Some).boxed()),
+        AgentAnswer::Reply(reply) => Outcome::Response(reply),
+    }
+}
+
+/// An outcome as JSON-RPC over HTTP writes it: the responses as they are.
+fn json_rpc_reply(outcome: Outcome) -> Reply {
+    event_stream_or(outcome, |response| Reply::json(StatusCode::OK, response), |event| event)
+}
+
+/// An outcome as the HTTP+JSON binding writes it: results as bodies and
+/// events, errors as statuses.
+fn rest_reply(outcome: Outcome) -> Reply {
+    let reply = |response: Bytes| {
+        let (status, body) = rest::from_response(&response);
+        let content_type = if status.is_success() { rest::MEDIA_TYPE } else { "application/json" };
+        Reply { content_type, ..Reply::json(status, body) }
+    };
+    event_stream_or(outcome, reply, |event| rest::event(&event))
+}
+
+fn event_stream_or(
+    outcome: Outcome,
+    whole: impl FnOnce(Bytes) -> Reply,
+    event_data: impl Fn(Bytes) -> Bytes + Send + 'static,
+) -> Reply {
+    match outcome {
+        Outcome::Response(response) => whole(response),
+        Outcome::Events(events) => Reply::events(
+            events
+                .map(move |event| match event {
+                    Some(data) => sse::frame(&event_data(data)),
+                    None => Bytes::from_static(b": still waiting\n\n"),
+                })
+                .boxed(),
+        ),
+    }
 }
 
 fn gateway_error(id: &Value, error: &GatewayError) -> Reply {
-    use tonic::Code;
-    let status = match error.code() {
-        Code::InvalidArgument => StatusCode::BAD_REQUEST,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::FailedPrecondition => StatusCode::CONFLICT,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    rpc_error(status, id, RpcError::from_gateway(error), error.retry_after())
+    rpc_error(error.http_status(), id, RpcError::from_gateway(error), error.retry_after())
 }
 
 fn rpc_error(status: StatusCode, id: &Value, error: RpcError, retry_after: Option<Duration>) -> Reply {
@@ -343,11 +429,10 @@ mod tests {
             sender.send(Bytes::from_static(b"{}")).await.unwrap();
         });
         let started = tokio::time::Instant::now();
-        let frames: Vec<(u64, Bytes)> = kept_alive(ReceiverStream::new(receiver), Duration::from_secs(15))
-            .map(|frame| (started.elapsed().as_secs(), frame))
+        let events: Vec<(u64, Option<Bytes>)> = kept_alive(ReceiverStream::new(receiver), Duration::from_secs(15))
+            .map(|event| (started.elapsed().as_secs(), event))
             .collect()
             .await;
-        let comment = Bytes::from_static(b": still waiting\n\n");
-        assert_eq!(frames, [(15, comment.clone()), (30, comment), (40, Bytes::from_static(b"data: {}\n\n"))]);
+        assert_eq!(events, [(15, None), (30, None), (40, Some(Bytes::from_static(b"{}")))]);
     }
 }

@@ -32,17 +32,24 @@ pub enum Method {
     Other,
 }
 
-/// A checked, normalised request: what the gateway decides by, and the
-/// bytes that go to the agent.
+/// A checked request: what the gateway decides by, and the caller's bytes,
+/// which go to the agent unchanged.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     pub method: Method,
     pub flavor: Flavor,
+    /// The caller's JSON-RPC id (`null` when it sent none), which every
+    /// reply the gateway writes itself carries.
     id: Value,
-    /// The request as it goes to the agent: the caller's own bytes when
-    /// nothing had to be filled in, so the common case is not serialised
-    /// again.
     body: Bytes,
+}
+
+/// A request refused before it reached the agent: the error, and the
+/// request's own id when it could be read, as JSON-RPC wants in the reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub id: Value,
+    pub error: RpcError,
 }
 
 /// A JSON-RPC error the gateway answers with itself.
@@ -55,14 +62,56 @@ pub struct RpcError {
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
+pub const INTERNAL_ERROR: i64 = -32603;
 /// A2A's TaskNotFoundError.
 pub const TASK_NOT_FOUND: i64 = -32001;
 /// A2A's TaskNotCancelableError.
 pub const TASK_NOT_CANCELABLE: i64 = -32002;
+/// The domain of the `ErrorInfo` that names an A2A error; the SDKs'
+/// clients recognise errors by it and the reason.
+pub const A2A_ERROR_DOMAIN: &str = "a2a-protocol.org";
+/// The gateway's own: the agent or what it needs cannot be reached now.
+pub const GATEWAY_UNAVAILABLE: i64 = -32054;
+
+/// How an A2A error is told on each binding: the A2A specification's table
+/// of error mappings (as the official SDKs apply it), and for the JSON-RPC
+/// codes it does not list, the SDKs' own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorMapping {
+    pub grpc: tonic::Code,
+    pub http: http::StatusCode,
+    /// What an `ErrorInfo` names it by.
+    pub reason: &'static str,
+}
+
+/// The mapping of an agent's JSON-RPC error code (`None`: it gave none).
+pub fn error_mapping(json_rpc_code: Option<i64>) -> ErrorMapping {
+    use tonic::Code;
+    let (grpc, http, reason) = match json_rpc_code {
+        Some(TASK_NOT_FOUND) => (Code::NotFound, 404, "TASK_NOT_FOUND"),
+        Some(TASK_NOT_CANCELABLE) => (Code::FailedPrecondition, 400, "TASK_NOT_CANCELABLE"),
+        Some(-32003) => (Code::FailedPrecondition, 400, "PUSH_NOTIFICATION_NOT_SUPPORTED"),
+        Some(-32004) => (Code::FailedPrecondition, 400, "UNSUPPORTED_OPERATION"),
+        Some(-32005) => (Code::InvalidArgument, 400, "CONTENT_TYPE_NOT_SUPPORTED"),
+        Some(-32006) => (Code::Internal, 500, "INVALID_AGENT_RESPONSE"),
+        Some(-32007) => (Code::FailedPrecondition, 400, "EXTENDED_AGENT_CARD_NOT_CONFIGURED"),
+        Some(-32008) => (Code::FailedPrecondition, 400, "EXTENSION_SUPPORT_REQUIRED"),
+        Some(-32009) => (Code::FailedPrecondition, 400, "VERSION_NOT_SUPPORTED"),
+        Some(PARSE_ERROR | INVALID_REQUEST) => (Code::InvalidArgument, 400, "INVALID_REQUEST"),
+        Some(METHOD_NOT_FOUND) => (Code::NotFound, 404, "METHOD_NOT_FOUND"),
+        Some(INVALID_PARAMS) => (Code::InvalidArgument, 400, "INVALID_PARAMS"),
+        Some(INTERNAL_ERROR) => (Code::Internal, 500, "INTERNAL_ERROR"),
+        // The gateway's own, when an agent's stream breaks off.
+        Some(GATEWAY_UNAVAILABLE) => (Code::Unavailable, 503, "UNAVAILABLE"),
+        _ => (Code::Unknown, 500, "UNKNOWN_ERROR"),
+    };
+    let http = http::StatusCode::from_u16(http).expect("a valid status");
+    ErrorMapping { grpc, http, reason }
+}
 
 impl Method {
-    /// The method and the protocol generation a JSON-RPC method name belongs to.
     /// The method's name in metrics, the same for both versions of A2A.
     pub fn label(self) -> &'static str {
         match self {
@@ -75,6 +124,7 @@ impl Method {
         }
     }
 
+    /// The method and the protocol generation a JSON-RPC method name belongs to.
     pub fn named(name: &str) -> (Method, Flavor) {
         match name {
             "message/send" => (Method::Send, Flavor::V03),
@@ -115,70 +165,36 @@ impl Flavor {
 }
 
 impl Envelope {
-    /// Parses a request and fills in what callers may leave out (GW-2): the
-    /// JSON-RPC id and, for messages, the A2A message id.
-    pub fn parse(body: Bytes) -> Result<Self, RpcError> {
-        if let Some((method, flavor, id)) = complete_request(&body) {
+    /// Checks a request as the A2A specification does (GW-2): a JSON-RPC
+    /// 2.0 envelope, and for messages a `messageId`, which only the caller
+    /// can choose since it is what makes a resend recognisable.
+    pub fn parse(body: Bytes) -> Result<Self, Refused> {
+        if let Some((method, flavor, id)) = valid_request(&body) {
             return Ok(Self { method, flavor, id, body });
         }
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| RpcError::new(PARSE_ERROR, format!("the body is not JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| Refused {
+            id: Value::Null,
+            error: RpcError::new(PARSE_ERROR, format!("the body is not JSON: {e}")),
+        })?;
         let Value::Object(request) = value else {
-            return Err(RpcError::new(
-                INVALID_REQUEST,
-                "a JSON-RPC request must be an object (batches are not supported)",
-            ));
+            return Err(Refused {
+                id: Value::Null,
+                error: RpcError::of_request(
+                    INVALID_REQUEST,
+                    "a JSON-RPC request must be an object (batches are not supported)",
+                    None,
+                ),
+            });
         };
-        Self::normalise(request, Some(body))
+        let (method, flavor, id) = check(&request)?;
+        Ok(Self { method, flavor, id, body })
     }
 
     /// The envelope of a request built by the gateway itself (the gRPC
-    /// binding's), checked and filled in like a caller's.
-    pub fn from_request(request: Map<String, Value>) -> Result<Self, RpcError> {
-        Self::normalise(request, None)
-    }
-
-    fn normalise(mut request: Map<String, Value>, body: Option<Bytes>) -> Result<Self, RpcError> {
-        if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err(RpcError::new(INVALID_REQUEST, "jsonrpc: must be \"2.0\""));
-        }
-        let (method, flavor) = match request.get("method").and_then(Value::as_str) {
-            Some(name) => Method::named(name),
-            None => return Err(RpcError::new(INVALID_REQUEST, "method: must be a string")),
-        };
-        let mut filled = false;
-        match request.get("id") {
-            None | Some(Value::Null) => {
-                request.insert("id".to_owned(), Value::String(Uuid::new_v4().to_string()));
-                filled = true;
-            }
-            Some(Value::String(_) | Value::Number(_)) => {}
-            Some(_) => return Err(RpcError::new(INVALID_REQUEST, "id: must be a string or a number")),
-        }
-        if matches!(method, Method::Send | Method::Stream) {
-            let message = request
-                .get_mut("params")
-                .and_then(|p| p.get_mut("message"))
-                .and_then(Value::as_object_mut)
-                .ok_or_else(|| RpcError::new(INVALID_PARAMS, "params.message: must be an object"))?;
-            match message.get("messageId") {
-                Some(Value::String(id)) if !id.is_empty() => {
-                    if id.len() > MAX_MESSAGE_ID {
-                        return Err(RpcError::new(INVALID_PARAMS, "params.message.messageId: at most 256 characters"));
-                    }
-                }
-                None | Some(Value::Null) | Some(Value::String(_)) => {
-                    message.insert("messageId".to_owned(), Value::String(Uuid::new_v4().to_string()));
-                    filled = true;
-                }
-                Some(_) => return Err(RpcError::new(INVALID_PARAMS, "params.message.messageId: must be a string")),
-            }
-        }
-        let body = match body {
-            Some(body) if !filled => body,
-            _ => Bytes::from(serde_json::to_vec(&request).map_err(|e| RpcError::new(INVALID_REQUEST, e.to_string()))?),
-        };
-        let id = request.remove("id").unwrap_or_default();
+    /// binding's), checked like a caller's.
+    pub fn from_request(request: Map<String, Value>) -> Result<Self, Refused> {
+        let (method, flavor, id) = check(&request)?;
+        let body = Bytes::from(Value::Object(request).to_string());
         Ok(Self { method, flavor, id, body })
     }
 
@@ -213,10 +229,57 @@ impl Envelope {
 /// The longest A2A message id accepted.
 const MAX_MESSAGE_ID: usize = 256;
 
-/// The method, flavour and id of a request that needs nothing filled in,
-/// read without building the document; `None` sends the request the long
-/// way, which fills in what is missing or says precisely what is wrong.
-fn complete_request(body: &[u8]) -> Option<(Method, Flavor, Value)> {
+/// The method, flavour and id of a request, or why it is refused, read
+/// from the whole document: the slow road, which says precisely what is
+/// wrong.
+fn check(request: &Map<String, Value>) -> Result<(Method, Flavor, Value), Refused> {
+    // The SDKs' servers answer with the request's id whenever it is one a
+    // reply may carry, even when something else is wrong.
+    let id = match request.get("id") {
+        None => Value::Null,
+        Some(id @ (Value::Null | Value::String(_) | Value::Number(_))) => id.clone(),
+        Some(_) => {
+            return Err(Refused {
+                id: Value::Null,
+                error: RpcError::of_request(INVALID_REQUEST, "id: must be a string, a number or null", None),
+            });
+        }
+    };
+    let refuse = |code, message: &str, field: Option<&str>| Refused {
+        id: id.clone(),
+        error: RpcError::of_request(code, message, field),
+    };
+    if request.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(refuse(INVALID_REQUEST, "jsonrpc: must be \"2.0\"", None));
+    }
+    let (method, flavor) = match request.get("method").and_then(Value::as_str) {
+        Some(name) if !name.is_empty() => Method::named(name),
+        _ => return Err(refuse(INVALID_REQUEST, "method: must be a non-empty string", None)),
+    };
+    if matches!(method, Method::Send | Method::Stream) {
+        let message = request
+            .get("params")
+            .and_then(|p| p.get("message"))
+            .and_then(Value::as_object)
+            .ok_or_else(|| refuse(INVALID_PARAMS, "params.message: must be an object", Some("message")))?;
+        match message.get("messageId") {
+            Some(Value::String(id)) if id.len() > MAX_MESSAGE_ID => {
+                let problem = "params.message.messageId: at most 256 characters";
+                return Err(refuse(INVALID_PARAMS, problem, Some("message.message_id")));
+            }
+            Some(Value::String(id)) if !id.is_empty() => {}
+            _ => {
+                let problem = "params.message.messageId: required, a non-empty string";
+                return Err(refuse(INVALID_PARAMS, problem, Some("message.message_id")));
+            }
+        }
+    }
+    Ok((method, flavor, id))
+}
+
+/// The method, flavour and id of a valid request, read without building
+/// the document; `None` sends the request the slow road ([`check`]).
+fn valid_request(body: &[u8]) -> Option<(Method, Flavor, Value)> {
     use std::borrow::Cow;
 
     use serde_json::value::RawValue;
@@ -244,7 +307,7 @@ fn complete_request(body: &[u8]) -> Option<(Method, Flavor, Value)> {
     }
 
     let request: Request = serde_json::from_slice(body).ok()?;
-    if request.jsonrpc != "2.0" {
+    if request.jsonrpc != "2.0" || request.method.is_empty() {
         return None;
     }
     let id = match request.id.get().as_bytes().first()? {
@@ -288,6 +351,33 @@ impl RpcError {
         Self { code, message: message.into(), data: None }
     }
 
+    /// An error in the request itself, described as the A2A SDKs' servers
+    /// describe theirs, so that their clients recognise it: in `data`, an
+    /// `ErrorInfo` naming the A2A reason and, for a field that is missing
+    /// or wrong, a `BadRequest` naming the field by its proto path. A body
+    /// that is not JSON has no `data`, as theirs has none.
+    pub fn of_request(code: i64, message: impl Into<String>, field: Option<&str>) -> Self {
+        let message = message.into();
+        let reason = match code {
+            PARSE_ERROR => return Self::new(code, message),
+            INVALID_PARAMS => "INVALID_PARAMS",
+            _ => "INVALID_REQUEST",
+        };
+        let mut details = vec![json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": reason,
+            "domain": A2A_ERROR_DOMAIN,
+            "metadata": {},
+        })];
+        if let Some(field) = field {
+            details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{ "field": field, "description": message }],
+            }));
+        }
+        Self { code, message, data: Some(Value::Array(details)) }
+    }
+
     /// The JSON-RPC form of a gateway error. Its `data` is machine-readable:
     /// the reason, and for UNAVAILABLE the fields of `UnavailableDetail` in
     /// proto3 JSON.
@@ -298,7 +388,7 @@ impl RpcError {
             GatewayError::PermissionDenied(_) => -32051,
             GatewayError::NotFound(_) => -32052,
             GatewayError::TargetUnavailable { .. } | GatewayError::UrlRefused { .. } => -32053,
-            GatewayError::Unavailable { .. } | GatewayError::AgentUnreachable(_) => -32054,
+            GatewayError::Unavailable { .. } | GatewayError::AgentUnreachable(_) => GATEWAY_UNAVAILABLE,
             GatewayError::ReplyTooLarge { .. } | GatewayError::BadAgentReply(_) => -32055,
             GatewayError::TaskNotCancelable(_) => TASK_NOT_CANCELABLE,
         };
@@ -482,74 +572,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fills_in_missing_ids_and_keeps_given_ones() {
-        let envelope = Envelope::parse(Bytes::from_static(
-            br#"{"jsonrpc":"2.0","method":"message/send","params":{"message":{"role":"user","parts":[]}}}"#,
-        ))
-        .unwrap();
-        assert_eq!(envelope.method, Method::Send);
-        assert_eq!(envelope.flavor, Flavor::V03);
-        assert!(envelope.id().is_string());
-        assert_eq!(envelope.message_id().unwrap().len(), 36);
-        let envelope = Envelope::parse(Bytes::from_static(
-            br#"{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{"message":{"messageId":"m-1"}}}"#,
-        ))
-        .unwrap();
-        assert_eq!(
-            (envelope.id(), envelope.message_id().as_deref(), envelope.flavor),
-            (&json!(7), Some("m-1"), Flavor::V10)
-        );
-    }
-
-    #[test]
-    fn passes_a_complete_request_on_byte_for_byte_and_a_filled_in_one_rewritten() {
-        let complete: &[u8] =
+    fn passes_a_valid_request_on_byte_for_byte_and_keeps_the_callers_id() {
+        let valid: &[u8] =
             br#"{ "jsonrpc": "2.0", "id": "a", "method": "message/send", "params": {"message": {"messageId": "m"}} }"#;
-        assert_eq!(Envelope::parse(Bytes::from_static(complete)).unwrap().body(), complete);
-        let filled =
-            Envelope::parse(Bytes::from_static(br#"{"jsonrpc":"2.0","method":"tasks/get","params":{"id":"t"}}"#));
-        let body: Value = serde_json::from_slice(&filled.unwrap().body()).unwrap();
-        assert!(body["id"].is_string(), "{body}");
+        let envelope = Envelope::parse(Bytes::from_static(valid)).unwrap();
+        assert_eq!(envelope.body(), valid);
+        assert_eq!((envelope.id(), envelope.method, envelope.flavor), (&json!("a"), Method::Send, Flavor::V03));
+        assert_eq!(envelope.message_id().as_deref(), Some("m"));
+        // No id is a null id, and nothing is added to what the agent gets.
+        let without_id: &[u8] = br#"{"jsonrpc":"2.0","method":"tasks/get","params":{"id":"t"}}"#;
+        let envelope = Envelope::parse(Bytes::from_static(without_id)).unwrap();
+        assert_eq!((envelope.id(), envelope.body()), (&Value::Null, Bytes::from_static(without_id)));
         assert_eq!(Flavor::of_request(r#"{"jsonrpc":"2.0","method":"message/send"}"#), Flavor::V03);
         assert_eq!(Flavor::of_request(r#"{"method":"SendMessage","params":{}}"#), Flavor::V10);
     }
 
     #[test]
-    fn the_quick_read_and_the_full_parse_agree_on_complete_requests() {
+    fn the_quick_read_and_the_full_check_agree_on_valid_requests() {
         for raw in [
             r#"{"jsonrpc":"2.0","id":"a\"b","method":"message/send","params":{"message":{"messageId":"m","x":[1,{}]}}}"#,
             r#"{"method":"SendMessage","id":-3,"jsonrpc":"2.0","params":{"message":{"messageId":"m"},"configuration":{}}}"#,
             r#"{"jsonrpc":"2.0","id":1.5,"method":"tasks/get","params":{"id":"t"}}"#,
             r#"{"jsonrpc":"2.0","id":"x","method":"GetExtendedAgentCard"}"#,
         ] {
-            let (method, flavor, id) = complete_request(raw.as_bytes()).unwrap_or_else(|| panic!("{raw}"));
-            let parsed = Envelope::from_request(serde_json::from_str(raw).unwrap()).unwrap();
-            assert_eq!((method, flavor, &id), (parsed.method, parsed.flavor, parsed.id()), "{raw}");
+            let (method, flavor, id) = valid_request(raw.as_bytes()).unwrap_or_else(|| panic!("{raw}"));
+            let checked = Envelope::from_request(serde_json::from_str(raw).unwrap()).unwrap();
+            assert_eq!((method, flavor, &id), (checked.method, checked.flavor, checked.id()), "{raw}");
         }
-        for incomplete in [
+        for slow in [
             r#"{"jsonrpc":"2.0","method":"tasks/get","params":{"id":"t"}}"#,
             r#"{"jsonrpc":"2.0","id":null,"method":"tasks/get"}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{"messageId":""}}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{}}}"#,
             r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tasks/get"}"#,
         ] {
-            assert!(complete_request(incomplete.as_bytes()).is_none(), "{incomplete}");
+            assert!(valid_request(slow.as_bytes()).is_none(), "{slow}");
         }
     }
 
     #[test]
-    fn refuses_malformed_envelopes_with_the_json_rpc_codes() {
-        let code = |body: &'static [u8]| Envelope::parse(Bytes::from_static(body)).unwrap_err().code;
-        assert_eq!(code(b"not json"), PARSE_ERROR);
-        assert_eq!(code(b"[]"), INVALID_REQUEST);
-        assert_eq!(code(br#"{"jsonrpc":"1.0","method":"x"}"#), INVALID_REQUEST);
-        assert_eq!(code(br#"{"jsonrpc":"2.0"}"#), INVALID_REQUEST);
-        assert_eq!(code(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#), INVALID_REQUEST);
-        assert_eq!(code(br#"{"jsonrpc":"2.0","method":"message/send","params":{}}"#), INVALID_PARAMS);
+    fn refuses_malformed_envelopes_with_the_json_rpc_codes_and_the_requests_id() {
+        let refused = |body: &'static [u8]| {
+            let Refused { id, error } = Envelope::parse(Bytes::from_static(body)).unwrap_err();
+            (error.code, id)
+        };
+        assert_eq!(refused(b"not json"), (PARSE_ERROR, Value::Null));
+        assert_eq!(refused(b"[]"), (INVALID_REQUEST, Value::Null));
+        assert_eq!(refused(br#"{"jsonrpc":"1.0","id":4,"method":"x"}"#), (INVALID_REQUEST, json!(4)));
+        assert_eq!(refused(br#"{"jsonrpc":"2.0","id":"r"}"#), (INVALID_REQUEST, json!("r")));
+        assert_eq!(refused(br#"{"jsonrpc":"2.0","id":"r","method":""}"#), (INVALID_REQUEST, json!("r")));
+        assert_eq!(refused(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#), (INVALID_REQUEST, Value::Null));
+        assert_eq!(refused(br#"{"jsonrpc":"2.0","id":true,"method":"x"}"#), (INVALID_REQUEST, Value::Null));
         assert_eq!(
-            code(br#"{"jsonrpc":"2.0","method":"SendMessage","params":{"message":{"messageId":5}}}"#),
-            INVALID_PARAMS
+            refused(br#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{}}"#),
+            (INVALID_PARAMS, json!(1))
         );
+        for message in [r#"{}"#, r#"{"messageId":null}"#, r#"{"messageId":""}"#, r#"{"messageId":5}"#] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":2,"method":"SendMessage","params":{{"message":{message}}}}}"#);
+            let Refused { id, error } = Envelope::parse(Bytes::from(body)).unwrap_err();
+            assert_eq!((error.code, id), (INVALID_PARAMS, json!(2)), "{message}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The agentmesh A2A gateway (SPEC §5).
 //!
 //! Requests arrive at the A2A front ([`front`], the listener, and [`http`],
-//! JSON-RPC and SSE per workspace; [`a2a_grpc`], the `lf.a2a.v1.A2AService`
+//! JSON-RPC and SSE ([`sse`]) per workspace; [`a2a_grpc`], the `lf.a2a.v1.A2AService`
 //! binding) and go to [`gateway`], which resolves the target through the
 //! registry ([`directory`]), delivers it over HTTP ([`agent_client`]) or
 //! queues it durably ([`store`]). Both HTTP legs are framed by [`wire`].
@@ -21,7 +21,9 @@ pub mod gateway;
 pub mod http;
 pub mod jsonrpc;
 pub mod metrics;
+pub mod rest;
 pub mod server;
 pub mod settings;
+pub mod sse;
 pub mod store;
 pub mod wire;

@@ -169,6 +169,7 @@ pub enum RequestMethod {
     Get,
     Head,
     Post,
+    Delete,
     Other,
 }
 
@@ -194,6 +195,7 @@ impl RequestHead {
             "GET" => RequestMethod::Get,
             "HEAD" => RequestMethod::Head,
             "POST" => RequestMethod::Post,
+            "DELETE" => RequestMethod::Delete,
             _ => RequestMethod::Other,
         };
         let path = request.path.unwrap_or_default().as_bytes();
@@ -218,6 +220,13 @@ impl RequestHead {
             }
         };
         target.split(['?', '#']).next().unwrap_or_default()
+    }
+
+    /// The request target's query, without its `?`; empty without one.
+    pub fn query(&self) -> &str {
+        let target = std::str::from_utf8(&self.fields.bytes[self.target.clone()]).unwrap_or_default();
+        let target = target.split('#').next().unwrap_or_default();
+        target.split_once('?').map_or("", |(_, query)| query)
     }
 
     /// The first field named `name`, if its value is text.

@@ -1,6 +1,7 @@
 //! The official A2A Python SDK (`a2a-sdk` 1.3.0) on both ends: its client
-//! pointed at the gateway, over JSON-RPC and over the gRPC binding, reaches
-//! our echo agent and an agent written with the SDK, streaming included.
+//! pointed at the gateway, on each of A2A's three bindings (JSON-RPC,
+//! HTTP+JSON and gRPC), reaches our echo agent and an agent written with the
+//! SDK, streaming included.
 
 use agentmesh_echo_agent::Config as EchoConfig;
 use agentmesh_meshkit::*;
@@ -32,13 +33,13 @@ fn texts(events: &[Value]) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_sdk_client_reaches_the_echo_agent_through_the_gateway_on_both_bindings() {
+async fn the_sdk_client_reaches_the_echo_agent_through_the_gateway_on_every_binding() {
     let registry = RegistryNode::start().await;
     let (agent, workspace) = EchoAgent::online(&registry, EchoConfig::default()).await;
     let gateway = GatewayNode::start(&registry, |_| {}).await;
     let card = card_url(&gateway, &workspace.id);
 
-    for transport in ["jsonrpc", "grpc"] {
+    for transport in ["jsonrpc", "http_json", "grpc"] {
         let text = format!("over {transport}");
         let events =
             sdk_client(&["--card-url", &card, "--transport", transport, "--token", &workspace.token, "--text", &text])
@@ -63,7 +64,17 @@ async fn the_sdk_client_reaches_the_echo_agent_through_the_gateway_on_both_bindi
         assert!(events.len() >= 2, "{transport}: a stream of several events, got {events:?}");
         assert!(texts(&events).iter().any(|t| t.contains(&streamed) && t != &streamed), "{transport}: {events:?}");
     }
-    assert_eq!(agent.received().await, ["over jsonrpc", "streamed over jsonrpc", "over grpc", "streamed over grpc"]);
+    assert_eq!(
+        agent.received().await,
+        [
+            "over jsonrpc",
+            "streamed over jsonrpc",
+            "over http_json",
+            "streamed over http_json",
+            "over grpc",
+            "streamed over grpc"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -76,7 +87,7 @@ async fn the_sdk_client_reaches_an_sdk_agent_through_the_gateway() {
     let gateway = GatewayNode::start(&registry, |_| {}).await;
     let card = card_url(&gateway, &workspace.id);
 
-    for transport in ["jsonrpc", "grpc"] {
+    for transport in ["jsonrpc", "http_json", "grpc"] {
         let events =
             sdk_client(&["--card-url", &card, "--transport", transport, "--token", &workspace.token, "--text", "ping"])
                 .await
@@ -119,7 +130,7 @@ async fn the_sdk_client_sees_a_queued_message_as_a_submitted_task_it_can_follow(
     agent.set_busy(true).await;
 
     let mut task_ids = Vec::new();
-    for transport in ["jsonrpc", "grpc"] {
+    for transport in ["jsonrpc", "http_json", "grpc"] {
         let text = format!("queued over {transport}");
         let events =
             sdk_client(&["--card-url", &card, "--transport", transport, "--token", &workspace.token, "--text", &text])
@@ -143,14 +154,18 @@ async fn the_sdk_client_sees_a_queued_message_as_a_submitted_task_it_can_follow(
         agent.set_busy(false).await;
         workspace.heartbeat(0).await;
     };
-    let (over_jsonrpc, over_grpc, ()) =
-        tokio::join!(follow("jsonrpc", &task_ids[0]), follow("grpc", &task_ids[1]), free);
-    for (transport, events) in [("jsonrpc", over_jsonrpc), ("grpc", over_grpc)] {
+    let (over_jsonrpc, over_http_json, over_grpc, ()) = tokio::join!(
+        follow("jsonrpc", &task_ids[0]),
+        follow("http_json", &task_ids[1]),
+        follow("grpc", &task_ids[2]),
+        free
+    );
+    for (transport, events) in [("jsonrpc", over_jsonrpc), ("http_json", over_http_json), ("grpc", over_grpc)] {
         let last = events.last().and_then(|e| e.get("task")).unwrap_or_else(|| panic!("{transport}: {events:?}"));
         assert_eq!(last["status"]["state"], "TASK_STATE_COMPLETED", "{transport}: {last}");
         assert!(texts(&events).iter().any(|t| t.contains(&format!("queued over {transport}"))), "{events:?}");
     }
-    assert_eq!(agent.received().await, ["queued over jsonrpc", "queued over grpc"]);
+    assert_eq!(agent.received().await, ["queued over jsonrpc", "queued over http_json", "queued over grpc"]);
 }
 
 fn find_task_id(events: &[Value]) -> Option<String> {

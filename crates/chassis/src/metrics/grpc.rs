@@ -135,35 +135,11 @@ impl MethodMetrics {
                 let labels = HandledLabels {
                     grpc_service: self.labels.grpc_service.clone(),
                     grpc_method: self.labels.grpc_method.clone(),
-                    grpc_code: code_name(code),
+                    grpc_code: crate::status::code_name(code),
                 };
                 self.handled.get_or_create(&labels).clone()
             })
             .inc();
-    }
-}
-
-/// The upper-case names gRPC's own documentation and other ecosystems'
-/// metrics use, rather than tonic's descriptions.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
