@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream::BoxStream};
 use http::StatusCode;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpListener,
     time::{Instant, Sleep},
 };
@@ -37,6 +37,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bodies up to this size are copied behind their head, so that a reply is
 /// one write; larger ones are written on their own.
 const COPY_BODY_BELOW: usize = 64 << 10;
+/// How long a write may wait for the caller to take any of it.
+const WRITE_STALL: Duration = Duration::from_secs(30);
+/// How long a refused caller's remaining input is read before closing.
+const LINGER: Duration = Duration::from_secs(2);
+/// Connections the A2A listener serves at once.
+pub const MAX_CONNECTIONS: usize = 10_000;
 /// The challenge of a 401: callers authenticate with a bearer token (a
 /// workspace's, or a service account's).
 const WWW_AUTHENTICATE: &[u8] = b"Bearer realm=\"agentmesh\"";
@@ -86,25 +92,42 @@ impl Reply {
     }
 }
 
-/// Serves `front` on `listener` until `shutdown`; then stops accepting,
-/// closes idle connections, and waits up to `grace` for requests in flight
-/// to be answered.
-pub async fn serve<R: Respond>(listener: TcpListener, front: Arc<R>, shutdown: CancellationToken, grace: Duration) {
+/// Serves `front` on `listener`, at most `max_connections` at once, until
+/// `shutdown`; then stops accepting, closes idle connections, and waits up
+/// to `grace` for requests in flight to be answered.
+pub async fn serve<R: Respond>(
+    listener: TcpListener,
+    front: Arc<R>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    max_connections: usize,
+) {
     let connections = TaskTracker::new();
+    // Past the limit the listener stops accepting, and callers wait in the
+    // kernel's backlog rather than costing the gateway a task and buffers
+    // each.
+    let room = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                let permit = room.clone().acquire_owned().await.expect("the semaphore is never closed");
+                (permit, listener.accept().await)
+            } => accepted,
             () = shutdown.cancelled() => break,
         };
         match accepted {
-            Ok((stream, _)) => {
+            (permit, Ok((stream, _))) => {
                 // Replies are small and written whole: coalescing only delays them.
                 let _ = stream.set_nodelay(true);
-                connections.spawn(Connection::new(stream).serve(front.clone(), shutdown.clone()));
+                let served = Connection::new(stream).serve(front.clone(), shutdown.clone());
+                connections.spawn(async move {
+                    served.await;
+                    drop(permit);
+                });
             }
             // Out of file descriptors, or a connection reset before it was
             // accepted: the listener itself is fine, so pause and go on.
-            Err(error) => {
+            (_, Err(error)) => {
                 tracing::warn!(%error, "cannot accept an A2A connection");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -145,7 +168,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(request) => request,
                 Err(Stop::Quietly) => return,
                 Err(Stop::Refuse(reply)) => {
-                    let _ = self.write(reply, Terms { keep_alive: false, head_only: false, http_1_1: true }).await;
+                    if self.write(reply, Terms { keep_alive: false, head_only: false, http_1_1: true }).await.is_ok() {
+                        self.linger().await;
+                    }
                     return;
                 }
             };
@@ -161,6 +186,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Ok(false) | Err(_) => return,
             }
         }
+    }
+
+    /// Closes after a refusal the way RFC 9112 §9.6 asks: the sending half
+    /// first, then what the caller still sends is read and dropped for a
+    /// moment. Closing with unread input makes the kernel answer with a
+    /// reset, which can destroy the refusal before the caller reads it.
+    async fn linger(&mut self) {
+        if self.io.shutdown().await.is_err() {
+            return;
+        }
+        let drain = async {
+            let mut sink = [0u8; 4096];
+            while matches!(self.io.read(&mut sink).await, Ok(read) if read > 0) {}
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
     /// Reads the next request whole: its head, then its body.
@@ -285,13 +325,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 connection_field(out, keep_alive, http_1_1);
                 out.extend_from_slice(b"\r\n");
                 if head_only {
-                    self.io.write_all(out).await?;
+                    send(&mut self.io, out).await?;
                 } else if body.len() < COPY_BODY_BELOW {
                     out.extend_from_slice(&body);
-                    self.io.write_all(out).await?;
+                    send(&mut self.io, out).await?;
                 } else {
-                    self.io.write_all(out).await?;
-                    self.io.write_all(&body).await?;
+                    send(&mut self.io, out).await?;
+                    send(&mut self.io, &body).await?;
                 }
                 Ok(keep_alive)
             }
@@ -305,7 +345,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 connection_field(out, keep_alive && chunked, http_1_1);
                 out.extend_from_slice(b"\r\n");
-                self.io.write_all(out).await?;
+                send(&mut self.io, out).await?;
                 if head_only {
                     return Ok(false);
                 }
@@ -317,14 +357,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     } else {
                         out.extend_from_slice(&event);
                     }
-                    self.io.write_all(out).await?;
+                    send(&mut self.io, out).await?;
                 }
                 if chunked {
-                    self.io.write_all(wire::LAST_CHUNK).await?;
+                    send(&mut self.io, wire::LAST_CHUNK).await?;
                 }
                 Ok(keep_alive && chunked)
             }
         }
+    }
+}
+
+/// Writes `bytes` whole, unless the caller takes none of them for
+/// [`WRITE_STALL`]: a caller that stops reading must not hold a task, and
+/// the reply it waits on, forever.
+async fn send<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> io::Result<()> {
+    match tokio::time::timeout(WRITE_STALL, io.write_all(bytes)).await {
+        Ok(written) => written,
+        Err(_stalled) => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -403,11 +453,16 @@ mod tests {
     }
 
     async fn server() -> Server {
+        server_with_limit(MAX_CONNECTIONS).await
+    }
+
+    async fn server_with_limit(max_connections: usize) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let echo = Arc::new(Echo::default());
         let shutdown = CancellationToken::new();
-        let served = tokio::spawn(serve(listener, echo.clone(), shutdown.clone(), Duration::from_secs(5)));
+        let grace = Duration::from_secs(5);
+        let served = tokio::spawn(serve(listener, echo.clone(), shutdown.clone(), grace, max_connections));
         Server { address, echo, shutdown, served }
     }
 
@@ -594,5 +649,54 @@ mod tests {
         assert!(closed(&mut busy).await);
         server.served.await.unwrap();
         assert!(TcpStream::connect(server.address).await.is_err(), "still accepting after shutdown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_stops_reading_is_let_go_once_a_write_stalls() {
+        let (mut caller, gateway_end) = tokio::io::duplex(1024);
+        let served =
+            tokio::spawn(Connection::new(gateway_end).serve(Arc::new(Echo::default()), CancellationToken::new()));
+        // The echo of this body is far more than the pipe holds, and the
+        // caller never reads it.
+        let body = "x".repeat(256 << 10);
+        let request = format!("POST /big HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        caller.write_all(request.as_bytes()).await.unwrap();
+        let started = tokio::time::Instant::now();
+        served.await.unwrap();
+        assert_eq!(started.elapsed().as_secs(), WRITE_STALL.as_secs());
+    }
+
+    #[tokio::test]
+    async fn a_refused_caller_reads_the_refusal_whole_though_it_sent_more() {
+        let server = server().await;
+        let mut stream = server.connect().await;
+        // A body the gateway will never read, behind a head it refuses.
+        let mut request = b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec();
+        request.extend(std::iter::repeat_n(b'x', 512 << 10));
+        stream.write_all(&request).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.expect("a clean close, not a reset");
+        let raw = String::from_utf8_lossy(&raw);
+        assert!(raw.starts_with("HTTP/1.1 501 "), "{raw}");
+        assert!(raw.contains("gzip"), "{raw}");
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_wait_until_one_closes() {
+        let server = server_with_limit(2).await;
+        let (mut first, mut second) = (server.connect().await, server.connect().await);
+        let mut third = server.connect().await;
+        third.write_all(b"GET /third HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buffer = BytesMut::new();
+        for (stream, path) in [(&mut first, "/first"), (&mut second, "/second")] {
+            stream.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).await.unwrap();
+            assert!(reply(stream, &mut buffer).await.ends_with(&format!("{path} ")));
+        }
+        // The third waits in the backlog, unanswered, until the first is gone.
+        let waiting = tokio::time::timeout(Duration::from_millis(200), wire::read_more(&mut third, &mut buffer)).await;
+        assert!(waiting.is_err(), "the third connection was served past the limit");
+        drop(first);
+        assert!(reply(&mut third, &mut buffer).await.ends_with("/third "));
     }
 }

@@ -90,7 +90,8 @@ pub async fn run_with_listeners(
 
     let front = Arc::new(crate::http::Front::new(gateway.clone(), authenticator.clone()));
     let grace = config.server.shutdown_grace();
-    let front = tokio::spawn(crate::front::serve(a2a_listener, front, shutdown.clone(), grace));
+    let limit = crate::front::MAX_CONNECTIONS;
+    let front = tokio::spawn(crate::front::serve(a2a_listener, front, shutdown.clone(), grace, limit));
     tracing::info!(address = %a2a_address, "A2A front listening");
 
     let routes = Routes::new(GatewayServiceServer::new(ControlApi::new(store.clone(), directory.clone()))).add_service(

@@ -107,26 +107,35 @@ impl Fields {
         minor_version >= 1 || self.lists("connection", "keep-alive")
     }
 
+    /// The transfer codings of every Transfer-Encoding field, in order.
+    fn transfer_codings(&self) -> Vec<&[u8]> {
+        self.all("transfer-encoding")
+            .flat_map(|value| value.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|coding| !coding.is_empty())
+            .collect()
+    }
+
     /// The body's framing from Transfer-Encoding and Content-Length
     /// (RFC 9112 §6.3); `None` when neither is present.
     fn declared_framing(&self) -> Result<Option<Framing>, WireError> {
-        let mut codings = self.all("transfer-encoding").peekable();
-        if codings.peek().is_some() {
+        let codings = self.transfer_codings();
+        if !codings.is_empty() {
             if self.all("content-length").next().is_some() {
                 // Both at once is how requests are smuggled past proxies.
                 return Err(WireError::Malformed("both Transfer-Encoding and Content-Length"));
             }
-            let last = codings
-                .flat_map(|value| value.split(|b| *b == b','))
-                .map(<[u8]>::trim_ascii)
-                .filter(|t| !t.is_empty())
-                .last()
-                .unwrap_or_default();
-            return if last.eq_ignore_ascii_case(b"chunked") {
-                Ok(Some(Framing::Chunked))
-            } else {
-                Err(WireError::UnsupportedCoding(String::from_utf8_lossy(last).into_owned()))
-            };
+            // Every coding is checked, not only the last: a body in a coding
+            // the gateway cannot undo is one it cannot read (RFC 9112 §6.1),
+            // and chunked twice is how a front and a back are made to
+            // disagree on where a message ends.
+            if let Some(other) = codings.iter().find(|coding| !coding.eq_ignore_ascii_case(b"chunked")) {
+                return Err(WireError::UnsupportedCoding(String::from_utf8_lossy(other).into_owned()));
+            }
+            if codings.len() > 1 {
+                return Err(WireError::Malformed("chunked applied more than once"));
+            }
+            return Ok(Some(Framing::Chunked));
         }
         let mut length = None;
         for value in self.all("content-length").flat_map(|v| v.split(|b| *b == b',')) {
@@ -245,6 +254,11 @@ impl RequestHead {
 
     /// A request without Content-Length or Transfer-Encoding has no body.
     pub fn framing(&self) -> Result<Framing, WireError> {
+        if self.minor_version == 0 && !self.fields.transfer_codings().is_empty() {
+            // HTTP/1.0 has no transfer codings: its framing is faulty even
+            // with a Content-Length beside (RFC 9112 §6.1).
+            return Err(WireError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+        }
         Ok(self.fields.declared_framing()?.unwrap_or(Framing::Empty))
     }
 }
@@ -290,9 +304,21 @@ impl ResponseHead {
         {
             return Ok(Framing::Empty);
         }
+        let codings = self.fields.transfer_codings();
+        if self.minor_version == 0 && !codings.is_empty() {
+            // Faulty framing in HTTP/1.0 (RFC 9112 §6.1): read until close.
+            return Ok(Framing::UntilClose);
+        }
         match self.fields.declared_framing() {
             Ok(framing) => Ok(framing.unwrap_or(Framing::UntilClose)),
-            // A reply in a coding other than chunked is read until close.
+            // A reply whose last coding is chunked is chunked, whatever came
+            // before it; one in another coding is read until close (RFC 9112
+            // §6.3).
+            Err(WireError::UnsupportedCoding(_))
+                if codings.last().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) =>
+            {
+                Ok(Framing::Chunked)
+            }
             Err(WireError::UnsupportedCoding(_)) => Ok(Framing::UntilClose),
             Err(other) => Err(other),
         }
@@ -574,7 +600,19 @@ mod tests {
         assert_eq!(framing("").unwrap(), Framing::Empty);
         assert_eq!(framing("Content-Length: 5\r\n").unwrap(), Framing::Length(5));
         assert_eq!(framing("Content-Length: 5\r\nContent-Length: 5\r\n").unwrap(), Framing::Length(5));
-        assert_eq!(framing("Transfer-Encoding: gzip, chunked\r\n").unwrap(), Framing::Chunked);
+        assert_eq!(framing("Transfer-Encoding: Chunked\r\n").unwrap(), Framing::Chunked);
+        // Every coding counts, not only the last.
+        assert!(
+            matches!(framing("Transfer-Encoding: gzip, chunked\r\n"), Err(WireError::UnsupportedCoding(c)) if c == "gzip")
+        );
+        assert!(matches!(
+            framing("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(framing("Transfer-Encoding: chunked, chunked\r\n"), Err(WireError::Malformed(_))));
+        // HTTP/1.0 has no transfer codings.
+        let old = request("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap().unwrap().framing();
+        assert!(matches!(old, Err(WireError::Malformed(_))));
         assert!(matches!(framing("Content-Length: 5\r\nContent-Length: 6\r\n"), Err(WireError::Malformed(_))));
         assert!(matches!(framing("Content-Length: -1\r\n"), Err(WireError::Malformed(_))));
         assert!(matches!(framing("Content-Length: 99999999999999999999\r\n"), Err(WireError::Malformed(_))));
@@ -598,6 +636,12 @@ mod tests {
         assert_eq!(response("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n").framing().unwrap(), Framing::Length(3));
         assert_eq!(response("HTTP/1.1 200 OK\r\n\r\n").framing().unwrap(), Framing::UntilClose);
         assert_eq!(response("HTTP/1.1 204 No Content\r\n\r\n").framing().unwrap(), Framing::Empty);
+        let chunked_last = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(response(chunked_last).framing().unwrap(), Framing::Chunked);
+        let gzip_last = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n";
+        assert_eq!(response(gzip_last).framing().unwrap(), Framing::UntilClose);
+        let old = "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        assert_eq!(response(old).framing().unwrap(), Framing::UntilClose);
         assert_eq!(
             response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").framing().unwrap(),
             Framing::Chunked
@@ -675,5 +719,68 @@ mod tests {
         assert_eq!(String::from_utf8(out).unwrap(), expected);
         let date = date_now();
         assert!(httpdate::parse_http_date(std::str::from_utf8(&date).unwrap()).is_ok());
+    }
+
+    /// A framing field a request may carry, as sent.
+    fn framing_field() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let coding = prop_oneof![Just("chunked"), Just("Chunked"), Just("gzip"), Just("identity"), Just("")];
+        let length = prop_oneof![Just("0"), Just("5"), Just("6"), Just("-1"), Just("5, 5"), Just("x"), Just("")];
+        prop_oneof![
+            proptest::collection::vec(coding, 1..3)
+                .prop_map(|codings| format!("Transfer-Encoding: {}", codings.join(", "))),
+            length.prop_map(|length| format!("Content-Length: {length}")),
+        ]
+    }
+
+    /// What RFC 9112 §6 makes of a request's framing fields, the way the
+    /// gateway applies it: one reading, or none.
+    fn expected_framing(minor_version: u8, fields: &[String]) -> Option<Framing> {
+        let values = |name: &str| -> Vec<String> {
+            fields
+                .iter()
+                .filter_map(|f| f.strip_prefix(name))
+                .flat_map(|v| v.split(',').map(|x| x.trim().to_owned()))
+                .collect()
+        };
+        let codings: Vec<String> = values("Transfer-Encoding: ").into_iter().filter(|c| !c.is_empty()).collect();
+        let has_length = fields.iter().any(|f| f.starts_with("Content-Length"));
+        if !codings.is_empty() {
+            let single_chunked = codings.len() == 1 && codings[0].eq_ignore_ascii_case("chunked");
+            return (minor_version == 1 && !has_length && single_chunked).then_some(Framing::Chunked);
+        }
+        let lengths = values("Content-Length: ");
+        let parsed: Option<Vec<u64>> =
+            lengths.iter().map(|l| l.parse::<u64>().ok().filter(|_| !l.starts_with('+'))).collect();
+        match parsed {
+            None => None,
+            Some(lengths) if lengths.is_empty() => Some(Framing::Empty),
+            Some(lengths) => lengths.iter().all(|l| *l == lengths[0]).then(|| Framing::Length(lengths[0])),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_request_is_framed_one_way_or_refused(
+            minor_version in 0..2u8,
+            fields in proptest::collection::vec(framing_field(), 0..4),
+        ) {
+            let head: String = fields.iter().map(|field| format!("{field}\r\n")).collect();
+            let raw = format!("POST / HTTP/1.{minor_version}\r\n{head}\r\n");
+            let framing = request(&raw).unwrap().unwrap().framing().ok();
+            proptest::prop_assert_eq!(framing, expected_framing(minor_version, &fields), "{}", raw);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_head_reader(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024)) {
+            let mut buffer = BytesMut::from(&bytes[..]);
+            if let Ok(Some(head)) = RequestHead::parse(&mut buffer) {
+                let _ = (head.framing(), head.path(), head.query(), head.keep_alive());
+            }
+            let mut buffer = BytesMut::from(&bytes[..]);
+            if let Ok(Some(head)) = ResponseHead::parse(&mut buffer) {
+                let _ = (head.framing(), head.keep_alive());
+            }
+        }
     }
 }
