@@ -70,6 +70,8 @@ impl A2aGrpc {
             traceparent: telemetry::current_traceparent().or_else(|| value("traceparent").map(str::to_owned)),
             priority: parse_priority(value("x-agentmesh-priority"))?,
             expires_in: parse_expires_in(value("x-agentmesh-expires-in"))?,
+            // The request the agent gets is 1.0 JSON-RPC, made here.
+            a2a_version: Some(value("a2a-version").unwrap_or("1.0").to_owned()),
         })
     }
 

@@ -75,6 +75,9 @@ pub struct Inbound {
     pub workspace_id: Uuid,
     pub envelope: Envelope,
     pub traceparent: Option<String>,
+    /// The `A2A-Version` the agent gets (`None`: none, and the agent judges
+    /// the request as it would the caller's own).
+    pub a2a_version: Option<String>,
     /// -100..100, higher first, if it has to be queued.
     pub priority: i32,
     /// How long it may wait in the queue; `None` is forever.
@@ -521,7 +524,7 @@ fn agent_call<'a>(target: &'a Target, inbound: &'a Inbound) -> AgentCall<'a> {
         endpoint: target.endpoint.as_ref(),
         body: inbound.envelope.body(),
         traceparent: inbound.traceparent.as_deref(),
-        a2a_version: inbound.envelope.a2a_version(),
+        a2a_version: inbound.a2a_version.as_deref(),
     }
 }
 

@@ -105,7 +105,10 @@ impl Front {
             Err(Refused { id, error }) => return ("invalid", rpc_error(StatusCode::OK, &id, error, None)),
         };
         let (id, method) = (envelope.id().clone(), envelope.method.label());
-        match self.dispatch(workspace_id, request, envelope).await {
+        // The caller's version, or none: the agent judges the request as it
+        // would judge it sent directly.
+        let a2a_version = request.header("a2a-version").map(str::to_owned);
+        match self.dispatch(workspace_id, request, envelope, a2a_version).await {
             Ok(outcome) => (method, json_rpc_reply(outcome)),
             Err(error) => (method, gateway_error(&id, &error)),
         }
@@ -137,7 +140,9 @@ impl Front {
             }
         };
         let method = envelope.method.label();
-        match self.dispatch(workspace_id, request, envelope).await {
+        // The request the agent gets is 1.0 JSON-RPC, made here.
+        let a2a_version = Some(request.header("a2a-version").unwrap_or("1.0").to_owned());
+        match self.dispatch(workspace_id, request, envelope, a2a_version).await {
             Ok(outcome) => (method, rest_reply(outcome)),
             Err(error) => {
                 let (status, body) = rest::gateway_error(&error);
@@ -153,6 +158,7 @@ impl Front {
         workspace_id: &str,
         request: &RequestHead,
         envelope: Envelope,
+        a2a_version: Option<String>,
     ) -> Result<Outcome, GatewayError> {
         let workspace_id = parse_workspace(workspace_id)?;
         let sender = self.sender(request).await?;
@@ -163,6 +169,7 @@ impl Front {
             traceparent: telemetry::current_traceparent().or_else(|| request.header("traceparent").map(str::to_owned)),
             priority: parse_priority(request.header("x-agentmesh-priority"))?,
             expires_in: parse_expires_in(request.header("x-agentmesh-expires-in"))?,
+            a2a_version,
             envelope,
         };
         if method == Method::Send {

@@ -220,10 +220,6 @@ impl Envelope {
     pub fn body(&self) -> Bytes {
         self.body.clone()
     }
-
-    pub fn a2a_version(&self) -> Option<&'static str> {
-        self.flavor.a2a_version()
-    }
 }
 
 /// The longest A2A message id accepted.

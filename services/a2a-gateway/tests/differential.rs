@@ -65,11 +65,21 @@ async fn post(url: &str, token: Option<&str>, body: &str) -> Answer {
 }
 
 async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: &str) -> Answer {
-    let mut request = reqwest::Client::new()
-        .request(method, url)
-        .header("content-type", "application/json")
-        .header("A2A-Version", "1.0")
-        .body(body.to_owned());
+    exchange(method, url, token, Some("1.0"), body).await
+}
+
+async fn exchange(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    a2a_version: Option<&str>,
+    body: &str,
+) -> Answer {
+    let mut request =
+        reqwest::Client::new().request(method, url).header("content-type", "application/json").body(body.to_owned());
+    if let Some(version) = a2a_version {
+        request = request.header("A2A-Version", version);
+    }
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -225,6 +235,13 @@ async fn json_rpc_answers_through_the_gateway_are_the_agents() {
         through_events.into_iter().map(without_generated).collect::<Vec<_>>(),
         direct_events.into_iter().map(without_generated).collect::<Vec<_>>()
     );
+
+    // Without A2A-Version a 1.0 request is the agent's to judge, as directly.
+    let unversioned = send("SendMessage", json!(12), "m-5", "which version?");
+    let direct = exchange(reqwest::Method::POST, &pair.direct, None, None, &unversioned).await;
+    let through = exchange(reqwest::Method::POST, &pair.through, Some(&pair.token), None, &unversioned).await;
+    assert_eq!(direct.json()["error"]["code"], -32009, "{direct:?}");
+    assert_eq!(through, direct);
 
     // A task of the agent's, queried each way: the same answer.
     let task_of = |answer: &Answer| answer.json()["result"]["task"]["id"].as_str().unwrap().to_owned();
