@@ -61,8 +61,8 @@ impl A2aGrpc {
             ("params".to_owned(), params),
         ]);
         // Refused as an SDK agent refuses it on this binding.
-        let envelope = Envelope::from_request(request)
-            .map_err(|refused| agent_error_status(&refused.error.into_response(&Value::Null)["error"]))?;
+        let envelope =
+            Envelope::from_request(request).map_err(|refused| agent_error_status(&refused.error.into_object()))?;
         Ok(Inbound {
             sender,
             workspace_id,
@@ -302,46 +302,16 @@ fn from_reply<M: prost::Message + Default>(reply: &[u8], name: &str) -> Result<M
 
 /// A JSON-RPC error object of an agent's as a gRPC status: the code from
 /// the A2A error mapping ([`jsonrpc::error_mapping`]), the agent's message,
-/// and its details (an `ErrorInfo` with the A2A reason, whose metadata
-/// carries what the agent put in `data`; field violations when it listed
-/// some), as the SDKs' gRPC servers send them.
+/// and its details (the `ErrorInfo` [`jsonrpc::error_info_of`] reads, and
+/// field violations when it listed some), as the SDKs' gRPC servers send
+/// them.
 fn agent_error_status(error: &Value) -> Status {
     let message = error.get("message").and_then(Value::as_str).unwrap_or("the agent answered with an error");
-    let json_rpc_code = error.get("code").and_then(Value::as_i64);
-    let jsonrpc::ErrorMapping { grpc: code, reason, .. } = jsonrpc::error_mapping(json_rpc_code);
-    let data = error.get("data").unwrap_or(&Value::Null);
-    // The SDKs put typed details in `data` (proto3 JSON of google.rpc
-    // messages); the gateway's own errors an object naming domain and
-    // reason; other agents any JSON, kept whole under one key.
-    let typed: &[Value] = data.as_array().map(Vec::as_slice).unwrap_or_default();
-    let of_type = |suffix: &'static str| {
-        typed.iter().filter(move |item| item.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with(suffix)))
-    };
-    let text = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_owned);
-    let mut metadata = std::collections::HashMap::new();
-    let described =
-        of_type("google.rpc.ErrorInfo").next().or_else(|| data.get("domain").and(data.get("reason")).and(Some(data)));
-    let (domain, reason) = match described {
-        Some(info) => {
-            // An ErrorInfo's metadata, or the other fields of the gateway's own.
-            let fields = info.get("metadata").and_then(Value::as_object).or_else(|| info.as_object());
-            for (key, value) in fields.into_iter().flatten() {
-                if !matches!(key.as_str(), "@type" | "domain" | "reason") {
-                    metadata.insert(key.clone(), text(value));
-                }
-            }
-            let named = |key: &str| info.get(key).and_then(Value::as_str);
-            (named("domain").unwrap_or(jsonrpc::A2A_ERROR_DOMAIN), named("reason").unwrap_or(reason))
-        }
-        None => {
-            if !data.is_null() {
-                metadata.insert("data".to_owned(), data.to_string());
-            }
-            (jsonrpc::A2A_ERROR_DOMAIN, reason)
-        }
-    };
+    let code = jsonrpc::error_mapping(error.get("code").and_then(Value::as_i64)).grpc;
+    let jsonrpc::ErrorInfoOf { domain, reason, metadata } = jsonrpc::error_info_of(error);
     let mut details = ErrorDetails::with_error_info(reason, domain, metadata);
-    for request in of_type("google.rpc.BadRequest") {
+    let data = error.get("data").unwrap_or(&Value::Null);
+    for request in jsonrpc::typed_details(data, "google.rpc.BadRequest") {
         let violations = request.get("fieldViolations").and_then(Value::as_array).into_iter().flatten();
         for violation in violations {
             let text = |key: &str| violation.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -444,7 +414,7 @@ mod tests {
         assert_eq!(error_info(&status).metadata["data"], r#"{"taskId":"t"}"#);
 
         let own = jsonrpc::RpcError::from_gateway(&GatewayError::AgentUnreachable("reset".into()));
-        let status = agent_error_status(&own.into_response(&Value::Null)["error"]);
+        let status = agent_error_status(&own.into_object());
         let info = error_info(&status);
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(info.domain, agentmesh_chassis::status::ERROR_DOMAIN);

@@ -134,8 +134,8 @@ impl Front {
         };
         let envelope = match Envelope::from_request(call.json_rpc_request()) {
             Ok(envelope) => envelope,
-            Err(Refused { id, error }) => {
-                let (status, body) = rest::from_response(error.into_response(&id).to_string().as_bytes());
+            Err(Refused { error, .. }) => {
+                let (status, body) = rest::error_reply(&error.into_object());
                 return ("invalid", Reply::json(status, body));
             }
         };

@@ -354,11 +354,10 @@ impl RpcError {
     /// that is not JSON has no `data`, as theirs has none.
     pub fn of_request(code: i64, message: impl Into<String>, field: Option<&str>) -> Self {
         let message = message.into();
-        let reason = match code {
-            PARSE_ERROR => return Self::new(code, message),
-            INVALID_PARAMS => "INVALID_PARAMS",
-            _ => "INVALID_REQUEST",
-        };
+        if code == PARSE_ERROR {
+            return Self::new(code, message);
+        }
+        let reason = error_mapping(Some(code)).reason;
         let mut details = vec![json!({
             "@type": "type.googleapis.com/google.rpc.ErrorInfo",
             "reason": reason,
@@ -409,12 +408,65 @@ impl RpcError {
     }
 
     pub fn into_response(self, id: &Value) -> Value {
+        json!({ "jsonrpc": "2.0", "id": id, "error": self.into_object() })
+    }
+
+    /// The error object itself, as a response's `error` carries it.
+    pub fn into_object(self) -> Value {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(data) = self.data {
             error["data"] = data;
         }
-        json!({ "jsonrpc": "2.0", "id": id, "error": error })
+        error
     }
+}
+
+/// The `ErrorInfo` a JSON-RPC error object stands for, as the gRPC and
+/// HTTP+JSON bindings retell it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ErrorInfoOf<'a> {
+    pub domain: &'a str,
+    pub reason: &'a str,
+    /// As `google.rpc.ErrorInfo` holds it: text values only.
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+/// Reads an error object's `ErrorInfo`: the one among typed details in
+/// `data` (as the SDKs send them), else the domain and reason the gateway's
+/// own errors put in `data` with their other fields, else the A2A reason of
+/// the code with any other `data` kept whole under `data`.
+pub fn error_info_of(error: &Value) -> ErrorInfoOf<'_> {
+    let reason = error_mapping(error.get("code").and_then(Value::as_i64)).reason;
+    let data = error.get("data").unwrap_or(&Value::Null);
+    let text = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+    let described = typed_details(data, "google.rpc.ErrorInfo")
+        .next()
+        .or_else(|| data.get("domain").and(data.get("reason")).and(Some(data)));
+    let Some(info) = described else {
+        let metadata = (!data.is_null()).then(|| ("data".to_owned(), data.to_string())).into_iter().collect();
+        return ErrorInfoOf { domain: A2A_ERROR_DOMAIN, reason, metadata };
+    };
+    // An ErrorInfo's metadata, or the other fields of the gateway's own.
+    let fields = info.get("metadata").and_then(Value::as_object).or_else(|| info.as_object());
+    let metadata = fields
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| !matches!(key.as_str(), "@type" | "domain" | "reason"))
+        .map(|(key, value)| (key.clone(), text(value)))
+        .collect();
+    let named = |key: &str| info.get(key).and_then(Value::as_str);
+    ErrorInfoOf {
+        domain: named("domain").unwrap_or(A2A_ERROR_DOMAIN),
+        reason: named("reason").unwrap_or(reason),
+        metadata,
+    }
+}
+
+/// The typed details in an error's `data` whose `@type` names `message`
+/// (the proto3 JSON of `google.rpc` messages, as the SDKs send them).
+pub fn typed_details<'a>(data: &'a Value, message: &'static str) -> impl Iterator<Item = &'a Value> {
+    let typed: &[Value] = data.as_array().map(Vec::as_slice).unwrap_or_default();
+    typed.iter().filter(move |item| item.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with(message)))
 }
 
 pub fn result_response(id: &Value, result: Value) -> Value {

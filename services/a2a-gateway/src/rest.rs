@@ -143,7 +143,7 @@ pub fn from_response(response: &[u8]) -> (StatusCode, Bytes) {
     match parsed {
         Ok(Value::Object(mut response)) => match (response.remove("result"), response.remove("error")) {
             (Some(result), _) => (StatusCode::OK, Bytes::from(result.to_string())),
-            (None, Some(error)) => agent_error(&error),
+            (None, Some(error)) => error_reply(&error),
             (None, None) => gateway_error(&GatewayError::BadAgentReply("neither a result nor an error".to_owned())),
         },
         Ok(_) => gateway_error(&GatewayError::BadAgentReply("not a JSON-RPC response".to_owned())),
@@ -157,22 +157,16 @@ pub fn event(response: &[u8]) -> Bytes {
     from_response(response).1
 }
 
-/// An agent's JSON-RPC error object as this binding's error reply.
-fn agent_error(error: &Value) -> (StatusCode, Bytes) {
+/// A JSON-RPC error object (an agent's, or the gateway's own) as this
+/// binding's error reply: the agent's typed details passed on as it wrote
+/// them (the SDKs' HTTP+JSON servers send the same), else the `ErrorInfo`
+/// [`jsonrpc::error_info_of`] reads.
+pub fn error_reply(error: &Value) -> (StatusCode, Bytes) {
     let message = error.get("message").and_then(Value::as_str).unwrap_or("the agent answered with an error");
-    let code = error.get("code").and_then(Value::as_i64);
-    let ErrorMapping { grpc, http, reason } = jsonrpc::error_mapping(code);
-    // The SDKs' agents put typed details in `data` already; anything else
-    // is kept under an ErrorInfo naming the A2A reason.
+    let ErrorMapping { grpc, http, .. } = jsonrpc::error_mapping(error.get("code").and_then(Value::as_i64));
     let details = match error.get("data") {
         Some(Value::Array(details)) if details.iter().all(|d| d.get("@type").is_some()) => details.clone(),
-        other => {
-            let mut metadata = Map::new();
-            if let Some(data) = other.filter(|data| !data.is_null()) {
-                metadata.insert("data".to_owned(), Value::String(data.to_string()));
-            }
-            vec![error_info(reason, jsonrpc::A2A_ERROR_DOMAIN, metadata)]
-        }
+        _ => vec![error_info(jsonrpc::error_info_of(error))],
     };
     (http, status_body(http, grpc, message, details))
 }
@@ -180,38 +174,26 @@ fn agent_error(error: &Value) -> (StatusCode, Bytes) {
 /// A refusal of the gateway's own as this binding's error reply, with the
 /// HTTP status the JSON-RPC front gives it too.
 pub fn gateway_error(error: &GatewayError) -> (StatusCode, Bytes) {
-    let http = error.http_status();
-    let rpc = jsonrpc::RpcError::from_gateway(error);
-    let mut metadata = Map::new();
-    let mut reason = error.reason().to_owned();
-    if let Some(Value::Object(data)) = rpc.data {
-        for (key, value) in data {
-            match key.as_str() {
-                "domain" => {}
-                "reason" => reason = value.as_str().unwrap_or_default().to_owned(),
-                _ => {
-                    metadata
-                        .insert(key, Value::String(value.as_str().map_or_else(|| value.to_string(), str::to_owned)));
-                }
-            }
-        }
-    }
-    let details = vec![error_info(&reason, agentmesh_chassis::status::ERROR_DOMAIN, metadata)];
-    (http, status_body(http, error.code(), &rpc.message, details))
+    let (http, grpc) = (error.http_status(), error.code());
+    let rpc = jsonrpc::RpcError::from_gateway(error).into_object();
+    let message = rpc.get("message").and_then(Value::as_str).unwrap_or_default();
+    (http, status_body(http, grpc, message, vec![error_info(jsonrpc::error_info_of(&rpc))]))
 }
 
 /// A request this binding cannot route, as its error reply.
 pub fn refusal(status: StatusCode, grpc: tonic::Code, message: &str) -> Bytes {
     let reason = if status == StatusCode::NOT_FOUND { "NOT_FOUND" } else { "INVALID_REQUEST" };
-    status_body(status, grpc, message, vec![error_info(reason, jsonrpc::A2A_ERROR_DOMAIN, Map::new())])
+    let info = jsonrpc::ErrorInfoOf { domain: jsonrpc::A2A_ERROR_DOMAIN, reason, metadata: Default::default() };
+    status_body(status, grpc, message, vec![error_info(info)])
 }
 
-fn error_info(reason: &str, domain: &str, metadata: Map<String, Value>) -> Value {
+/// The proto3 JSON of an `ErrorInfo`.
+fn error_info(info: jsonrpc::ErrorInfoOf<'_>) -> Value {
     json!({
         "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-        "reason": reason,
-        "domain": domain,
-        "metadata": metadata,
+        "reason": info.reason,
+        "domain": info.domain,
+        "metadata": info.metadata,
     })
 }
 
@@ -339,5 +321,14 @@ mod tests {
 
         let (status, _) = from_response(b"<html>");
         assert_eq!(status, StatusCode::BAD_GATEWAY);
+
+        // The gateway's own error in a stream keeps its domain and reason.
+        let own = jsonrpc::RpcError::from_gateway(&GatewayError::AgentUnreachable("reset".into()));
+        let event: Value =
+            serde_json::from_slice(&event(own.into_response(&Value::Null).to_string().as_bytes())).unwrap();
+        let info = &event["error"]["details"][0];
+        assert_eq!((&event["error"]["code"], &event["error"]["status"]), (&json!(503), &json!("UNAVAILABLE")));
+        assert_eq!(info["domain"], agentmesh_chassis::status::ERROR_DOMAIN);
+        assert_eq!(info["reason"], GatewayError::AgentUnreachable(String::new()).reason());
     }
 }
