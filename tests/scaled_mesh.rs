@@ -244,7 +244,12 @@ async fn a_scaled_mesh_delivers_every_message_and_run_once_while_replicas_die() 
             .into_inner()
             .runs;
         let deliveries = agent.deliveries().await;
-        let settled = runs.iter().all(|run| deliveries.contains_key(&run.message_id));
+        // A run whose scheduler replica was killed while it was in flight
+        // stays in progress, though its message arrived, until another
+        // replica takes its lease over and records the outcome.
+        let settled = runs
+            .iter()
+            .all(|run| deliveries.contains_key(&run.message_id) && run.outcome() != spb::RunOutcome::InProgress);
         settled.then_some(runs)
     })
     .await;
