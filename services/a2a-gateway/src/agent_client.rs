@@ -191,12 +191,19 @@ const BUSY_BODY_LIMIT: usize = 64 << 10;
 /// How long the body of a busy answer is waited for to keep its connection.
 const BUSY_BODY_WAIT: Duration = Duration::from_millis(50);
 
-/// Why the certificate authorities for https agents could not be loaded.
+/// Why a TLS file (the certificate authorities for https agents, or the
+/// A2A listener's certificate and key) could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
 pub struct TlsSetupError {
     path: String,
     reason: String,
+}
+
+impl TlsSetupError {
+    pub(crate) fn new(path: &Path, reason: impl std::fmt::Display) -> Self {
+        Self { path: path.display().to_string(), reason: reason.to_string() }
+    }
 }
 
 /// Whom the gateway trusts when it reaches agents over https.
@@ -216,7 +223,7 @@ impl AgentTls {
         let (system_trusted, _unusable) = roots.add_parsable_certificates(system.certs);
         let mut added = 0;
         if let Some(path) = extra_ca_file {
-            let failed = |reason: String| TlsSetupError { path: path.display().to_string(), reason };
+            let failed = |reason: String| TlsSetupError::new(path, reason);
             for certificate in CertificateDer::pem_file_iter(path).map_err(|e| failed(e.to_string()))? {
                 let certificate = certificate.map_err(|e| failed(e.to_string()))?;
                 roots.add(certificate).map_err(|e| failed(format!("not a usable CA certificate: {e}")))?;

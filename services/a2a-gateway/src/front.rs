@@ -1,29 +1,37 @@
-//! The A2A listener: accepts connections and runs HTTP/1.1 exchanges on
-//! them, one request at a time per connection (pipelined requests wait
-//! their turn in the buffer), each answered by a [`Respond`]er (the
-//! gateway's is `http::Front`).
+//! The A2A listener: accepts connections, in the clear or in TLS, and runs
+//! HTTP/1.1 exchanges on them, one request at a time per connection
+//! (pipelined requests wait their turn in the buffer), each answered by a
+//! [`Respond`]er (the gateway's is `http::Front`). A TLS caller that
+//! chooses HTTP/2 by ALPN, or a clear-text one that opens with the HTTP/2
+//! preface, is served by [`http2`] instead.
 //!
 //! A connection's task reads the request, awaits the reply and writes it;
 //! it does not watch the socket while the reply is being made, so a caller
 //! that hangs up never cancels a dispatch in flight (GW-4): the dispatch
 //! finishes, and only writing its reply fails.
 
-use std::{future::Future, io, pin::Pin, sync::Arc, time::Duration};
+mod http2;
+
+use std::{future::Future, io, path::Path, pin::Pin, sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream::BoxStream};
 use http::StatusCode;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpListener,
+    net::{TcpListener, TcpStream},
     time::{Instant, Sleep},
 };
+use tokio_rustls::TlsAcceptor;
 use tokio_util::{
     sync::{CancellationToken, WaitForCancellationFutureOwned},
     task::TaskTracker,
 };
 
-use crate::wire::{self, Framing, RequestHead, RequestMethod, WireError};
+use crate::{
+    agent_client::TlsSetupError,
+    wire::{self, Framing, RequestHead, RequestMethod, WireError},
+};
 
 /// What answers the listener's requests.
 pub trait Respond: Send + Sync + 'static {
@@ -45,7 +53,48 @@ const LINGER: Duration = Duration::from_secs(2);
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// The challenge of a 401: callers authenticate with a bearer token (a
 /// workspace's, or a service account's).
-const WWW_AUTHENTICATE: &[u8] = b"Bearer realm=\"agentmesh\"";
+const WWW_AUTHENTICATE: &str = "Bearer realm=\"agentmesh\"";
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the A2A listener serves its connections.
+pub struct Listening {
+    /// TLS on every connection, offering HTTP/2 and HTTP/1.1 by ALPN; none
+    /// serves in the clear.
+    pub tls: Option<TlsAcceptor>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long requests in flight may take to be answered after shutdown.
+    pub grace: Duration,
+}
+
+impl Listening {
+    pub fn clear(max_connections: usize, grace: Duration) -> Self {
+        Self { tls: None, max_connections, grace }
+    }
+}
+
+/// TLS for the A2A listener from a PEM certificate chain and private key,
+/// offering HTTP/2 first, then HTTP/1.1.
+pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsSetupError> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certificates = CertificateDer::pem_file_iter(cert_file)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|error| TlsSetupError::new(cert_file, error))?;
+    if certificates.is_empty() {
+        return Err(TlsSetupError::new(cert_file, "holds no CERTIFICATE block"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|error| TlsSetupError::new(key_file, error))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring provides the default TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .map_err(|error| TlsSetupError::new(key_file, format!("does not go with the certificate: {error}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
 
 /// What the listener sends back for one request.
 pub struct Reply {
@@ -92,16 +141,16 @@ impl Reply {
     }
 }
 
-/// Serves `front` on `listener`, at most `max_connections` at once, until
-/// `shutdown`; then stops accepting, closes idle connections, and waits up
-/// to `grace` for requests in flight to be answered.
+/// Serves `front` on `listener` as `listening` says until `shutdown`; then
+/// stops accepting, closes idle connections, and waits up to its grace
+/// period for requests in flight to be answered.
 pub async fn serve<R: Respond>(
     listener: TcpListener,
     front: Arc<R>,
+    listening: Listening,
     shutdown: CancellationToken,
-    grace: Duration,
-    max_connections: usize,
 ) {
+    let Listening { tls, max_connections, grace } = listening;
     let connections = TaskTracker::new();
     // Past the limit the listener stops accepting, and callers wait in the
     // kernel's backlog rather than costing the gateway a task and buffers
@@ -119,7 +168,7 @@ pub async fn serve<R: Respond>(
             (permit, Ok((stream, _))) => {
                 // Replies are small and written whole: coalescing only delays them.
                 let _ = stream.set_nodelay(true);
-                let served = Connection::new(stream).serve(front.clone(), shutdown.clone());
+                let served = serve_connection(stream, tls.clone(), front.clone(), shutdown.clone());
                 connections.spawn(async move {
                     served.await;
                     drop(permit);
@@ -139,10 +188,32 @@ pub async fn serve<R: Respond>(
     }
 }
 
+/// Serves one accepted connection, after its TLS handshake if any.
+async fn serve_connection<R: Respond>(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    front: Arc<R>,
+    shutdown: CancellationToken,
+) {
+    let Some(acceptor) = tls else {
+        return Connection::new(stream).serve(front, shutdown).await;
+    };
+    // A caller that fails its handshake, or never finishes it, gets nothing
+    // more: it has not sent anything an HTTP answer could be about.
+    let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else { return };
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        http2::serve(stream, front, shutdown).await;
+    } else {
+        Connection::new(stream).serve(front, shutdown).await;
+    }
+}
+
 /// Why a connection stops taking requests.
 enum Stop {
     /// Closed by the caller, timed out while idle, or shut down.
     Quietly,
+    /// The caller opened with the HTTP/2 preface, not a request.
+    Http2,
     /// The request cannot be served; the reply says why, then the
     /// connection closes.
     Refuse(Reply),
@@ -154,7 +225,7 @@ struct Connection<S> {
     output: Vec<u8>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection<S> {
     fn new(io: S) -> Self {
         Self { io, input: BytesMut::with_capacity(8 << 10), output: Vec::with_capacity(4 << 10) }
     }
@@ -163,10 +234,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let stopped = shutdown.clone().cancelled_owned();
         let timer = tokio::time::sleep(IDLE_TIMEOUT);
         tokio::pin!(stopped, timer);
+        let mut first = true;
         loop {
-            let (head, body) = match self.next_request(&mut stopped, &mut timer).await {
+            let (head, body) = match self.next_request(first, &mut stopped, &mut timer).await {
                 Ok(request) => request,
-                Err(Stop::Quietly) => return,
+                Err(Stop::Quietly) => return self.close().await,
+                Err(Stop::Http2) => {
+                    let io = http2::Prefixed::new(self.input.freeze(), self.io);
+                    return http2::serve(io, front, shutdown).await;
+                }
                 Err(Stop::Refuse(reply)) => {
                     if self.write(reply, Terms { keep_alive: false, head_only: false, http_1_1: true }).await.is_ok() {
                         self.linger().await;
@@ -174,6 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     return;
                 }
             };
+            first = false;
             let reply = front.respond(&head, body).await;
             let terms = Terms {
                 // Once shutdown began, each connection's next reply is its last.
@@ -183,9 +260,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             };
             match self.write(reply, terms).await {
                 Ok(true) => {}
-                Ok(false) | Err(_) => return,
+                Ok(false) => return self.close().await,
+                Err(_) => return,
             }
         }
+    }
+
+    /// Ends the connection's sending half: over TLS, this is the
+    /// `close_notify` that tells the caller the reply was not cut short.
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(LINGER, self.io.shutdown()).await;
     }
 
     /// Closes after a refusal the way RFC 9112 §9.6 asks: the sending half
@@ -203,17 +287,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let _ = tokio::time::timeout(LINGER, drain).await;
     }
 
-    /// Reads the next request whole: its head, then its body.
+    /// Reads the next request whole: its head, then its body. The first
+    /// request of a connection may instead be the HTTP/2 preface.
     async fn next_request(
         &mut self,
+        first: bool,
         stopped: &mut Pin<&mut WaitForCancellationFutureOwned>,
         timer: &mut Pin<&mut Sleep>,
     ) -> Result<(RequestHead, Bytes), Stop> {
         let idle_since = Instant::now();
         let mut deadline = None;
         let head = loop {
-            if let Some(head) = RequestHead::parse(&mut self.input).map_err(refuse_head)? {
-                break head;
+            match RequestHead::parse(&mut self.input) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                // The preface's first line (RFC 9113 §3.4) is no HTTP/1.1
+                // request; hyper checks the rest of it.
+                Err(_) if first && self.input.starts_with(b"PRI ") => return Err(Stop::Http2),
+                Err(error) => return Err(refuse_head(error)),
             }
             if deadline.is_none() && self.input.is_empty() {
                 self.wait_for_request(idle_since, stopped, timer).await?;
@@ -317,7 +408,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         if reply.status == StatusCode::UNAUTHORIZED {
             // RFC 9110 §11.6.1: a 401 names the scheme that would succeed.
-            wire::field(out, "www-authenticate", WWW_AUTHENTICATE);
+            wire::field(out, "www-authenticate", WWW_AUTHENTICATE.as_bytes());
         }
         match reply.body {
             ReplyBody::Full(body) => {
@@ -401,11 +492,15 @@ fn connection_field(out: &mut Vec<u8>, keep_alive: bool, http_1_1: bool) {
 }
 
 fn refuse_head(error: WireError) -> Stop {
+    Stop::Refuse(refuse_head_reply(error))
+}
+
+fn refuse_head_reply(error: WireError) -> Reply {
     let status = match error {
         WireError::HeadTooLarge | WireError::TooManyFields => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };
-    Stop::Refuse(crate::http::refusal(status, &error))
+    crate::http::refusal(status, &error)
 }
 
 fn timed_out() -> Reply {
@@ -462,7 +557,8 @@ mod tests {
         let echo = Arc::new(Echo::default());
         let shutdown = CancellationToken::new();
         let grace = Duration::from_secs(5);
-        let served = tokio::spawn(serve(listener, echo.clone(), shutdown.clone(), grace, max_connections));
+        let listening = Listening::clear(max_connections, grace);
+        let served = tokio::spawn(serve(listener, echo.clone(), listening, shutdown.clone()));
         Server { address, echo, shutdown, served }
     }
 

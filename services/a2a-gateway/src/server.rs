@@ -46,10 +46,15 @@ pub async fn run_with_listeners(
         tracing::warn!("{problem}");
     }
     let a2a_address = a2a_listener.local_addr()?;
+    let a2a_tls = match &settings.a2a_tls {
+        Some(tls) => Some(crate::front::tls_acceptor(&tls.cert_file, &tls.key_file).context("gateway.a2a_tls")?),
+        None => None,
+    };
     // What the agent cards advertise: as configured, else where this
     // replica actually listens.
+    let scheme = if a2a_tls.is_some() { "https" } else { "http" };
     settings.public_url = match settings.public_url.trim_end_matches('/') {
-        "" => format!("http://{a2a_address}"),
+        "" => format!("{scheme}://{a2a_address}"),
         configured => configured.to_owned(),
     };
     if settings.public_grpc_address.is_empty() {
@@ -89,9 +94,12 @@ pub async fn run_with_listeners(
     let draining = tokio::spawn(drainer.run(signals, shutdown.clone()));
 
     let front = Arc::new(crate::http::Front::new(gateway.clone(), authenticator.clone()));
-    let grace = config.server.shutdown_grace();
-    let limit = crate::front::MAX_CONNECTIONS;
-    let front = tokio::spawn(crate::front::serve(a2a_listener, front, shutdown.clone(), grace, limit));
+    let listening = crate::front::Listening {
+        tls: a2a_tls,
+        max_connections: crate::front::MAX_CONNECTIONS,
+        grace: config.server.shutdown_grace(),
+    };
+    let front = tokio::spawn(crate::front::serve(a2a_listener, front, listening, shutdown.clone()));
     tracing::info!(address = %a2a_address, "A2A front listening");
 
     let routes = Routes::new(GatewayServiceServer::new(ControlApi::new(store.clone(), directory.clone()))).add_service(

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use agentmesh_chassis::ServiceSettings;
+use agentmesh_chassis::{ServiceSettings, config::TlsConfig};
 use agentmesh_netguard::{CachingResolver, NetworkMode, Resolve, SystemResolver, UrlGuard};
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +22,12 @@ pub struct GatewaySettings {
     /// [`DEFAULT_A2A_PORT`] (so a gateway serving gRPC on every interface,
     /// as in a container, serves A2A there too).
     pub a2a_listen: Option<SocketAddr>,
+    /// Serve the A2A front over TLS (HTTP/2 or HTTP/1.1, as the caller
+    /// chooses by ALPN) with this certificate and key; unset serves it in
+    /// the clear (HTTP/1.1, or HTTP/2 to callers that start with it).
+    pub a2a_tls: Option<TlsConfig>,
     /// The base URL callers reach the A2A front under, written into the
-    /// agent cards the gateway serves; empty means `http://<a2a_listen>`.
+    /// agent cards the gateway serves; empty means `http(s)://<a2a_listen>`.
     pub public_url: String,
     /// The `host:port` callers reach the gRPC A2A binding under, written into
     /// the agent cards; empty means the gRPC listen address.
@@ -70,6 +74,7 @@ impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
             a2a_listen: None,
+            a2a_tls: None,
             public_url: String::new(),
             public_grpc_address: String::new(),
             registry_address: "http://127.0.0.1:50051".to_owned(),

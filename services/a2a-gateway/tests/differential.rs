@@ -15,16 +15,23 @@
 //!   the next whoever sends the message.
 //!
 //! The three bindings are compared: JSON-RPC, HTTP+JSON (the agent serves
-//! it under `/rest`, the gateway below the workspace's path) and gRPC.
+//! it under `/rest`, the gateway below the workspace's path) and gRPC. The
+//! first two reach the gateway four ways, each answering alike: HTTP/1.1
+//! and HTTP/2 (prior knowledge), in the clear and over TLS (HTTP/2 chosen
+//! by ALPN).
 
+use agentmesh_chassis::config::TlsConfig;
 use agentmesh_meshkit::*;
 use agentmesh_proto::{
     a2a::v1::{self as pb, a2a_service_client::A2aServiceClient, part::Content},
     registry::v1::Capabilities,
 };
-use agentmesh_testkit::python::SdkAgent;
+use agentmesh_testkit::{python::SdkAgent, tls::TestCa};
+use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 use serde_json::{Value, json};
 use tonic::{Code, metadata::MetadataValue};
 use tonic_types::StatusExt;
@@ -65,18 +72,30 @@ async fn post(url: &str, token: Option<&str>, body: &str) -> Answer {
 }
 
 async fn call(method: reqwest::Method, url: &str, token: Option<&str>, body: &str) -> Answer {
-    exchange(method, url, token, Some("1.0"), body).await
+    exchange(&reqwest::Client::new(), method, url, token, Some("1.0"), body).await
 }
 
 async fn exchange(
+    client: &reqwest::Client,
     method: reqwest::Method,
     url: &str,
     token: Option<&str>,
     a2a_version: Option<&str>,
     body: &str,
 ) -> Answer {
-    let mut request =
-        reqwest::Client::new().request(method, url).header("content-type", "application/json").body(body.to_owned());
+    exchange_over(client, method, url, token, a2a_version, body).await.1
+}
+
+/// The answer, and the HTTP version it came in.
+async fn exchange_over(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    a2a_version: Option<&str>,
+    body: &str,
+) -> (reqwest::Version, Answer) {
+    let mut request = client.request(method, url).header("content-type", "application/json").body(body.to_owned());
     if let Some(version) = a2a_version {
         request = request.header("A2A-Version", version);
     }
@@ -84,25 +103,106 @@ async fn exchange(
         request = request.bearer_auth(token);
     }
     let response = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let version = response.version();
     let status = response.status().as_u16();
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    (version, answer(status, content_type, response.bytes_stream()).await)
+}
+
+/// A reply's body read as JSON, or as events when it is an event stream.
+async fn answer<E: std::error::Error>(
+    status: u16,
+    content_type: String,
+    body: impl futures::Stream<Item = Result<Bytes, E>> + Unpin,
+) -> Answer {
     let body = if content_type.starts_with("text/event-stream") {
-        let events: Vec<_> = response.bytes_stream().eventsource().collect().await;
+        let events: Vec<_> = body.eventsource().collect().await;
         Body::Events(events.into_iter().map(|event| event.expect("a readable event").data).collect())
     } else {
-        Body::Json(response.json().await.unwrap())
+        let chunks: Vec<_> = body.collect().await;
+        let bytes: Vec<u8> = chunks.into_iter().flat_map(|chunk| chunk.expect("a readable body")).collect();
+        Body::Json(
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes))),
+        )
     };
     Answer { status, content_type, body }
 }
 
-/// The SDK agent, registered as a workspace, behind a gateway.
+/// One way to reach the gateway's A2A front: HTTP/1.1 or HTTP/2 (prior
+/// knowledge in the clear, ALPN over TLS), and the workspace's URL there.
+/// Every call has a connection of its own.
+struct Front {
+    name: &'static str,
+    http2: bool,
+    tls: Option<tokio_rustls::TlsConnector>,
+    url: String,
+}
+
+impl Front {
+    async fn call(&self, method: reqwest::Method, path: &str, token: &str, body: &str) -> Answer {
+        let url: http::Uri = format!("{}{path}", self.url).parse().unwrap();
+        let authority = url.authority().unwrap().clone();
+        let mut request = http::Request::builder().method(method);
+        // HTTP/2 names the target in pseudo-header fields; HTTP/1.1 in the
+        // request line and Host.
+        request =
+            if self.http2 { request.uri(url.clone()) } else { request.uri(url.path_and_query().unwrap().as_str()) };
+        let request = request
+            .header("host", authority.as_str())
+            .header("content-type", "application/json")
+            .header("a2a-version", "1.0")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let tcp = tokio::net::TcpStream::connect(authority.as_str()).await.unwrap();
+        let response = match &self.tls {
+            Some(connector) => {
+                let name = rustls_pki_types::ServerName::try_from(authority.host().to_owned()).unwrap();
+                let tls = connector.connect(name, tcp).await.unwrap_or_else(|e| panic!("{}: {e}", self.name));
+                let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                assert_eq!(alpn.as_deref(), Some(if self.http2 { &b"h2"[..] } else { b"http/1.1" }), "{}", self.name);
+                self.send(tls, request).await
+            }
+            None => self.send(tcp, request).await,
+        };
+        let expected = if self.http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+        assert_eq!(response.version(), expected, "{}", self.name);
+        let status = response.status().as_u16();
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        answer(status, content_type, response.into_body().into_data_stream()).await
+    }
+
+    async fn send<S>(&self, io: S, request: http::Request<Full<Bytes>>) -> http::Response<hyper::body::Incoming>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = hyper_util::rt::TokioIo::new(io);
+        if self.http2 {
+            let executor = hyper_util::rt::TokioExecutor::new();
+            let (mut sender, connection) = hyper::client::conn::http2::handshake(executor, io).await.unwrap();
+            tokio::spawn(connection);
+            sender.send_request(request).await.unwrap_or_else(|e| panic!("{}: {e}", self.name))
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(connection);
+            sender.send_request(request).await.unwrap_or_else(|e| panic!("{}: {e}", self.name))
+        }
+    }
+}
+
+/// The SDK agent, registered as a workspace, behind a gateway in the clear
+/// and one serving TLS.
 struct Pair {
     agent: SdkAgent,
     direct: String,
+    /// The first of `fronts`: HTTP/1.1 in the clear.
     through: String,
+    fronts: Vec<Front>,
     token: String,
     workspace_id: String,
     gateway: GatewayNode,
+    _tls_gateway: GatewayNode,
+    _tls_files: tempfile::TempDir,
     _registry: RegistryNode,
 }
 
@@ -114,21 +214,77 @@ impl Pair {
         workspace.register(&agent.http, Capabilities::default(), None).await;
         workspace.heartbeat(0).await;
         let gateway = GatewayNode::start(&registry, |_| {}).await;
+        let ca = TestCa::new();
+        let tls_files = tempfile::tempdir().unwrap();
+        let files = ca.write(tls_files.path(), &["127.0.0.1"]);
+        let tls = TlsConfig { cert_file: files.cert_file, key_file: files.key_file };
+        let tls_gateway = GatewayNode::start(&registry, |settings| settings.a2a_tls = Some(tls)).await;
+
+        let clear = gateway.a2a_url(&workspace.id);
+        let secure = tls_gateway.a2a_url(&workspace.id).replacen("http://", "https://", 1);
+        // A client that trusts the test authority and offers `alpn`.
+        let trusting = |alpn: &[u8]| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_slice(ca.ca_pem().as_bytes()).unwrap()).unwrap();
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+        };
+        let fronts = vec![
+            Front { name: "HTTP/1.1", http2: false, tls: None, url: clear.clone() },
+            Front { name: "HTTP/2", http2: true, tls: None, url: clear.clone() },
+            Front { name: "HTTP/1.1 over TLS", http2: false, tls: trusting(b"http/1.1"), url: secure.clone() },
+            Front { name: "HTTP/2 over TLS", http2: true, tls: trusting(b"h2"), url: secure },
+        ];
         Self {
             direct: format!("{}/", agent.http),
-            through: gateway.a2a_url(&workspace.id),
+            through: clear,
+            fronts,
             token: workspace.token.clone(),
             workspace_id: workspace.id.clone(),
             agent,
             gateway,
+            _tls_gateway: tls_gateway,
+            _tls_files: tls_files,
             _registry: registry,
         }
     }
 
-    /// `body` sent both ways.
+    /// `body` sent to the agent and through every front, which must all
+    /// answer alike; the direct answer and the first front's.
     async fn both(&self, body: &str) -> (Answer, Answer) {
-        (post(&self.direct, None, body).await, post(&self.through, Some(&self.token), body).await)
+        let direct = post(&self.direct, None, body).await;
+        (direct, self.through_every_front(reqwest::Method::POST, "", body).await)
     }
+
+    /// `method path` with `body` through every front; the first's answer,
+    /// once the others were found alike.
+    async fn through_every_front(&self, method: reqwest::Method, path: &str, body: &str) -> Answer {
+        let mut answers = Vec::new();
+        for front in &self.fronts {
+            answers.push((front.name, front.call(method.clone(), path, &self.token, body).await));
+        }
+        let (_, first) = &answers[0];
+        for (name, answer) in &answers[1..] {
+            assert_eq!(alike(answer), alike(first), "{name} and {}: {method} {path} {body}", self.fronts[0].name);
+        }
+        answers.swap_remove(0).1
+    }
+}
+
+/// An answer with the values the agent generates afresh for every task
+/// replaced by their names, as two sends of one message compare.
+fn alike(answer: &Answer) -> (u16, String, Value) {
+    let body = match &answer.body {
+        Body::Json(value) => without_generated(value.clone()),
+        Body::Events(_) => Value::Array(answer.events().into_iter().map(without_generated).collect()),
+    };
+    (answer.status, answer.content_type.clone(), body)
 }
 
 /// An error answer with what may differ left out: the id, the code, the
@@ -238,8 +394,9 @@ async fn json_rpc_answers_through_the_gateway_are_the_agents() {
 
     // Without A2A-Version a 1.0 request is the agent's to judge, as directly.
     let unversioned = send("SendMessage", json!(12), "m-5", "which version?");
-    let direct = exchange(reqwest::Method::POST, &pair.direct, None, None, &unversioned).await;
-    let through = exchange(reqwest::Method::POST, &pair.through, Some(&pair.token), None, &unversioned).await;
+    let client = reqwest::Client::new();
+    let direct = exchange(&client, reqwest::Method::POST, &pair.direct, None, None, &unversioned).await;
+    let through = exchange(&client, reqwest::Method::POST, &pair.through, Some(&pair.token), None, &unversioned).await;
     assert_eq!(direct.json()["error"]["code"], -32009, "{direct:?}");
     assert_eq!(through, direct);
 
@@ -361,11 +518,10 @@ async fn http_json_answers_through_the_gateway_are_the_agents() {
     let pair = Pair::start().await;
     let direct = format!("{}/rest", pair.agent.http);
     let both = |method: Method, path: &str, body: &str| {
-        let (direct, through) = (format!("{direct}{path}"), format!("{}{path}", pair.through));
-        let (token, body, method) = (pair.token.clone(), body.to_owned(), method.clone());
+        let (direct, path, body, pair) = (format!("{direct}{path}"), path.to_owned(), body.to_owned(), &pair);
         async move {
-            let direct = call(method.clone(), &direct, None, &body).await;
-            (direct, call(method, &through, Some(&token), &body).await)
+            let answer = call(method.clone(), &direct, None, &body).await;
+            (answer, pair.through_every_front(method, &path, &body).await)
         }
     };
 
@@ -418,7 +574,9 @@ async fn http_json_answers_through_the_gateway_are_the_agents() {
     assert_eq!(without_generated(through_task.json().clone()), without_generated(direct_task.json().clone()));
     // The agent's task list, the same whichever way it is asked.
     let (direct_list, through_list) = both(Method::GET, "/tasks?pageSize=50&includeArtifacts=true", "").await;
-    assert_eq!(direct_list.json()["tasks"].as_array().map(Vec::len), Some(4), "{direct_list:?}");
+    // Sent directly twice, through the first front once, and streamed
+    // through each of the four.
+    assert_eq!(direct_list.json()["tasks"].as_array().map(Vec::len), Some(7), "{direct_list:?}");
     assert_eq!(through_list, direct_list);
     pair.agent.stop().await;
 }
