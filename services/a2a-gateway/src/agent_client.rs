@@ -145,6 +145,9 @@ pub struct AgentCall<'a> {
     pub traceparent: Option<&'a str>,
     /// The A2A protocol version the caller asked for, passed on unchanged.
     pub a2a_version: Option<&'a str>,
+    /// Further header fields, as (lower-case name, value): a push
+    /// notification's token and credentials.
+    pub fields: &'a [(&'a str, &'a str)],
 }
 
 /// An agent's URL taken apart once, when its workspace record is read:
@@ -285,6 +288,15 @@ impl AgentClient {
             Ok(body)
         };
         self.counted(replied.await)
+    }
+
+    /// Posts JSON that is not an A2A request (a push notification) and
+    /// reads the answer's status; its body is read and dropped.
+    pub async fn post(&self, call: AgentCall<'_>, idle: &IdleClock) -> Result<StatusCode, Failure> {
+        let (mut connection, head) = self.send(&call, false, idle).await?;
+        connection.read_body(idle, &head, MAX_REPLY_BYTES).await?;
+        self.pool.give_back(connection);
+        Ok(head.status)
     }
 
     fn counted<T>(&self, result: Result<T, Failure>) -> Result<T, Failure> {
@@ -632,7 +644,8 @@ mod tests {
         let idle = IdleClock::start(Duration::from_secs(5), Arc::new(Activity::default()));
         let body = Bytes::from_static(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"message/send\"}");
         let endpoint = AgentEndpoint::parse(url);
-        let call = AgentCall { url, endpoint: endpoint.as_ref(), body, traceparent: None, a2a_version: None };
+        let call =
+            AgentCall { url, endpoint: endpoint.as_ref(), body, traceparent: None, a2a_version: None, fields: &[] };
         client.call(call, &idle).await
     }
 

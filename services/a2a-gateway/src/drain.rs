@@ -27,6 +27,7 @@ use crate::{
     announce::{ItemChanges, ItemWatch},
     directory::{Directory, DrainSignal},
     metrics::GatewayMetrics,
+    push::Pushes,
     settings::GatewaySettings,
     store::{Completion, QueueItem, QueueStore},
 };
@@ -101,6 +102,8 @@ pub struct Drainer {
     drains: TaskTracker,
     /// Items whose state this replica changed, for those following them.
     changes: Arc<ItemChanges>,
+    /// The webhooks of items that ended here.
+    pushes: Arc<Pushes>,
 }
 
 impl Drainer {
@@ -113,6 +116,7 @@ impl Drainer {
         owner: String,
         metrics: GatewayMetrics,
     ) -> Arc<Self> {
+        let pushes = Pushes::new(store.clone(), agents.clone(), settings.dispatch_guard());
         Arc::new(Self {
             store,
             directory,
@@ -127,6 +131,7 @@ impl Drainer {
             resting: Mutex::default(),
             drains: TaskTracker::new(),
             changes: Arc::default(),
+            pushes,
         })
     }
 
@@ -139,6 +144,17 @@ impl Drainer {
     /// Tells the followers of `id` that someone else changed it.
     pub fn announce(&self, id: Uuid) {
         self.changes.announce([id]);
+    }
+
+    /// Tells the followers of `ids`, and the webhooks of those that ended,
+    /// that they changed.
+    pub fn announce_ended(&self, ids: Vec<Uuid>) {
+        self.changes.announce(ids.iter().copied());
+        self.pushes.ended(ids);
+    }
+
+    pub fn pushes(&self) -> &Pushes {
+        &self.pushes
     }
 
     /// Notes that a workspace has queued items, so that the next report of
@@ -247,7 +263,7 @@ impl Drainer {
                 for &(id, workspace_id) in &expired {
                     tracing::info!(queue_id = %id, %workspace_id, "queued message expired undelivered");
                 }
-                self.changes.announce(expired.into_iter().map(|(id, _)| id));
+                self.announce_ended(expired.into_iter().map(|(id, _)| id).collect());
             }
             Err(e) => tracing::warn!(error = %e, "cannot expire queued messages"),
         }
@@ -520,7 +536,7 @@ impl Drainer {
                 for &id in &expired {
                     tracing::info!(queue_id = %id, %workspace_id, "queued message expired undelivered");
                 }
-                self.changes.announce(expired);
+                self.announce_ended(expired);
             }
             // Still held: their leases run out, and a claim never takes an
             // expired item, nor does a drain send one.

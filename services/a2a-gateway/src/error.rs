@@ -36,6 +36,9 @@ pub enum GatewayError {
     /// delivered (then the agent's own task is the one to cancel).
     #[error("{0}")]
     TaskNotCancelable(String),
+    /// A queued message's task has no push-notification config of that id.
+    #[error("{0}")]
+    PushConfigNotFound(String),
 }
 
 impl GatewayError {
@@ -69,7 +72,7 @@ impl GatewayError {
             E::InvalidArgument { .. } => Code::InvalidArgument,
             E::Unauthenticated(_) => Code::Unauthenticated,
             E::PermissionDenied(_) => Code::PermissionDenied,
-            E::NotFound(_) => Code::NotFound,
+            E::NotFound(_) | E::PushConfigNotFound(_) => Code::NotFound,
             E::TargetUnavailable { .. } | E::UrlRefused { .. } | E::TaskNotCancelable(_) => Code::FailedPrecondition,
             E::Unavailable { .. } | E::AgentUnreachable(_) => Code::Unavailable,
             E::ReplyTooLarge { .. } | E::BadAgentReply(_) => Code::Unknown,
@@ -105,6 +108,7 @@ impl GatewayError {
             E::ReplyTooLarge { .. } => "REPLY_TOO_LARGE",
             E::BadAgentReply(_) => "BAD_AGENT_REPLY",
             E::TaskNotCancelable(_) => "TASK_NOT_CANCELABLE",
+            E::PushConfigNotFound(_) => "TASK_NOT_FOUND",
         }
     }
 

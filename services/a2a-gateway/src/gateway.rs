@@ -23,6 +23,7 @@ use crate::{
     error::{GatewayError, Result},
     jsonrpc::Envelope,
     metrics::GatewayMetrics,
+    push::PushRequest,
     settings::GatewaySettings,
     store::{NewQueueItem, QueueItem, QueueStore, StoreError},
 };
@@ -123,7 +124,7 @@ pub enum Subscribed {
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 /// Whether nothing more will happen to a queue item.
-fn is_final(state: QueueItemState) -> bool {
+pub(crate) fn is_final(state: QueueItemState) -> bool {
     matches!(state, QueueItemState::Delivered | QueueItemState::DeadLetter | QueueItemState::Dropped)
 }
 
@@ -348,6 +349,14 @@ impl Gateway {
     /// that cannot answer now is UNAVAILABLE.
     pub async fn forward(&self, inbound: Inbound) -> Result<Bytes> {
         let target = self.authorize(&inbound.sender, inbound.workspace_id).await?;
+        // A queued message's task is the gateway's, and so are its
+        // push-notification configs.
+        if let Some(request) = PushRequest::of(&inbound.envelope)
+            && let Some(item) = self.queued_task(target.id, &request.task_id).await?
+        {
+            let result = self.drainer.pushes().answer(request, &item).await?;
+            return Ok(Bytes::from(crate::jsonrpc::result_response(inbound.envelope.id(), result).to_string()));
+        }
         let idle = self.idle_clock(&target);
         self.agents.call(agent_call(&target, &inbound), &idle).await.map_err(|f| self.refusal(&target, f))
     }
@@ -371,7 +380,7 @@ impl Gateway {
             let reason = format!("canceled by {}", sender.label());
             match self.store.cancel(item.id, &reason, SystemTime::now()).await.map_err(store_error)? {
                 Some(dropped) => {
-                    self.drainer.announce(item.id);
+                    self.drainer.announce_ended(vec![item.id]);
                     tracing::info!(queue_id = %item.id, %workspace_id, "queued message canceled by its caller");
                     item = dropped;
                 }
@@ -525,6 +534,7 @@ fn agent_call<'a>(target: &'a Target, inbound: &'a Inbound) -> AgentCall<'a> {
         body: inbound.envelope.body(),
         traceparent: inbound.traceparent.as_deref(),
         a2a_version: inbound.a2a_version.as_deref(),
+        fields: &[],
     }
 }
 

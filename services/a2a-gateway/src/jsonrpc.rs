@@ -386,6 +386,8 @@ impl RpcError {
             GatewayError::Unavailable { .. } | GatewayError::AgentUnreachable(_) => GATEWAY_UNAVAILABLE,
             GatewayError::ReplyTooLarge { .. } | GatewayError::BadAgentReply(_) => -32055,
             GatewayError::TaskNotCancelable(_) => TASK_NOT_CANCELABLE,
+            // As the SDKs' agents answer for a config a task does not have.
+            GatewayError::PushConfigNotFound(_) => TASK_NOT_FOUND,
         };
         let mut data = Map::new();
         data.insert("domain".into(), json!(agentmesh_chassis::status::ERROR_DOMAIN));

@@ -4,9 +4,11 @@
 //! JSON-RPC and SSE ([`sse`]) per workspace; [`a2a_grpc`], the `lf.a2a.v1.A2AService`
 //! binding) and go to [`gateway`], which resolves the target through the
 //! registry ([`directory`]), delivers it over HTTP ([`agent_client`]) or
-//! queues it durably ([`store`]). Both HTTP legs are framed by [`wire`].
+//! queues it durably ([`store`]). Both HTTP legs are framed by [`wire`]
+//! (from `agentmesh-httpwire`, with [`sse`]).
 //! [`drain`] delivers queued messages when the registry reports room,
 //! [`announce`] tells callers following a queued message that it changed,
+//! [`push`] calls their webhooks once it ended,
 //! and [`control`] serves the queue's inspection and repair API.
 
 pub mod a2a_grpc;
@@ -21,9 +23,10 @@ pub mod gateway;
 pub mod http;
 pub mod jsonrpc;
 pub mod metrics;
+pub mod push;
 pub mod rest;
 pub mod server;
 pub mod settings;
-pub mod sse;
 pub mod store;
-pub mod wire;
+
+pub use agentmesh_httpwire::{sse, wire};

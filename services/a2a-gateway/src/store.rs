@@ -13,6 +13,7 @@
 //! order.
 
 mod model;
+mod push;
 mod sql;
 
 use std::{
@@ -30,6 +31,7 @@ pub use model::{
 };
 use model::{duration_ms, from_ms, parse_reason, parse_state, to_ms};
 pub(crate) use model::{reason_text, state_text};
+pub use push::{MAX_PUSH_CONFIGS_PER_TASK, PushAuthentication, PushConfig};
 use sql::{ListCursor, StatsCursor};
 
 // Two schemas, because the arrival number is an auto-numbered column and the

@@ -9,7 +9,8 @@ use std::{
 };
 
 use agentmesh_a2a_gateway::store::{
-    Completion, DropStale, ListFilter, NewQueueItem, QueueItem, QueueStats, QueueStore, Requeue, StateDepth, StoreError,
+    Completion, DropStale, ListFilter, MAX_PUSH_CONFIGS_PER_TASK, NewQueueItem, PushAuthentication, PushConfig,
+    QueueItem, QueueStats, QueueStore, Requeue, StateDepth, StoreError,
 };
 use agentmesh_db::Database;
 use agentmesh_proto::gateway::v1::{self as pb, QueueItemState, QueueReason};
@@ -68,6 +69,7 @@ agentmesh_testkit::on_every_engine!(
     a_store_that_cannot_be_reached_says_so,
     a_large_backlog_drains_quickly,
     the_depth_follows_every_way_in_and_out_of_the_queue,
+    push_configs_are_kept_per_task_and_purged_with_their_items,
 );
 
 /// Seconds after a fixed start.
@@ -635,6 +637,60 @@ async fn finished_items_are_purged(backend: &Backend) {
     let again = store.enqueue(message(ws, "a", 0), t(1001)).await.unwrap();
     assert!(!again.duplicate);
     assert!(again.item.seq > e.seq);
+}
+
+async fn push_configs_are_kept_per_task_and_purged_with_their_items(backend: &Backend) {
+    let store = &backend.store;
+    let ws = Uuid::new_v4();
+    let delivered = in_flight(store, ws, "delivered", t(0)).await;
+    let waiting = enqueue(store, message(ws, "waiting", 0), t(0)).await;
+    let config = |queue_id: Uuid, id: &str| PushConfig {
+        queue_id,
+        id: id.to_owned(),
+        url: format!("https://hooks.example/{id}"),
+        token: String::new(),
+        authentication: None,
+    };
+    let with_auth = PushConfig {
+        token: "tok".into(),
+        authentication: Some(PushAuthentication { scheme: "Bearer".into(), credentials: "secret".into() }),
+        ..config(delivered.id, "a")
+    };
+    store.put_push_config(&with_auth, t(1)).await.unwrap();
+    store.put_push_config(&config(delivered.id, "b"), t(2)).await.unwrap();
+    store.put_push_config(&config(waiting.id, "a"), t(3)).await.unwrap();
+    assert_eq!(store.push_config(delivered.id, "a").await.unwrap(), Some(with_auth.clone()));
+    assert_eq!(store.push_config(delivered.id, "c").await.unwrap(), None);
+
+    // The same id again replaces the config.
+    let replaced = PushConfig { url: "https://hooks.example/new".into(), ..config(delivered.id, "b") };
+    store.put_push_config(&replaced, t(4)).await.unwrap();
+    let both = store.push_configs(&[delivered.id, waiting.id]).await.unwrap();
+    let ids: Vec<_> = both.iter().map(|c| (c.queue_id, c.id.as_str(), c.url.as_str())).collect();
+    let mut expected = vec![
+        (delivered.id, "a", "https://hooks.example/a"),
+        (delivered.id, "b", "https://hooks.example/new"),
+        (waiting.id, "a", "https://hooks.example/a"),
+    ];
+    expected.sort_by_key(|(queue_id, _, _)| queue_id.to_string());
+    assert_eq!(ids, expected);
+
+    // A task's configs are bounded.
+    for n in 2..MAX_PUSH_CONFIGS_PER_TASK {
+        store.put_push_config(&config(delivered.id, &format!("more-{n}")), t(5)).await.unwrap();
+    }
+    let refused = store.put_push_config(&config(delivered.id, "one-too-many"), t(6)).await;
+    assert!(matches!(refused, Err(StoreError::InvalidRequest(_))), "{refused:?}");
+    store.put_push_config(&config(delivered.id, "a"), t(6)).await.expect("replacing one is not adding one");
+
+    assert!(store.delete_push_config(waiting.id, "a").await.unwrap());
+    assert!(!store.delete_push_config(waiting.id, "a").await.unwrap());
+    store.put_push_config(&config(waiting.id, "kept"), t(7)).await.unwrap();
+
+    complete(store, delivered.id, "setup", "{}", t(10)).await.unwrap();
+    assert_eq!(store.purge_finished(t(1000)).await.unwrap(), 1);
+    assert!(store.push_configs(&[delivered.id]).await.unwrap().is_empty(), "purged with the item");
+    assert_eq!(store.push_configs(&[waiting.id]).await.unwrap().len(), 1, "a waiting item keeps its configs");
 }
 
 async fn a_removed_workspaces_queue_is_dropped(backend: &Backend) {

@@ -155,6 +155,9 @@ impl AgentIo {
         if let Some(version) = call.a2a_version {
             wire::field(out, "a2a-version", version.as_bytes());
         }
+        for (name, value) in call.fields {
+            wire::field(out, name, value.as_bytes());
+        }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&call.body);
         let unanswered = |failure| Exchanged { replied: false, failure };

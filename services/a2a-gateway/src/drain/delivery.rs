@@ -6,6 +6,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use agentmesh_proto::gateway::v1::QueueItemState;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
@@ -48,6 +49,7 @@ impl Drainer {
             a2a_version,
             body: bytes::Bytes::from(request),
             traceparent: (!item.traceparent.is_empty()).then_some(item.traceparent.as_str()),
+            fields: &[],
         };
         let idle = IdleClock::start(target.idle_timeout.unwrap_or(self.idle_timeout), target.activity.clone());
         let error = match self.agents.call(call, &idle).await {
@@ -83,7 +85,11 @@ impl Drainer {
         match self.store.fail_attempt(id, &self.owner, error, next, now).await {
             Ok(Some(state)) => {
                 self.metrics.attempt_failed(state);
-                self.changes.announce([id]);
+                if state == QueueItemState::DeadLetter {
+                    self.announce_ended(vec![id]);
+                } else {
+                    self.changes.announce([id]);
+                }
                 tracing::warn!(queue_id = %id, %workspace_id, error, ?state, "delivery attempt failed");
                 true
             }

@@ -58,12 +58,12 @@ impl Drainer {
         match self.store.complete(&self.owner, replies, SystemTime::now()).await {
             Ok(recorded) if recorded.len() == replies.len() => {
                 self.metrics.delivered(recorded.len());
-                self.changes.announce(recorded);
+                self.announce_ended(recorded);
                 tracing::debug!(%workspace_id, count = replies.len(), "queued messages delivered");
             }
             Ok(recorded) => {
                 self.metrics.delivered(recorded.len());
-                self.changes.announce(recorded.iter().copied());
+                self.announce_ended(recorded.clone());
                 let recorded: HashSet<Uuid> = recorded.into_iter().collect();
                 for reply in replies.iter().filter(|reply| !recorded.contains(&reply.id)) {
                     tracing::warn!(queue_id = %reply.id, "delivered, but another replica had taken the item over");

@@ -273,10 +273,13 @@ impl QueueStore {
     }
 
     /// Forgets DELIVERED and DROPPED items that reached that state before
-    /// `before`. Returns how many.
+    /// `before`, and their push-notification configs. Returns how many items.
     pub async fn purge_finished(&self, before: SystemTime) -> Result<u64> {
         let result = sqlx::query("DELETE FROM queue_items WHERE state IN ('delivered', 'dropped') AND updated_at < $1")
             .bind(to_ms(before))
+            .execute(self.db.pool())
+            .await?;
+        sqlx::query("DELETE FROM push_configs WHERE queue_id NOT IN (SELECT id FROM queue_items)")
             .execute(self.db.pool())
             .await?;
         Ok(result.rows_affected())

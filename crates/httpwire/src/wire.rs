@@ -1,5 +1,5 @@
-//! HTTP/1.1 framing (RFC 9112) for both of the gateway's legs: requests from
-//! callers on the A2A listener, and replies from agents.
+//! HTTP/1.1 framing (RFC 9112) for both of the A2A gateway's legs: requests
+//! from callers on the A2A listener, and replies from agents.
 //!
 //! The gateway forwards small JSON documents, and a general-purpose HTTP
 //! stack spent more CPU per forwarded message than everything else the
