@@ -156,32 +156,53 @@ TOML
   launch "$OUT/registry.log" "$REGISTRY" --config "$OUT/registry.toml"
 }
 
-# start_gateway: the gateway in dev network mode, gRPC on
-# 127.0.0.1:$GATEWAY_GRPC_PORT and A2A on 127.0.0.1:$GATEWAY_PORT, on SQLite
-# under $OUT/gateway, using the registry on 127.0.0.1:$REGISTRY_PORT; with
-# METRICS_PORT set, serving metrics there, scraped every second. Sets
-# gateway_pid.
+# start_gateway [NAME GRPC_PORT A2A_PORT [CERT KEY]]: a gateway (default:
+# "gateway" with gRPC on 127.0.0.1:$GATEWAY_GRPC_PORT and A2A on
+# 127.0.0.1:$GATEWAY_PORT) in dev network mode, on SQLite under $OUT/NAME,
+# using the registry on 127.0.0.1:$REGISTRY_PORT; its A2A front over TLS
+# when given a PEM certificate and key; with METRICS_PORT set, the first
+# serves metrics there, scraped every second. Sets gateway_pid.
 start_gateway() {
-  mkdir -p "$OUT/gateway"
-  cat >"$OUT/gateway.toml" <<TOML
-listen = "127.0.0.1:$GATEWAY_GRPC_PORT"
-data_dir = "$OUT/gateway"
-metrics_listen = "${METRICS_PORT:+127.0.0.1:$METRICS_PORT}"
+  local name=${1:-gateway} grpc_port=${2:-$GATEWAY_GRPC_PORT} a2a_port=${3:-$GATEWAY_PORT}
+  local metrics_listen=""
+  if [[ $name == gateway && -n ${METRICS_PORT:-} ]]; then metrics_listen="127.0.0.1:$METRICS_PORT"; fi
+  mkdir -p "$OUT/$name"
+  cat >"$OUT/$name.toml" <<TOML
+listen = "127.0.0.1:$grpc_port"
+data_dir = "$OUT/$name"
+metrics_listen = "$metrics_listen"
 [auth]
 operator_tokens = ["$operator_token"]
 service_tokens = ["$service_token"]
 [gateway]
-a2a_listen = "127.0.0.1:$GATEWAY_PORT"
+a2a_listen = "127.0.0.1:$a2a_port"
 registry_address = "http://127.0.0.1:$REGISTRY_PORT"
 service_token = "$service_token"
 network_mode = "dev"
 TOML
-  launch "$OUT/gateway.log" "$GATEWAY" --config "$OUT/gateway.toml"
+  if [[ -n ${4:-} ]]; then
+    printf '[gateway.a2a_tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$4" "$5" >>"$OUT/$name.toml"
+  fi
+  launch "$OUT/$name.log" "$GATEWAY" --config "$OUT/$name.toml"
   gateway_pid=$!
-  if [[ -n ${METRICS_PORT:-} ]]; then
+  if [[ -n $metrics_listen ]]; then
     wait_for_port "$METRICS_PORT"
     scrape_every_second "$METRICS_PORT"
   fi
+}
+
+# make_test_certificate DIR: a throwaway authority (DIR/ca.pem) and a
+# certificate for 127.0.0.1 it issued (DIR/cert.pem, DIR/key.pem).
+make_test_certificate() {
+  local dir=$1
+  mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$dir/key.pem" -out "$dir/cert.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' >"$dir/ext.cnf"
+  openssl x509 -req -in "$dir/cert.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$dir/ext.cnf" -out "$dir/cert.pem" 2>/dev/null
 }
 
 # start_echo_agent NAME PORT MAX_CONCURRENT [DELAY_MS]: an echo agent on

@@ -232,9 +232,18 @@ pub struct GatewayThroughputArgs {
     #[command(flatten)]
     pub mesh: MeshArgs,
     /// A reverse proxy in front of the agent, as name=url (e.g.
-    /// nginx=http://127.0.0.1:8174/); repeatable.
+    /// nginx=http://127.0.0.1:8174/, or h2c://, https://, h2:// for HTTP/2
+    /// in the clear, TLS, HTTP/2 over TLS); repeatable.
     #[arg(long = "proxy")]
     pub proxies: Vec<String>,
+    /// Another way to the gateway's A2A front, as name=base URL (e.g.
+    /// gateway-h2=h2c://127.0.0.1:8173); the workspace's path is added.
+    /// Repeatable.
+    #[arg(long = "gateway-route")]
+    pub gateway_routes: Vec<String>,
+    /// PEM file of the authority that issued the TLS targets' certificates.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// Connections, each with one request in flight at a time.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 64])]
     pub concurrency: Vec<usize>,

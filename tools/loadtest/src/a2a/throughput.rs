@@ -93,9 +93,16 @@ pub async fn run(args: GatewayThroughputArgs) -> anyhow::Result<()> {
             endpoint: Endpoint::parse(&format!("{}/a2a/{}", mesh.gateway.trim_end_matches('/'), workspace.id))?,
         },
     ];
+    let ca_file = args.ca_file.as_deref();
+    for route in &args.gateway_routes {
+        let (name, base) =
+            route.split_once('=').with_context(|| format!("--gateway-route {route}: expected name=url"))?;
+        let url = format!("{}/a2a/{}", base.trim_end_matches('/'), workspace.id);
+        targets.push(Target { name: name.to_owned(), endpoint: Endpoint::trusting(&url, ca_file)? });
+    }
     for proxy in &args.proxies {
         let (name, url) = proxy.split_once('=').with_context(|| format!("--proxy {proxy}: expected name=url"))?;
-        targets.push(Target { name: name.to_owned(), endpoint: Endpoint::parse(url)? });
+        targets.push(Target { name: name.to_owned(), endpoint: Endpoint::trusting(url, ca_file)? });
     }
     // Every target gets the same request, headers included; only the
     // gateway reads the credential.
