@@ -404,6 +404,23 @@ mod tests {
         assert_eq!(response.status(), http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
 
+    #[test]
+    fn tls_files_that_cannot_be_used_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TestCa::new().write(dir.path(), &["gateway.test"]);
+        let missing = dir.path().join("missing.pem");
+        let error = super::super::tls_acceptor(&missing, &files.key_file).err().unwrap().to_string();
+        assert!(error.starts_with(&format!("{}: ", missing.display())), "{error}");
+        // A key in the place of the certificate holds no CERTIFICATE block.
+        let error = super::super::tls_acceptor(&files.key_file, &files.key_file).err().unwrap().to_string();
+        assert!(error.ends_with("holds no CERTIFICATE block"), "{error}");
+        // Another certificate's key.
+        let other = tempfile::tempdir().unwrap();
+        let stranger = TestCa::new().write(other.path(), &["gateway.test"]);
+        let error = super::super::tls_acceptor(&files.cert_file, &stranger.key_file).err().unwrap().to_string();
+        assert!(error.contains("does not go with the certificate"), "{error}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn events_the_caller_stops_taking_end_the_stream_in_an_error_once_a_write_stalls() {
         let events = futures::stream::iter([b"1", b"2", b"3"].map(|event| Bytes::from_static(event))).boxed();
