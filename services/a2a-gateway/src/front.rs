@@ -516,11 +516,14 @@ mod tests {
     use super::*;
 
     /// Answers `/events` with two server-sent events, `/wait` once released
-    /// (saying when it started), anything else with its path and body.
+    /// (saying when it started and when it finished), `/head` with the
+    /// request's method, target and `x-said` field, anything else with its
+    /// path and body. Serves the HTTP/2 tests too.
     #[derive(Default)]
-    struct Echo {
-        waiting: Notify,
-        release: Notify,
+    pub(super) struct Echo {
+        pub(super) waiting: Notify,
+        pub(super) release: Notify,
+        pub(super) finished: Notify,
     }
 
     impl Respond for Echo {
@@ -533,7 +536,13 @@ mod tests {
                 "/wait" => {
                     self.waiting.notify_one();
                     self.release.notified().await;
+                    self.finished.notify_one();
                     Reply::text(StatusCode::OK, "released")
+                }
+                "/head" => {
+                    let said = request.header("x-said").unwrap_or("-");
+                    let head = format!("{:?} /head?{} {said}", request.method, request.query());
+                    Reply::json(StatusCode::OK, Bytes::from(head))
                 }
                 path => Reply::json(StatusCode::OK, Bytes::from(format!("{path} {}", String::from_utf8_lossy(&body)))),
             }

@@ -83,18 +83,6 @@ async fn exchange(
     a2a_version: Option<&str>,
     body: &str,
 ) -> Answer {
-    exchange_over(client, method, url, token, a2a_version, body).await.1
-}
-
-/// The answer, and the HTTP version it came in.
-async fn exchange_over(
-    client: &reqwest::Client,
-    method: reqwest::Method,
-    url: &str,
-    token: Option<&str>,
-    a2a_version: Option<&str>,
-    body: &str,
-) -> (reqwest::Version, Answer) {
     let mut request = client.request(method, url).header("content-type", "application/json").body(body.to_owned());
     if let Some(version) = a2a_version {
         request = request.header("A2A-Version", version);
@@ -103,10 +91,9 @@ async fn exchange_over(
         request = request.bearer_auth(token);
     }
     let response = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
-    let version = response.version();
     let status = response.status().as_u16();
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    (version, answer(status, content_type, response.bytes_stream()).await)
+    answer(status, content_type, response.bytes_stream()).await
 }
 
 /// A reply's body read as JSON, or as events when it is an event stream.
