@@ -16,17 +16,20 @@ use crate::{
     directory::Directory,
     error::GatewayError,
     gateway::store_error,
+    push::Pushes,
     store::{DropStale, ListFilter, QueueStore, Requeue},
 };
 
 pub struct ControlApi {
     store: QueueStore,
     directory: Arc<Directory>,
+    /// The webhooks of the items an operator drops.
+    pushes: Arc<Pushes>,
 }
 
 impl ControlApi {
-    pub fn new(store: QueueStore, directory: Arc<Directory>) -> Self {
-        Self { store, directory }
+    pub fn new(store: QueueStore, directory: Arc<Directory>, pushes: Arc<Pushes>) -> Self {
+        Self { store, directory, pushes }
     }
 }
 
@@ -145,6 +148,9 @@ impl GatewayService for ControlApi {
             dry_run: request.dry_run,
         };
         let (count, ids) = self.store.drop_stale(&drop, SystemTime::now()).await.map_err(store_error)?;
+        if !drop.dry_run {
+            self.pushes.ended(ids.clone());
+        }
         Ok(Response::new(pb::DropStaleItemsResponse {
             dropped_count: count,
             dropped_ids: ids.iter().map(Uuid::to_string).collect(),

@@ -153,7 +153,7 @@ impl Drainer {
         self.pushes.ended(ids);
     }
 
-    pub fn pushes(&self) -> &Pushes {
+    pub fn pushes(&self) -> &Arc<Pushes> {
         &self.pushes
     }
 

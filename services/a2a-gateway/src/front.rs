@@ -68,12 +68,6 @@ pub struct Listening {
     pub grace: Duration,
 }
 
-impl Listening {
-    pub fn clear(max_connections: usize, grace: Duration) -> Self {
-        Self { tls: None, max_connections, grace }
-    }
-}
-
 /// TLS for the A2A listener from a PEM certificate chain and private key,
 /// offering HTTP/2 first, then HTTP/1.1.
 pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsSetupError> {
@@ -566,7 +560,7 @@ mod tests {
         let echo = Arc::new(Echo::default());
         let shutdown = CancellationToken::new();
         let grace = Duration::from_secs(5);
-        let listening = Listening::clear(max_connections, grace);
+        let listening = Listening { tls: None, max_connections, grace };
         let served = tokio::spawn(serve(listener, echo.clone(), listening, shutdown.clone()));
         Server { address, echo, shutdown, served }
     }

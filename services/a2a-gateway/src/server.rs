@@ -91,6 +91,7 @@ pub async fn run_with_listeners(
     ));
 
     tokio::spawn(directory.clone().follow(shutdown.clone()));
+    let pushes = drainer.pushes().clone();
     let draining = tokio::spawn(drainer.run(signals, shutdown.clone()));
 
     let front = Arc::new(crate::http::Front::new(gateway.clone(), authenticator.clone()));
@@ -102,7 +103,8 @@ pub async fn run_with_listeners(
     let front = tokio::spawn(crate::front::serve(a2a_listener, front, listening, shutdown.clone()));
     tracing::info!(address = %a2a_address, "A2A front listening");
 
-    let routes = Routes::new(GatewayServiceServer::new(ControlApi::new(store.clone(), directory.clone()))).add_service(
+    let control = ControlApi::new(store.clone(), directory.clone(), pushes);
+    let routes = Routes::new(GatewayServiceServer::new(control)).add_service(
         A2aServiceServer::new(A2aGrpc::new(gateway))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
             .max_encoding_message_size(crate::agent_client::MAX_REPLY_BYTES),

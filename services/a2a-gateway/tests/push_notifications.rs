@@ -142,7 +142,7 @@ async fn the_replica_that_delivers_calls_webhooks_registered_on_another() {
 }
 
 #[tokio::test]
-async fn a_canceled_message_is_notified_and_a_deleted_config_is_not_called() {
+async fn canceled_and_dropped_messages_are_notified_and_a_deleted_config_is_not_called() {
     let registry = RegistryNode::start().await;
     // Never registered: its messages wait, and nothing delivers them.
     let workspace = registry.create("not-yet", None, 1).await;
@@ -169,6 +169,23 @@ async fn a_canceled_message_is_notified_and_a_deleted_config_is_not_called() {
     let call = webhook.next().await;
     assert_eq!(call.body["task"]["id"], second.as_str(), "only the config left is called: {}", call.body);
     assert_eq!(call.body["task"]["status"]["state"], "TASK_STATE_CANCELED");
+
+    // An operator's drop ends a message too.
+    let third = Caller::operator().send(&url, "three", "m-3").await.queued()["queueId"].as_str().unwrap().to_owned();
+    let config = json!({ "taskId": third, "url": webhook.url });
+    Caller::operator().post(&url, &rpc("CreateTaskPushNotificationConfig", config), &[]).await;
+    // The control API drops messages at least a second old, by the
+    // gateway's own clock, which a test cannot move.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let drop = agentmesh_proto::gateway::v1::DropStaleItemsRequest {
+        workspace_id: workspace.id.clone(),
+        older_than_seconds: Some(1),
+        reason: "cleared by the operator".into(),
+        ..Default::default()
+    };
+    assert_eq!(gateway.control().drop_stale_items(drop).await.unwrap().into_inner().dropped_count, 1);
+    let call = webhook.next().await;
+    assert_eq!(call.body["task"]["id"], third.as_str(), "{}", call.body);
     let more = tokio::time::timeout(Duration::from_millis(300), webhook.calls.recv()).await;
     assert!(more.is_err(), "a deleted config was called: {more:?}");
 }
