@@ -179,6 +179,18 @@ fn retry_later(now: DateTime<Utc>, problem: String) -> Plan {
     Plan { run: None, next_run_at: now + BAD_TIMETABLE_RETRY, error: Some(problem) }
 }
 
+/// The fields a cron nickname stands for, to suggest in its place.
+fn nickname_fields(nickname: &str) -> Option<&'static str> {
+    Some(match nickname.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        _ => return None,
+    })
+}
+
 /// Checks `expression` against the contract of `Schedule.cron_expression`:
 /// its length, 5 or 6 fields, and in each field only `*`, values in range
 /// (names where the field takes them), ranges, lists and steps.
@@ -192,10 +204,10 @@ fn check_contract(expression: &str) -> Result<(), String> {
         return Err("is empty".to_owned());
     }
     if texts[0].starts_with('@') {
-        return Err(format!(
-            "nicknames such as \"{}\" are not supported; write the fields out, e.g. \"0 * * * *\"",
-            texts[0]
-        ));
+        return Err(match nickname_fields(texts[0]) {
+            Some(fields) => format!("nicknames such as \"{}\" are not supported; write \"{fields}\"", texts[0]),
+            None => format!("\"{}\" is not a cron field; write the 5 or 6 fields out", texts[0]),
+        });
     }
     let fields = match texts.len() {
         6 => &FIELDS[..],
@@ -427,7 +439,11 @@ mod tests {
         assert!(expression_problem("* * * *").starts_with("has 4 fields"));
         assert!(expression_problem("0 0 0 1 1 * 2027").starts_with("has 7 fields"));
         assert_eq!(expression_problem("61 * * * * *"), "second field \"61\": 61 is out of range 0-59");
-        assert!(expression_problem("@hourly").contains("nicknames"));
+        assert!(expression_problem("@hourly").ends_with("write \"0 * * * *\""));
+        // Each nickname suggests what it stands for.
+        assert!(expression_problem("@daily").ends_with("write \"0 0 * * *\""), "{}", expression_problem("@daily"));
+        assert!(expression_problem("@WEEKLY").ends_with("write \"0 0 * * 0\""));
+        assert!(expression_problem("@reboot").contains("write the 5 or 6 fields out"));
         assert!(expression_problem("@yearly").contains("nicknames"));
         for extension in ["0 0 L * *", "0 0 15W * *", "0 0 * * 5#2", "0 0 * * 5L", "0 0 ? * MON", "0 0 1 * +MON"] {
             assert!(expression_problem(extension).contains("not supported"), "{extension}");
