@@ -104,7 +104,10 @@ fn every_command_works_against_agentmesh_dev_as_a_table_and_as_json() {
     let strict = dir.path().join("policy.toml");
     std::fs::write(&strict, "allowed_runtime_kinds = [\"docker\"]\n").unwrap();
     let would = mesh.run(&["policy", "reload", "--file", strict.to_str().unwrap(), "--dry-run"]).ok();
-    assert!(would.contains("would") && would.contains("echo-cli"), "{would}");
+    assert!(would.contains("the policy would change") && would.contains("echo-cli"), "{would}");
+    let args = ["policy", "reload", "--file", strict.to_str().unwrap(), "--dry-run", "-o", "json"];
+    let dry = mesh.run(&args).json();
+    assert_eq!((&dry["changed"], &dry["would_change"]), (&serde_json::json!(false), &serde_json::json!(true)), "{dry}");
     assert_eq!(mesh.run(&["ws", "get", "echo-cli", "-o", "json"]).json()["status"], "online");
 
     // The lifecycle, watched as it happens.

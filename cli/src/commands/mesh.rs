@@ -151,14 +151,14 @@ pub async fn policy(mesh: &Mesh, printer: &Printer, command: PolicyCommand) -> R
                     .map(|v| serde_json::json!({"workspace_id": v.workspace_id, "workspace_name": v.workspace_name, "reason": v.reason}))
                     .collect();
                 let policy = reloaded.policy.as_ref().map(PolicyView::from);
-                let record = serde_json::json!({"changed": reloaded.changed, "dry_run": dry_run, "policy": policy, "violations": violations});
+                let record = serde_json::json!({"changed": reloaded.changed, "would_change": reloaded.would_change, "dry_run": dry_run, "policy": policy, "violations": violations});
                 printer.record(&record)?;
             } else {
                 let would = if dry_run { "would " } else { "" };
-                match (reloaded.changed, dry_run) {
-                    (true, true) => say!("the policy would change"),
-                    (true, false) => say!("the policy changed"),
-                    (false, _) => say!("the policy is unchanged"),
+                match (reloaded.changed, reloaded.would_change) {
+                    (true, _) => say!("the policy changed"),
+                    (false, true) => say!("the policy would change"),
+                    (false, false) => say!("the policy is unchanged"),
                 }
                 for violation in &reloaded.violations {
                     say!("{would}stop {} ({}): {}", violation.workspace_name, violation.workspace_id, violation.reason);

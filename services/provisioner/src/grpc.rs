@@ -291,6 +291,7 @@ impl ProvisionerService for ProvisionerGrpc {
         Ok(Response::new(pb::ReloadPolicyResponse {
             policy: Some(policy_to_wire(change.policy)),
             changed: change.changed,
+            would_change: change.would_change,
             violation_count,
             violations,
         }))

@@ -196,6 +196,7 @@ async fn policy_changes_stop_what_no_longer_complies_and_gate_restarts() {
         .await
         .unwrap()
         .into_inner();
+    assert_eq!((dry.changed, dry.would_change), (false, true));
     assert_eq!(dry.violation_count, 1);
     assert_eq!(dry.violations[0].workspace_id, running);
     let active = client.get_policy(ppb::GetPolicyRequest {}).await.unwrap().into_inner().policy.unwrap();
@@ -204,7 +205,7 @@ async fn policy_changes_stop_what_no_longer_complies_and_gate_restarts() {
     // For real, from the file: the running workspace breaks it and is stopped.
     let reload = client.reload_policy(ppb::ReloadPolicyRequest::default()).await.unwrap().into_inner();
     let policy = reload.policy.unwrap();
-    assert!(reload.changed);
+    assert!(reload.changed && reload.would_change);
     assert!(policy.source.starts_with("file:"), "{}", policy.source);
     let reason = running_watch.until(WorkspaceStatus::PolicyStopped, BOOT).await;
     assert!(reason.contains("matches no allowed command pattern"), "{reason}");

@@ -24,7 +24,10 @@ pub struct Violation {
 #[derive(Debug, Clone)]
 pub struct PolicyChange {
     pub policy: ActivePolicy,
+    /// Whether the policy was replaced (never on a dry run).
     pub changed: bool,
+    /// Whether the candidate differs from the active policy.
+    pub would_change: bool,
     pub violations: Vec<Violation>,
 }
 
@@ -52,17 +55,17 @@ impl Provisioner {
             return Err(ProvisionerError::RevisionMismatch { active: active.revision, expected });
         }
         let violations = self.violations(&candidate).await?;
-        let changed = candidate != active.policy;
-        if dry_run || !changed {
-            let policy = if changed { ActivePolicy { policy: candidate, source, ..active } } else { active };
-            return Ok(PolicyChange { policy, changed, violations });
+        let would_change = candidate != active.policy;
+        if dry_run || !would_change {
+            let policy = if would_change { ActivePolicy { policy: candidate, source, ..active } } else { active };
+            return Ok(PolicyChange { policy, changed: false, would_change, violations });
         }
         let policy = self.store.replace_policy(&candidate, &source, active.revision).await?;
         tracing::info!(revision = policy.revision, source = %policy.source, violations = violations.len(), "policy changed");
         let this = self.clone();
         let to_stop = violations.clone();
         tokio::spawn(async move { this.enforce(to_stop).await });
-        Ok(PolicyChange { policy, changed, violations })
+        Ok(PolicyChange { policy, changed: true, would_change, violations })
     }
 
     /// Applies the configured policy file if it differs from the stored
