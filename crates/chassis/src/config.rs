@@ -194,8 +194,10 @@ pub struct Config<S> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration could not be read: {0}")]
-    Read(#[from] Box<figment::Error>),
+    /// Each problem on a line of its own, naming the key as it was written
+    /// and where.
+    #[error("configuration could not be read: {}", .0.join("; "))]
+    Read(Vec<String>),
     #[error("configuration file {0} does not exist")]
     MissingFile(PathBuf),
     #[error("unknown configuration key(s): {0}")]
@@ -215,7 +217,7 @@ impl<S: ServiceSettings> Config<S> {
     fn known_keys() -> Result<BTreeSet<String>, ConfigError> {
         Ok(Figment::from(Serialized::defaults(ServerConfig::default()))
             .data()
-            .map_err(Box::new)?
+            .map_err(|error| read_error(error, S::SECTION))?
             .into_values()
             .flat_map(|dict| dict.into_keys())
             .chain([S::SECTION.to_owned()])
@@ -265,7 +267,7 @@ impl<S: ServiceSettings> Config<S> {
     fn from_figment(figment: Figment, ignored_env: Vec<String>, known: &BTreeSet<String>) -> Result<Self, ConfigError> {
         let unknown: Vec<String> = figment
             .data()
-            .map_err(Box::new)?
+            .map_err(|error| read_error(error, S::SECTION))?
             .into_values()
             .flat_map(|dict| dict.into_keys())
             .filter(|key| !known.contains(key))
@@ -273,8 +275,8 @@ impl<S: ServiceSettings> Config<S> {
         if !unknown.is_empty() {
             return Err(ConfigError::UnknownKeys(unknown.join(", ")));
         }
-        let server: ServerConfig = figment.extract().map_err(Box::new)?;
-        let service: S = figment.extract_inner(S::SECTION).map_err(Box::new)?;
+        let server: ServerConfig = figment.extract().map_err(|error| read_error(error, S::SECTION))?;
+        let service: S = figment.extract_inner(S::SECTION).map_err(|error| read_error(error, S::SECTION))?;
         let mut errors = Vec::new();
         server.validate(&mut errors);
         service.validate(&mut errors);
@@ -294,6 +296,58 @@ impl<S: ServiceSettings> Config<S> {
         }
         toml::to_string_pretty(&table).unwrap_or_default()
     }
+}
+
+/// figment's errors rendered for a person: once each (figment's message
+/// repeats itself through the error's chain), the key as it was written (a
+/// service section's keys come back from figment with the section last),
+/// where it was written, and for a key that names nothing, the one meant.
+fn read_error(error: figment::Error, section: &str) -> ConfigError {
+    let mut lines: Vec<String> = Vec::new();
+    for error in error {
+        let mut path = error.path.clone();
+        if path.len() > 1 && path.last().is_some_and(|last| last == section) {
+            path.rotate_right(1);
+        }
+        let from_env = error.metadata.as_ref().is_some_and(|md| md.name.contains("environment"));
+        let written = |path: &[String]| {
+            if from_env {
+                let keys: Vec<String> = path.iter().map(|key| key.to_ascii_uppercase()).collect();
+                format!("{ENV_PREFIX}{}", keys.join("__"))
+            } else {
+                path.join(".")
+            }
+        };
+        let key = written(&path);
+        let place = match error.metadata.as_ref().and_then(|md| md.source.as_ref()) {
+            Some(source) => format!(" (in {source})"),
+            None => String::new(),
+        };
+        let problem = match &error.kind {
+            figment::error::Kind::UnknownField(_, expected) => {
+                let found = path.last().map(String::as_str).unwrap_or_default();
+                let meant = expected
+                    .iter()
+                    .max_by(|a, b| strsim::jaro_winkler(found, a).total_cmp(&strsim::jaro_winkler(found, b)));
+                match meant.filter(|meant| strsim::jaro_winkler(found, meant) > 0.8) {
+                    Some(meant) => {
+                        let mut meant_path = path.clone();
+                        if let Some(last) = meant_path.last_mut() {
+                            (*meant).clone_into(last);
+                        }
+                        format!("unknown key; did you mean {}?", written(&meant_path))
+                    }
+                    None => format!("unknown key; the keys here are {}", expected.join(", ")),
+                }
+            }
+            other => other.to_string(),
+        };
+        let line = if key.is_empty() { format!("{problem}{place}") } else { format!("{key}{place}: {problem}") };
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    ConfigError::Read(lines)
 }
 
 /// Replaces the password of a URL such as `postgres://user:secret@host/db`.
@@ -379,6 +433,34 @@ mod tests {
             assert_eq!(lines.len(), 2, "{lines:?}");
             assert!(lines.iter().any(|l| l.starts_with("demo.ttl_secs")));
             assert!(lines.iter().any(|l| l.starts_with("shutdown_grace_secs")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_mistyped_key_is_reported_once_as_it_was_written() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("agentmesh.toml", "[demo]\nttl_secz = 5\n")?;
+            let args = CommonArgs { config: Some("agentmesh.toml".into()), ..Default::default() };
+            let err = load(&args).unwrap_err();
+            let ConfigError::Read(lines) = &err else { panic!("{err}") };
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].starts_with("demo.ttl_secz (in "), "{err}");
+            assert!(lines[0].ends_with("agentmesh.toml): unknown key; did you mean demo.ttl_secs?"), "{err}");
+
+            jail.create_file("agentmesh.toml", "shutdown_grace_secs = \"soon\"\n")?;
+            let err = load(&args).unwrap_err().to_string();
+            assert!(err.contains(": shutdown_grace_secs (in "), "{err}");
+            assert!(err.ends_with(r#"agentmesh.toml): invalid type: found string "soon", expected u64"#), "{err}");
+            assert_eq!(err.matches("shutdown_grace_secs").count(), 1, "once: {err}");
+
+            jail.create_file("agentmesh.toml", "")?;
+            jail.set_env("AGENTMESH_DEMO__TTL_SECZ", "5");
+            let err = load(&args).unwrap_err().to_string();
+            assert!(
+                err.ends_with("AGENTMESH_DEMO__TTL_SECZ: unknown key; did you mean AGENTMESH_DEMO__TTL_SECS?"),
+                "{err}"
+            );
             Ok(())
         });
     }
