@@ -41,9 +41,9 @@ pub async fn run_with_listeners(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut settings = config.service.clone();
-    let (idle_timeout, problem) = settings.idle_timeout();
-    if let Some(problem) = problem {
-        tracing::warn!("{problem}");
+    let (idle_timeout, warnings) = settings.idle_timeout();
+    for warning in warnings {
+        tracing::warn!("{warning}");
     }
     let a2a_address = a2a_listener.local_addr()?;
     let a2a_tls = match &settings.a2a_tls {

@@ -53,7 +53,10 @@ pub struct GatewaySettings {
     /// up. Only a positive integer is accepted: anything else is reported at
     /// start and the default (300) is used, since refusing to start over a
     /// typo would take every dispatch down.
-    pub idle_timeout_seconds: toml::Value,
+    pub idle_timeout_secs: toml::Value,
+    /// What `idle_timeout_secs` was called before every duration key ended
+    /// in `_secs`: still read, with a warning, unless the new name is set.
+    pub idle_timeout_seconds: Option<toml::Value>,
     /// Delivery attempts before a queued message becomes a dead letter.
     pub max_attempts: u32,
     /// The first retry delay after a failed delivery; it doubles per attempt.
@@ -83,7 +86,8 @@ impl Default for GatewaySettings {
             network_mode: NetworkMode::Strict.to_string(),
             agent_dns_cache_secs: 5,
             agent_ca_file: None,
-            idle_timeout_seconds: toml::Value::Integer(DEFAULT_IDLE_TIMEOUT.as_secs() as i64),
+            idle_timeout_secs: toml::Value::Integer(DEFAULT_IDLE_TIMEOUT.as_secs() as i64),
+            idle_timeout_seconds: None,
             max_attempts: 5,
             retry_backoff_initial_ms: 1_000,
             retry_backoff_max_ms: 60_000,
@@ -162,10 +166,22 @@ impl GatewaySettings {
         AgentTls::new(self.agent_ca_file.as_deref())
     }
 
-    /// The configured idle timeout, or the default and why the configured
-    /// value was not usable.
-    pub fn idle_timeout(&self) -> (Duration, Option<String>) {
-        parse_idle_timeout(&self.idle_timeout_seconds)
+    /// The configured idle timeout, or the default, and what to warn about:
+    /// a value that is not usable, or the key's old name.
+    pub fn idle_timeout(&self) -> (Duration, Vec<String>) {
+        let default = toml::Value::Integer(DEFAULT_IDLE_TIMEOUT.as_secs() as i64);
+        let (key, value, renamed) = match &self.idle_timeout_seconds {
+            // The new name wins once it is set to anything but its default.
+            Some(old) if self.idle_timeout_secs == default => ("idle_timeout_seconds", old, true),
+            _ => ("idle_timeout_secs", &self.idle_timeout_secs, false),
+        };
+        let (timeout, problem) = parse_idle_timeout(key, value);
+        let mut warnings: Vec<String> = problem.into_iter().collect();
+        if renamed {
+            warnings
+                .push("gateway.idle_timeout_seconds is now gateway.idle_timeout_secs; the old name still works".into());
+        }
+        (timeout, warnings)
     }
 
     pub fn lease(&self) -> Duration {
@@ -186,7 +202,7 @@ impl GatewaySettings {
 /// Accepts a positive integer of seconds, as a number or a string of digits
 /// (environment variables arrive as strings); anything else yields the
 /// default and a description of what was wrong.
-pub fn parse_idle_timeout(value: &toml::Value) -> (Duration, Option<String>) {
+pub fn parse_idle_timeout(key: &str, value: &toml::Value) -> (Duration, Option<String>) {
     let seconds = match value {
         toml::Value::Integer(n) => Some(*n),
         toml::Value::String(s) => s.trim().parse::<i64>().ok(),
@@ -197,7 +213,7 @@ pub fn parse_idle_timeout(value: &toml::Value) -> (Duration, Option<String>) {
         _ => (
             DEFAULT_IDLE_TIMEOUT,
             Some(format!(
-                "gateway.idle_timeout_seconds = {value} is not a positive integer; using the default of {} s",
+                "gateway.{key} = {value} is not a positive integer; using the default of {} s",
                 DEFAULT_IDLE_TIMEOUT.as_secs()
             )),
         ),
@@ -210,7 +226,7 @@ mod tests {
 
     #[test]
     fn idle_timeout_accepts_only_positive_integers() {
-        let ok = |v: toml::Value| parse_idle_timeout(&v);
+        let ok = |v: toml::Value| parse_idle_timeout("idle_timeout_secs", &v);
         assert_eq!(ok(toml::Value::Integer(42)), (Duration::from_secs(42), None));
         assert_eq!(ok(toml::Value::String(" 7 ".into())), (Duration::from_secs(7), None));
         for bad in [
@@ -221,10 +237,22 @@ mod tests {
             toml::Value::Float(2.5),
             toml::Value::Boolean(true),
         ] {
-            let (timeout, warning) = parse_idle_timeout(&bad);
+            let (timeout, warning) = parse_idle_timeout("idle_timeout_secs", &bad);
             assert_eq!(timeout, DEFAULT_IDLE_TIMEOUT, "{bad}");
-            assert!(warning.expect("a warning").contains("not a positive integer"), "{bad}");
+            assert!(warning.expect("a warning").contains("idle_timeout_secs = "), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_idle_timeouts_old_name_is_read_with_a_warning_unless_the_new_one_is_set() {
+        let old = GatewaySettings { idle_timeout_seconds: Some(toml::Value::Integer(42)), ..Default::default() };
+        let (timeout, warnings) = old.idle_timeout();
+        assert_eq!(timeout, Duration::from_secs(42));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("now gateway.idle_timeout_secs"), "{warnings:?}");
+        let both = GatewaySettings { idle_timeout_secs: toml::Value::Integer(7), ..old };
+        assert_eq!(both.idle_timeout(), (Duration::from_secs(7), vec![]));
+        assert_eq!(GatewaySettings::default().idle_timeout(), (DEFAULT_IDLE_TIMEOUT, vec![]));
     }
 
     #[test]

@@ -22,6 +22,7 @@ async fn a_bad_idle_timeout_is_reported_and_the_default_used() {
         .arg(dir.path())
         .env("AGENTMESH_GATEWAY__REGISTRY_ADDRESS", registry.url())
         .env("AGENTMESH_GATEWAY__A2A_LISTEN", "127.0.0.1:0")
+        // The key's old name, still read.
         .env("AGENTMESH_GATEWAY__IDLE_TIMEOUT_SECONDS", "-30")
         .env("AGENTMESH_LOG_JSON", "true")
         .stdout(Stdio::piped())
@@ -44,6 +45,7 @@ async fn a_bad_idle_timeout_is_reported_and_the_default_used() {
     child.wait().unwrap();
     let warning = lines.iter().find(|l| l.contains("not a positive integer")).expect("a warning line");
     assert!(warning.contains("WARN") && warning.contains("-30") && warning.contains("300"), "{warning}");
+    assert!(lines.iter().any(|l| l.contains("now gateway.idle_timeout_secs")), "the old name is pointed out");
     let starting = lines.last().unwrap();
     assert!(starting.contains(r#""idle_timeout_secs":300"#), "{starting}");
 }

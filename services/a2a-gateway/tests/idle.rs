@@ -32,7 +32,7 @@ async fn silence_gives_up_the_dispatch_and_queues_the_message() {
     let registry = RegistryNode::start().await;
     let slow = EchoConfig { delay: Duration::from_secs(3), ..EchoConfig::default() };
     let (_agent, workspace) = EchoAgent::online(&registry, slow).await;
-    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_seconds = toml::Value::Integer(1)).await;
+    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_secs = toml::Value::Integer(1)).await;
 
     let started = std::time::Instant::now();
     let reply = Caller::operator().send(&gateway.a2a_url(&workspace.id), "slow", "m-slow").await;
@@ -51,7 +51,7 @@ async fn heartbeats_keep_a_long_dispatch_alive_even_through_another_registry_rep
     let second = RegistryNode::start_on(registry.database_file()).await;
     let slow = EchoConfig { delay: Duration::from_millis(2_500), ..EchoConfig::default() };
     let (agent, workspace) = EchoAgent::online(&registry, slow).await;
-    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_seconds = toml::Value::Integer(1)).await;
+    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_secs = toml::Value::Integer(1)).await;
 
     let alive = keep_alive(&second.workspace(&workspace));
     let reply = Caller::operator().send(&gateway.a2a_url(&workspace.id), "long job", "m-long").await;
@@ -109,7 +109,7 @@ async fn each_streamed_event_resets_the_clock_so_a_long_stream_with_progress_is_
         ..EchoConfig::default()
     };
     let (agent, workspace) = EchoAgent::online(&registry, reporting).await;
-    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_seconds = toml::Value::Integer(1)).await;
+    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_secs = toml::Value::Integer(1)).await;
 
     let events = stream(&gateway.a2a_url(&workspace.id), "long stream", "m-progress").await;
     let (ended, last) = events.last().expect("events");
@@ -133,7 +133,7 @@ async fn a_stream_that_falls_silent_is_cut_off_after_the_idle_timeout_with_an_er
     // A `working` update at once, then 4 s of silence before the answer.
     let silent = EchoConfig { delay: Duration::from_secs(4), ..EchoConfig::default() };
     let (agent, workspace) = EchoAgent::online(&registry, silent).await;
-    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_seconds = toml::Value::Integer(1)).await;
+    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_secs = toml::Value::Integer(1)).await;
 
     let started = Instant::now();
     let events = stream(&gateway.a2a_url(&workspace.id), "then silence", "m-silent").await;
@@ -160,7 +160,7 @@ async fn the_error_event_of_a_cut_off_stream_answers_to_the_request_id() {
     let registry = RegistryNode::start().await;
     let silent = EchoConfig { delay: Duration::from_secs(3), ..EchoConfig::default() };
     let (_agent, workspace) = EchoAgent::online(&registry, silent).await;
-    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_seconds = toml::Value::Integer(1)).await;
+    let gateway = GatewayNode::start(&registry, |s| s.idle_timeout_secs = toml::Value::Integer(1)).await;
 
     let events = stream(&gateway.a2a_url(&workspace.id), "then silence", "m-silent").await;
     let (_, error) = events.last().expect("events");

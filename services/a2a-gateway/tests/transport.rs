@@ -140,7 +140,7 @@ async fn a_caller_hanging_up_does_not_abort_the_dispatch() {
     let slow = EchoConfig { delay: Duration::from_secs(3), ..EchoConfig::default() };
     let (_agent, workspace) = EchoAgent::online(&registry, slow).await;
     let gateway = GatewayNode::start(&registry, |s| {
-        s.idle_timeout_seconds = toml::Value::Integer(1);
+        s.idle_timeout_secs = toml::Value::Integer(1);
         s.scan_interval_ms = 600_000;
     })
     .await;
