@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use agentmesh_chassis::status::echo;
 use serde::{Deserialize, Serialize};
 
 use crate::{runtime::RuntimeKind, spec::WorkspaceSpec};
@@ -82,11 +83,14 @@ impl Policy {
             if let Some(bad) =
                 list.iter().find(|p| p.is_empty() || p.len() > max_len || p.chars().any(char::is_control))
             {
-                return Err((field, format!("{bad:?} is not 1-{max_len} printable characters")));
+                return Err((field, format!("{} is not 1-{max_len} printable characters", echo(bad))));
             }
         }
         if let Some(bad) = self.allowed_runtime_kinds.iter().find(|k| k.parse::<KindName>().is_err()) {
-            return Err(("allowed_runtime_kinds", format!("{bad:?} is not docker, kubernetes, process or external")));
+            return Err((
+                "allowed_runtime_kinds",
+                format!("{} is not docker, kubernetes, process or external", echo(bad)),
+            ));
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use std::{
 
 mod enforcement;
 
+use agentmesh_chassis::status::echo;
 use agentmesh_proto::registry::v1::Workspace;
 use futures::stream::BoxStream;
 
@@ -136,7 +137,7 @@ impl Provisioner {
             if !self.settings.tiers.iter().any(|t| t.name == spec.tier) {
                 return Err(ProvisionerError::invalid(
                     "spec.tier",
-                    format!("unknown tier {:?} (see GetPolicy)", spec.tier),
+                    format!("unknown tier {} (see GetPolicy)", echo(&spec.tier)),
                 ));
             }
         }

@@ -7,6 +7,8 @@ use std::{
     time::SystemTime,
 };
 
+use agentmesh_chassis::status::echo;
+
 use crate::{
     error::{ProvisionerError, Result},
     policy::kind_name,
@@ -96,11 +98,11 @@ impl Runtimes {
             Some(instance) if instance.runtime.kind() == kind => Ok(instance),
             Some(_) => Err(ProvisionerError::invalid(
                 "spec.runtime_instance",
-                format!("{name:?} is not a {kind_shown} runtime instance"),
+                format!("{} is not a {kind_shown} runtime instance", echo(name)),
             )),
             None => Err(ProvisionerError::invalid(
                 "spec.runtime_instance",
-                format!("this provisioner manages no runtime instance {name:?} (see ListRuntimes)"),
+                format!("this provisioner manages no runtime instance {} (see ListRuntimes)", echo(name)),
             )),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use agentmesh_chassis::status::echo;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -83,6 +84,7 @@ pub struct WorkspaceSpec {
 }
 
 mod kind_serde {
+    use agentmesh_chassis::status::echo;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
     use crate::{policy, runtime::RuntimeKind};
@@ -93,7 +95,7 @@ mod kind_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<RuntimeKind, D::Error> {
         let name = String::deserialize(d)?;
-        policy::kind_from_name(&name).ok_or_else(|| D::Error::custom(format!("unknown runtime kind {name:?}")))
+        policy::kind_from_name(&name).ok_or_else(|| D::Error::custom(format!("unknown runtime kind {}", echo(&name))))
     }
 }
 
@@ -115,7 +117,7 @@ fn line(field: &'static str, value: &str, max: usize) -> Result<()> {
 pub fn workspace_id(field: &'static str, value: &str) -> Result<String> {
     uuid::Uuid::parse_str(value)
         .map(|id| id.to_string())
-        .map_err(|_| invalid(field, format!("{value:?} is not a UUID")))
+        .map_err(|_| invalid(field, format!("{} is not a UUID", echo(value))))
 }
 
 pub fn reason(value: &str) -> Result<String> {
@@ -205,7 +207,7 @@ impl WorkspaceSpec {
             if !is_env_name(name) {
                 return Err(invalid(
                     "spec.env",
-                    format!("{name:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*, 1-128)"),
+                    format!("{} is not a variable name ([A-Za-z_][A-Za-z0-9_]*, 1-128)", echo(name)),
                 ));
             }
             if RESERVED_ENV.contains(&name.as_str()) {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use agentmesh_chassis::status::echo;
 use uuid::Uuid;
 
 use crate::{
@@ -36,7 +37,7 @@ pub const MAX_WATCH_IDS: usize = 1000;
 pub const MAX_TOKEN: usize = 512;
 
 pub fn uuid(field: &'static str, value: &str) -> Result<Uuid> {
-    Uuid::parse_str(value).map_err(|_| RegistryError::invalid(field, format!("{value:?} is not a UUID")))
+    Uuid::parse_str(value).map_err(|_| RegistryError::invalid(field, format!("{} is not a UUID", echo(value))))
 }
 
 /// Free text: bounded, no control characters but newlines and tabs.
@@ -85,7 +86,7 @@ fn label_key(key: &str) -> Result<()> {
     } else {
         Err(RegistryError::invalid(
             "labels",
-            format!("key {key:?} must be 1-{MAX_LABEL_KEY} characters of [a-zA-Z0-9._/-]"),
+            format!("key {} must be 1-{MAX_LABEL_KEY} characters of [a-zA-Z0-9._/-]", echo(key)),
         ))
     }
 }
@@ -99,7 +100,7 @@ pub fn labels(labels: impl IntoIterator<Item = (String, String)>) -> Result<BTre
         label_key(key)?;
         text("labels", value, MAX_LABEL_VALUE)?;
         if value.contains('\n') {
-            return Err(RegistryError::invalid("labels", format!("value of {key:?} must be a single line")));
+            return Err(RegistryError::invalid("labels", format!("value of {} must be a single line", echo(key))));
         }
     }
     Ok(labels)
@@ -122,7 +123,8 @@ pub fn label_selector(selector: &str) -> Result<Vec<LabelTerm>> {
         | LabelTerm::NotEquals(key, _)
         | LabelTerm::Exists(key)
         | LabelTerm::Absent(key)) = &term;
-        label_key(key).map_err(|_| RegistryError::invalid("label_selector", format!("bad label key in {raw:?}")))?;
+        label_key(key)
+            .map_err(|_| RegistryError::invalid("label_selector", format!("bad label key in {}", echo(raw))))?;
         terms.push(term);
     }
     if terms.len() > MAX_LABELS {

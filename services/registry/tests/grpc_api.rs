@@ -113,6 +113,13 @@ async fn malformed_and_oversized_fields_are_invalid_arguments(backend: Backend) 
     assert_eq!((status.code(), status.message().starts_with("agent_card_json")), (Code::InvalidArgument, true));
     let status = anonymous.register(register_request("1234", "https://agent.test/")).await.unwrap_err();
     assert_eq!((status.code(), status.message().starts_with("workspace_id")), (Code::InvalidArgument, true));
+    // A value of any size is quoted by its start and length: a 1 MiB id is
+    // INVALID_ARGUMENT, not trailers too large for the client to read.
+    let huge = "x".repeat(1 << 20);
+    let status = operator.get_workspace(pb::GetWorkspaceRequest { workspace_id: huge }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{:.200}", status.message());
+    assert!(status.message().ends_with("… (1048576 bytes) is not a UUID"), "{:.200}", status.message());
+    assert!(status.message().len() + status.details().len() < 1024, "{} bytes", status.details().len());
 
     let token =
         anonymous.register(register_request(&created.id, "https://agent.test/")).await.unwrap().into_inner().token;
