@@ -158,7 +158,7 @@ impl Provisioner {
         };
         if let Err(e) = self.store.insert(&record).await {
             // The record must not be left promising a workload nobody will run.
-            let _ = self
+            if let Err(failed) = self
                 .registry
                 .transition(
                     &id,
@@ -167,7 +167,14 @@ impl Provisioner {
                     instance.name(),
                     &[],
                 )
-                .await;
+                .await
+            {
+                tracing::error!(
+                    workspace_id = %id, error = %failed,
+                    "the workspace could not be stored, nor marked failed: the registry keeps it as it is, \
+                     with no workload behind it; delete it"
+                );
+            }
             return Err(e);
         }
         let _guard = self.locks.lock(&id).await;
@@ -206,8 +213,14 @@ impl Provisioner {
             Ok(outcome) => outcome,
             Err(e) => {
                 let why = format!("stop failed: {e}");
-                if !keeps_status {
-                    let _ = self.registry.transition(workspace_id, WorkspaceStatus::Stopping, &why, actor, &[]).await;
+                if !keeps_status
+                    && let Err(failed) =
+                        self.registry.transition(workspace_id, WorkspaceStatus::Stopping, &why, actor, &[]).await
+                {
+                    tracing::warn!(
+                        %workspace_id, error = %failed,
+                        "the stop failed, and the reason could not be recorded: the registry shows it stopping"
+                    );
                 }
                 return Err(ProvisionerError::from_runtime(e, workspace_id));
             }
@@ -286,7 +299,12 @@ impl Provisioner {
         }
         if let Err(e) = instance.runtime.stop(workspace_id, grace).await {
             let why = format!("restart: stop failed: {e}");
-            let _ = self.registry.transition(workspace_id, status, &why, actor, &[]).await;
+            if let Err(failed) = self.registry.transition(workspace_id, status, &why, actor, &[]).await {
+                tracing::warn!(
+                    %workspace_id, error = %failed,
+                    "the restart's stop failed, and the reason could not be recorded: the old workload may still run"
+                );
+            }
             return Err(ProvisionerError::from_runtime(e, workspace_id));
         }
         self.launch(&instance, &record, status, &or(reason, "restarted on request")).await

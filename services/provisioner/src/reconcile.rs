@@ -189,8 +189,14 @@ impl Provisioner {
             records.iter().filter(|r| r.desired != Desired::Removed && removed.contains(r.workspace_id.as_str()))
         {
             let _guard = self.locks.lock(&record.workspace_id).await;
-            if self.store.set_desired(&record.workspace_id, Desired::Removed).await.is_ok() {
-                let _ = self.clean_up(instance, &record.workspace_id, self.settings.stop_grace()).await;
+            if self.store.set_desired(&record.workspace_id, Desired::Removed).await.is_ok()
+                && let Err(left) = self.clean_up(instance, &record.workspace_id, self.settings.stop_grace()).await
+            {
+                // Its record stays, so the next reconcile tries again.
+                tracing::warn!(
+                    workspace_id = %record.workspace_id, error = %left,
+                    "a workspace removed in the registry could not be cleaned up yet: its workload or volumes remain"
+                );
             }
         }
     }
@@ -347,7 +353,12 @@ impl Provisioner {
                     continue;
                 }
                 if workspace.active_tasks > 0 {
-                    let _ = self.store.touch_active(&record.workspace_id, now).await;
+                    if let Err(failed) = self.store.touch_active(&record.workspace_id, now).await {
+                        tracing::warn!(
+                            workspace_id = %record.workspace_id, error = %failed,
+                            "cannot record the workspace as active; its idle clock runs from its last recorded activity"
+                        );
+                    }
                 } else if u64::try_from(now - record.last_active_at).unwrap_or_default() >= limit {
                     let _guard = self.locks.lock(&record.workspace_id).await;
                     let reason = format!("idle for {} s", limit / 1000);
