@@ -281,22 +281,22 @@ impl AgentClient {
     /// Posts a JSON-RPC request and returns the agent's JSON reply, unless
     /// the target stays silent past the idle clock.
     pub async fn call(&self, call: AgentCall<'_>, idle: &IdleClock) -> Result<Bytes, Failure> {
-        let replied = async {
-            let (mut connection, head) = self.send(&call, false, idle).await?;
-            let body = connection.read_body(idle, &head, MAX_REPLY_BYTES).await?;
-            self.pool.give_back(connection);
-            Ok(body)
-        };
-        self.counted(replied.await)
+        self.counted(self.exchange_whole(&call, idle).await.map(|(_, body)| body))
     }
 
     /// Posts JSON that is not an A2A request (a push notification) and
     /// reads the answer's status; its body is read and dropped.
     pub async fn post(&self, call: AgentCall<'_>, idle: &IdleClock) -> Result<StatusCode, Failure> {
-        let (mut connection, head) = self.send(&call, false, idle).await?;
-        connection.read_body(idle, &head, MAX_REPLY_BYTES).await?;
+        self.exchange_whole(&call, idle).await.map(|(status, _)| status)
+    }
+
+    /// Sends `call` and reads its whole reply; the connection goes back to
+    /// the pool.
+    async fn exchange_whole(&self, call: &AgentCall<'_>, idle: &IdleClock) -> Result<(StatusCode, Bytes), Failure> {
+        let (mut connection, head) = self.send(call, false, idle).await?;
+        let body = connection.read_body(idle, &head, MAX_REPLY_BYTES).await?;
         self.pool.give_back(connection);
-        Ok(head.status)
+        Ok((head.status, body))
     }
 
     fn counted<T>(&self, result: Result<T, Failure>) -> Result<T, Failure> {

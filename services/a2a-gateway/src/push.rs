@@ -57,14 +57,18 @@ enum Kind {
 impl PushRequest {
     /// The push-config request `envelope` holds, if it holds one.
     pub fn of(envelope: &Envelope) -> Option<Self> {
-        let kind = match jsonrpc::method_name(&envelope.body())?.as_str() {
+        // Every request that reaches `forward` is asked: the method name is
+        // read without building the document, which only a push-config
+        // request then is.
+        let body = envelope.body();
+        let kind = match jsonrpc::method_name(&body)?.as_str() {
             "CreateTaskPushNotificationConfig" => Kind::Create,
             "GetTaskPushNotificationConfig" => Kind::Get,
             "ListTaskPushNotificationConfigs" => Kind::List,
             "DeleteTaskPushNotificationConfig" => Kind::Delete,
             _ => return None,
         };
-        let Ok(Value::Object(mut request)) = serde_json::from_slice(&envelope.body()) else { return None };
+        let Ok(Value::Object(mut request)) = serde_json::from_slice(&body) else { return None };
         let Some(Value::Object(params)) = request.remove("params") else { return None };
         let task_id = params.get("taskId").and_then(Value::as_str)?.to_owned();
         Some(Self { kind, task_id, params })

@@ -345,13 +345,19 @@ mod tests {
     async fn a_stream_reset_by_its_caller_does_not_cancel_the_dispatch() {
         let (address, echo) = listening(None).await;
         let mut sender = h2_client(TcpStream::connect(address).await.unwrap()).await;
+        let mut after = sender.clone();
         let waiting = echo.waiting.notified();
         let call = tokio::spawn(async move { sender.send_request(post("/wait", "")).await });
         waiting.await;
         call.abort();
+        let _ = call.await;
+        // A request after the reset on the same connection is answered only
+        // once the server has read the reset (frames are read in order).
+        assert_eq!(text(after.send_request(post("/a", "after")).await.unwrap()).await, "/a after");
         let finished = echo.finished.notified();
         echo.release.notify_one();
-        finished.await;
+        // A dispatch cancelled with its stream would never finish.
+        tokio::time::timeout(Duration::from_secs(10), finished).await.expect("the dispatch finished");
     }
 
     #[tokio::test]
